@@ -1,0 +1,165 @@
+"""PyTorch -> FP32 ONNX: BatchNorm folded, checked, shape-inferred, with metadata and manifest."""
+
+from __future__ import annotations
+
+import io
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import onnx
+import torch
+from torch import nn
+
+from . import __version__
+from .artifacts import atomic_path, sha256_file, write_manifest
+from .errors import UserError
+from .preprocess import DEFAULT, Preprocess
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+DEFAULT_OPSET = 17
+OPSETS = range(13, 22)
+EXPORTERS = ("torchscript", "dynamo")
+METADATA_PREFIX = "resnet_deploy."
+
+
+def fold_batchnorm(model: nn.Module) -> nn.Module:
+    """A copy of ``model`` with every conv->BN pair fused into one conv (torch.fx's fuse).
+
+    Pre-activation BNs follow a ReLU or a sum, not a conv, and stay (TensorRT turns them into
+    a scale layer).
+    """
+    from torch.fx.experimental.optimization import fuse
+
+    return fuse(model.eval(), inplace=False)
+
+
+def count_ops(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == op_type)
+
+
+def _export_proto(model: nn.Module, sample: torch.Tensor, opset: int, dynamic: bool, exporter: str) -> onnx.ModelProto:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        if exporter == "dynamo":
+            dyn = {"x": {0: torch.export.Dim("batch", min=1)}} if dynamic else None
+            program = torch.onnx.export(model, (sample,), dynamo=True, input_names=[INPUT_NAME],
+                                        output_names=[OUTPUT_NAME], dynamic_shapes=dyn,
+                                        opset_version=opset, external_data=False)
+            return program.model_proto
+        buf = io.BytesIO()
+        axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
+        torch.onnx.export(model, (sample,), buf, dynamo=False, input_names=[INPUT_NAME],
+                          output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset,
+                          do_constant_folding=True)
+        return onnx.load_from_string(buf.getvalue())
+
+
+def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> None:
+    """Record facts as ``resnet_deploy.*`` metadata properties (strings), replacing old ones."""
+    keep = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in facts.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, str(value)
+
+
+def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
+    """Full checker plus strict shape inference; return the shape-inferred model."""
+    onnx.checker.check_model(model, full_check=True)
+    return onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True, data_prop=True)
+
+
+def validate_options(opset: int, exporter: str, batch: int | None) -> None:
+    """Check export options before any slow work."""
+    if opset not in OPSETS:
+        raise UserError(f"opset {opset} not supported; choose {OPSETS.start}..{OPSETS.stop - 1}")
+    if exporter not in EXPORTERS:
+        raise UserError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if batch is not None and batch < 1:
+        raise UserError(f"batch must be at least 1, got {batch}")
+
+
+def export_onnx(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    facts: dict[str, Any],
+    batch: int | None = None,
+    opset: int = DEFAULT_OPSET,
+    image_size: int = 224,
+    exporter: str = "torchscript",
+    recipe: Preprocess = DEFAULT,
+) -> dict[str, Any]:
+    """Export ``model`` to ``path`` atomically; return the manifest written beside it.
+
+    ``facts`` carries what the caller knows about the model (arch, depth, classes, weights
+    source and sha256); they go into the ONNX metadata and the manifest.
+    """
+    validate_options(opset, exporter, batch)
+    t0 = time.perf_counter()
+    folded = fold_batchnorm(model)
+    t_fold = time.perf_counter()
+    sample = torch.zeros(batch or 1, 3, image_size, image_size)
+    with torch.no_grad():
+        proto = _export_proto(folded, sample, opset, batch is None, exporter)
+    t_export = time.perf_counter()
+    meta = {
+        **facts,
+        "image_size": image_size,
+        "mean": list(recipe.mean),
+        "std": list(recipe.std),
+        "preprocess": recipe.to_dict(),
+        "precision": "fp32",
+        "opset": opset,
+        "exporter": exporter,
+        "batch": batch if batch is not None else "dynamic",
+        "batchnorm_folded": count_ops(proto, "BatchNormalization") == 0,
+        "toolkit_version": __version__,
+        "torch_version": torch.__version__,
+    }
+    set_metadata(proto, {k: v for k, v in meta.items() if k != "preprocess"})
+    proto.producer_name, proto.producer_version = "resnet-deploy", __version__
+    try:
+        inferred = check_onnx(proto)
+    except (onnx.checker.ValidationError, onnx.shape_inference.InferenceError) as e:
+        raise RuntimeError(f"exported ONNX failed its check: {e}") from e
+    t_check = time.perf_counter()
+    path = Path(path)
+    with atomic_path(path) as tmp:
+        onnx.save(inferred, str(tmp))
+    t_save = time.perf_counter()
+    manifest = {
+        "artifact": path.name,
+        "kind": "onnx",
+        **meta,
+        "input": {"name": INPUT_NAME, "shape": [batch or "batch", 3, image_size, image_size], "dtype": "float32"},
+        "output": {"name": OUTPUT_NAME, "shape": [batch or "batch", facts.get("num_classes")], "dtype": "float32"},
+        "nodes": len(inferred.graph.node),
+        "batchnorm_nodes": count_ops(inferred, "BatchNormalization"),
+        "onnx_version": onnx.__version__,
+        "sha256": sha256_file(path),
+        "bytes": path.stat().st_size,
+        "timings_s": {"fold": round(t_fold - t0, 3), "export": round(t_export - t_fold, 3),
+                      "check": round(t_check - t_export, 3), "save": round(t_save - t_check, 3)},
+    }
+    write_manifest(path, manifest)
+    return manifest
+
+
+def load_onnx(path: str | Path) -> onnx.ModelProto:
+    """Load an ONNX file; a missing or corrupt file is a one-line :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"ONNX model not found: {p} (create it with `resnet-deploy export`)")
+    try:
+        return onnx.load(str(p))
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a damaged file
+        raise UserError(f"cannot read ONNX model {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None

@@ -1,0 +1,157 @@
+"""ImageNet evaluation preprocessing with Pillow and numpy only (no torch).
+
+resize the shorter side to 256 (bilinear, antialiased as Pillow does), centre-crop 224,
+scale to [0, 1], normalise by the ImageNet mean/std, HWC -> CHW float32. The same function
+serves parity, calibration, eval, predict and the edge bundle's ``infer.py``, so what an
+engine is checked with is what it is fed in production.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable
+
+import numpy as np
+
+from .errors import UserError
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp", ".gif")
+
+
+@dataclass(frozen=True)
+class Preprocess:
+    """The preprocessing recipe; recorded in every manifest so deployments reproduce it."""
+
+    image_size: int = 224
+    resize: int = 256
+    mean: tuple[float, float, float] = IMAGENET_MEAN
+    std: tuple[float, float, float] = IMAGENET_STD
+    layout: str = "NCHW"
+    interpolation: str = "bilinear"
+
+    def to_dict(self) -> dict:
+        return {"image_size": self.image_size, "resize": self.resize, "mean": list(self.mean),
+                "std": list(self.std), "layout": self.layout, "interpolation": self.interpolation}
+
+    def __call__(self, image) -> np.ndarray:
+        return preprocess_image(image, self)
+
+
+DEFAULT = Preprocess()
+
+
+def to_rgb_pil(image):
+    """Any PIL image or numpy array (gray, RGB, RGBA, bool, float) -> an RGB PIL image."""
+    from PIL import Image
+
+    if isinstance(image, np.ndarray):
+        arr = image
+        if arr.dtype == bool:
+            arr = arr.astype(np.uint8) * 255
+        elif arr.dtype != np.uint8:
+            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
+        image = Image.fromarray(arr)
+    if image.mode in ("RGBA", "LA", "P"):
+        image = image.convert("RGBA")
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image)
+    return image.convert("RGB")
+
+
+def preprocess_image(image, recipe: Preprocess = DEFAULT) -> np.ndarray:
+    """One image -> float32 [3, size, size]."""
+    from PIL import Image
+
+    img = to_rgb_pil(image)
+    w, h = img.size
+    short, long = (w, h) if w <= h else (h, w)
+    new_short, new_long = recipe.resize, int(recipe.resize * long / short)  # torchvision's Resize rule
+    new_w, new_h = (new_short, new_long) if w <= h else (new_long, new_short)
+    img = img.resize((new_w, new_h), Image.BILINEAR)
+    left = int(round((new_w - recipe.image_size) / 2.0))
+    top = int(round((new_h - recipe.image_size) / 2.0))
+    img = img.crop((left, top, left + recipe.image_size, top + recipe.image_size))
+    arr = np.asarray(img, dtype=np.float32) / 255.0
+    arr = (arr - np.asarray(recipe.mean, np.float32)) / np.asarray(recipe.std, np.float32)
+    return np.ascontiguousarray(arr.transpose(2, 0, 1))
+
+
+def load_image(path: str | os.PathLike[str]):
+    """Open and fully decode an image file; a missing or undecodable file is a :class:`UserError`."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy()
+    except FileNotFoundError:
+        raise UserError(f"image not found: {path}") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
+        raise UserError(f"cannot decode image {path}: {e}") from None
+
+
+def preprocess_files(paths: Iterable[str | os.PathLike[str]], recipe: Preprocess = DEFAULT) -> np.ndarray:
+    """Load and preprocess files into one float32 NCHW batch."""
+    arrays = [preprocess_image(load_image(p), recipe) for p in paths]
+    if not arrays:
+        raise UserError("no images given")
+    return np.stack(arrays)
+
+
+def list_images(folder: str | os.PathLike[str]) -> list[Path]:
+    """Image files below ``folder`` (flat or one sub-folder per class), sorted for reproducibility."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise UserError(f"image folder not found: {root}")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
+
+
+# Real photographs that scikit-image ships inside its wheel (no download). "camera" is grayscale
+# and exercises the conversion path.
+SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
+                 "immunohistochemistry", "retina", "camera")
+
+
+@dataclass
+class SampleSet:
+    names: list[str] = field(default_factory=list)
+    batch: np.ndarray | None = None
+
+
+def sample_photos(recipe: Preprocess = DEFAULT, names: Iterable[str] = SAMPLE_IMAGES) -> SampleSet:
+    """scikit-image's bundled photographs, preprocessed: the embedded default input everywhere."""
+    try:
+        import skimage.data
+    except ImportError:
+        raise UserError("scikit-image is needed for the bundled sample photographs: pip install scikit-image") from None
+    names = list(names)
+    return SampleSet(names, np.stack([preprocess_image(getattr(skimage.data, n)(), recipe) for n in names]))
+
+
+def augmented_photos(n: int, recipe: Preprocess = DEFAULT, seed: int = 0) -> np.ndarray:
+    """``n`` varied views (random crops, flips, scales) of the bundled photographs.
+
+    Used where more distinct real images are needed than scikit-image ships, e.g. to
+    re-estimate BatchNorm statistics of a random-weight model.
+    """
+    import skimage.data
+    from PIL import Image
+
+    rng = np.random.default_rng(seed)
+    sources = [to_rgb_pil(getattr(skimage.data, name)()) for name in SAMPLE_IMAGES]
+    out = []
+    for i in range(n):
+        img = sources[i % len(sources)]
+        w, h = img.size
+        frac = rng.uniform(0.35, 1.0)
+        cw, ch = max(32, int(w * frac)), max(32, int(h * frac))
+        x0, y0 = int(rng.integers(0, w - cw + 1)), int(rng.integers(0, h - ch + 1))
+        view = img.crop((x0, y0, x0 + cw, y0 + ch))
+        if rng.random() < 0.5:
+            view = view.transpose(Image.FLIP_LEFT_RIGHT)
+        out.append(preprocess_image(view, recipe))
+    return np.stack(out)

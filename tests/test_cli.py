@@ -1,0 +1,78 @@
+"""The command line: JSON output, exit codes, and one clear line for every bad input."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+from typer.testing import CliRunner
+
+from resnet_deploy.cli import app
+
+runner = CliRunner()
+
+
+def invoke(*args):
+    return runner.invoke(app, [str(a) for a in args])
+
+
+def test_info_json():
+    r = invoke("info", "--depth", "50", "--json")
+    assert r.exit_code == 0
+    d = json.loads(r.stdout)
+    assert d["parameters"] == 25_557_032 and d["stages"]["layer4"] == [2048, 7, 7]
+
+
+def test_info_table():
+    r = invoke("info", "--depth", "152")
+    assert r.exit_code == 0 and "60,192,808" in r.stdout and "11.51 G" in r.stdout
+
+
+def test_export_and_parity_json(exported):
+    root = exported.root
+    exported("resnet18")
+    r = invoke("parity", "--depth", "18", "--out", root, "--json")
+    assert r.exit_code == 0, r.output
+    d = json.loads(r.stdout)
+    assert d["passed"] and d["rel_l2"] <= 1e-4 and d["candidate"]["backend"] == "ort"
+
+
+def one_line_error(r, code=2):
+    assert r.exit_code == code, r.output
+    assert "Traceback" not in r.output
+    lines = [line for line in r.stderr.strip().splitlines() if line.startswith("error:")]
+    assert len(lines) == 1, r.stderr
+    return lines[0]
+
+
+def test_bad_inputs_one_line_each(tmp_path, exported):
+    (tmp_path / "corrupt.onnx").write_bytes(b"\x08\x07garbage")
+    (tmp_path / "corrupt.pth").write_bytes(b"garbage")
+    (tmp_path / "photo.jpg").write_bytes(b"\xff\xd8 not really a jpeg")
+    readonly = tmp_path / "ro"
+    readonly.mkdir()
+    readonly.chmod(0o500)
+    onnx18 = exported("resnet18")["path"]
+    cases = [
+        (("info", "--depth", "42"), "unknown depth or architecture '42'"),
+        (("export", "--depth", "18", "--weights", tmp_path / "missing.pth"), "weights file not found"),
+        (("export", "--depth", "18", "--weights", tmp_path / "corrupt.pth"), "cannot read weights"),
+        (("export", "--depth", "18", "--opset", "7"), "opset 7 not supported"),
+        (("parity", "--depth", "18", "--onnx", tmp_path / "corrupt.onnx"), "cannot read ONNX model"),
+        (("parity", "--depth", "18", "--onnx", tmp_path / "nope.onnx"), "ONNX model not found"),
+        (("parity", "--depth", "34", "--onnx", onnx18), "holds resnet18, not resnet34"),
+        (("parity", "--depth", "18", "--onnx", onnx18, "--image", tmp_path / "photo.jpg"), "cannot decode image"),
+    ]
+    import os
+
+    if os.geteuid() != 0:  # root ignores permission bits
+        cases.append((("export", "--depth", "18", "--out", readonly), "not writable"))
+    cases.append((("export", "--depth", "18", "--out", tmp_path / "corrupt.pth"), "cannot create output folder"))
+    for args, expected in cases:
+        assert expected in one_line_error(invoke(*args)), args
+
+
+def test_real_process_exit_code_and_no_traceback():
+    p = subprocess.run([sys.executable, "-m", "resnet_deploy.cli", "info", "--depth", "nine"],
+                       capture_output=True, text=True)
+    assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.startswith("error: unknown depth")
