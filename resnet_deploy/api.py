@@ -99,42 +99,71 @@ def export(depth: int | str, *, weights: str | os.PathLike[str] | None = None, n
     return {"path": str(path), **manifest}
 
 
-def parity(depth: int | str, *, onnx: str | os.PathLike[str] | None = None, weights: str | os.PathLike[str] | None = None,
-           num_classes: int | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT, preact: bool = False,
-           seed: int = RANDOM_SEED, backend: str = "ort", n_random: int = 4,
-           images: list[str | os.PathLike[str]] | None = None, raise_on_fail: bool = False,
-           progress: Progress = _quiet) -> dict[str, Any]:
-    """Compare an ONNX model on ``backend`` with PyTorch FP32 on photographs and random tensors.
+def artifact_facts(artifact: str | os.PathLike[str], kind: str) -> dict[str, str]:
+    """The model facts (arch, weights sha256, precision, batch) an artifact records.
 
-    Without ``onnx`` the default artifact is used, exported first if it does not exist.
-    ``images`` replaces the default batch (scikit-image's photographs plus ``n_random``
-    seeded random tensors) with the user's own image files.
-    The ONNX must have been exported from the same weights as the reference (its metadata
-    records their sha256); otherwise the comparison would be meaningless and is refused.
+    ONNX files carry them as ``resnet_deploy.*`` metadata; an engine's manifest copies its
+    source ONNX's metadata under ``source_metadata`` (the engine format has no room for them).
     """
     from .onnx_export import load_onnx, read_metadata
+
+    if kind == "onnx":
+        return read_metadata(load_onnx(artifact))
+    from .artifacts import read_manifest
+
+    if not Path(artifact).is_file():
+        raise UserError(f"engine not found: {artifact} (create it with `resnet-deploy build`)")
+    manifest = read_manifest(artifact)
+    facts = {k: str(v) for k, v in manifest.get("source_metadata", {}).items()}
+    facts.setdefault("precision", str(manifest.get("precision", "fp32")))
+    return facts
+
+
+def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
+           artifact: str | os.PathLike[str] | None = None, onnx: str | os.PathLike[str] | None = None,
+           weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+           out_dir: str | os.PathLike[str] = DEFAULT_ROOT, preact: bool = False, seed: int = RANDOM_SEED,
+           n_random: int = 4, images: list[str | os.PathLike[str]] | None = None, raise_on_fail: bool = False,
+           progress: Progress = _quiet, **runner_options: Any) -> dict[str, Any]:
+    """Compare an artifact on ``backend`` with PyTorch FP32 on photographs and random tensors.
+
+    ``artifact`` (or its alias ``onnx``) defaults to the precision's artifact for the
+    backend (``engines/resnet50/resnet50.fp16.onnx`` for ``ort``,
+    ``engines/resnet50/resnet50.fp16.trt.engine`` for ``trt``); the FP32 ONNX is exported
+    first if missing. The precision the artifact records sets the thresholds. It must have
+    been made from the same weights as the reference (its metadata records their sha256).
+    ``images`` replaces the default batch (scikit-image's photographs plus ``n_random``
+    seeded random tensors) with the user's own image files.
+    """
     from .compare import THRESHOLDS, parity_batch, run_parity
-    from .runners.ort import OrtRunner
+    from .runners import artifact_kind, open_runner
     from .runners.torch_runner import TorchRunner
 
     arch = resolve_arch(depth, preact)
-    if onnx is None:
-        onnx = artifact_path(arch, "fp32", "onnx", out_dir)
-        if not Path(onnx).exists():
-            progress(f"{onnx} does not exist yet: exporting it first")
+    kind = artifact_kind(backend)
+    if kind == "torch":
+        raise UserError("parity compares an exported artifact with PyTorch; choose an ONNX or TensorRT engine")
+    artifact = artifact if artifact is not None else onnx
+    if artifact is None:
+        artifact = artifact_path(arch, precision, kind, out_dir)
+        if not Path(artifact).exists():
+            if kind != "onnx" or precision != "fp32":
+                step = "quantize --precision " + precision if kind == "onnx" else f"build --engine {backend}"
+                raise UserError(f"{artifact} does not exist; create it with `resnet-deploy {step} --depth {depth}`")
+            progress(f"{artifact} does not exist yet: exporting it first")
             export(arch, weights=weights, num_classes=num_classes, out_dir=out_dir, seed=seed, progress=progress)
-    meta = read_metadata(load_onnx(onnx))
+    meta = artifact_facts(artifact, kind)
     if meta.get("arch") not in (None, arch):
-        raise UserError(f"{onnx} holds {meta['arch']}, not {arch}")
+        raise UserError(f"{artifact} holds {meta['arch']}, not {arch}")
     if num_classes is None and meta.get("num_classes", "").isdigit():
         num_classes = int(meta["num_classes"])
-    precision = meta.get("precision", "fp32")
+    precision = meta.get("precision", precision)
     if precision not in THRESHOLDS:
-        raise UserError(f"{onnx} records an unknown precision {precision!r}")
+        raise UserError(f"{artifact} records an unknown precision {precision!r}")
     progress(f"building the PyTorch FP32 reference {arch}")
     model = create_model(arch, num_classes=num_classes, weights=weights, seed=seed)
     if meta.get("weights_sha256") and meta["weights_sha256"] != model.weights_info.sha256:
-        raise UserError(f"{onnx} was exported from other weights ({meta.get('weights_source')}) than the reference "
+        raise UserError(f"{artifact} was made from other weights ({meta.get('weights_source')}) than the reference "
                         f"({model.weights_info.source}); pass the same --weights or re-export")
     if images:
         from .preprocess import preprocess_files
@@ -146,12 +175,11 @@ def parity(depth: int | str, *, onnx: str | os.PathLike[str] | None = None, weig
     chunk = int(fixed) if fixed.isdigit() else None
     progress(f"running {len(batch)} inputs through PyTorch and {backend}")
     reference = TorchRunner(model)
-    with OrtRunner(onnx, backend=backend, precision=precision) as candidate:
+    with open_runner(backend, artifact, precision=precision, **runner_options) as candidate:
         result = run_parity(reference, candidate, batch, precision, chunk=chunk)
         cand_desc = candidate.describe()
-    report = {"arch": arch, "onnx": str(onnx), "inputs": names, "reference": reference.describe(),
+    report = {"arch": arch, "artifact": str(artifact), "inputs": names, "reference": reference.describe(),
               "candidate": cand_desc, **result.to_dict()}
     if raise_on_fail and not result.passed:
-        raise ParityError(f"parity failed for {onnx}: " + "; ".join(result.failures))
+        raise ParityError(f"parity failed for {artifact}: " + "; ".join(result.failures))
     return report
-

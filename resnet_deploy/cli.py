@@ -132,16 +132,20 @@ def export(depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt, num_clas
 
 
 @app.command()
-def parity(depth: str = DepthOpt, onnx: Optional[Path] = typer.Option(None, "--onnx", help="ONNX model (default: the exported one)."),
+def parity(depth: str = DepthOpt,
+           engine: str = typer.Option("ort", "--engine", "-e", help="Backend: ort, ort-cuda, trt, trt-rtx."),
+           precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact."),
+           onnx: Optional[Path] = typer.Option(None, "--onnx", "--artifact", help="ONNX model or engine "
+                                               "(default: the precision's artifact under --out)."),
            weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,
            images: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file(s) to compare on "
                                                        "(default: bundled photographs + random tensors)."),
            preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
-    """Compare the ONNX model on ONNX Runtime with PyTorch FP32; exit 1 if it fails."""
+    """Compare an ONNX model or engine with PyTorch FP32 at the precision's bars; exit 1 if it fails."""
     from . import api
 
     with handled(as_json) as progress:
-        r = api.parity(depth, onnx=onnx, weights=weights, num_classes=num_classes, out_dir=out_dir, preact=preact,
+        r = api.parity(depth, precision=precision, backend=engine, artifact=onnx, weights=weights, num_classes=num_classes, out_dir=out_dir, preact=preact,
                        seed=seed, images=images, progress=progress)
 
     def render() -> None:
@@ -168,6 +172,10 @@ def parity(depth: str = DepthOpt, onnx: Optional[Path] = typer.Option(None, "--o
 def version() -> None:
     """Print the toolkit version."""
     out.print(__version__)
+
+
+# Sub-command modules register themselves on `app` (one module per pipeline stage).
+# (imports appended below by each stage)
 
 
 def main() -> None:

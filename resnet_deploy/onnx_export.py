@@ -114,6 +114,7 @@ def export_onnx(
     meta = {
         **facts,
         "image_size": image_size,
+        "resize": recipe.resize,
         "mean": list(recipe.mean),
         "std": list(recipe.std),
         "preprocess": recipe.to_dict(),

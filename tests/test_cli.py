@@ -34,7 +34,7 @@ def test_export_and_parity_json(exported):
     r = invoke("parity", "--depth", "18", "--out", root, "--json")
     assert r.exit_code == 0, r.output
     d = json.loads(r.stdout)
-    assert d["passed"] and d["rel_l2"] <= 1e-4 and d["candidate"]["backend"] == "ort"
+    assert d["passed"] and d["rel_l2"] <= 1e-4 and d["candidate"]["backend"] == "ort" and d["precision"] == "fp32"
 
 
 def one_line_error(r, code=2):
