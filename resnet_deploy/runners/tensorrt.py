@@ -1,0 +1,391 @@
+"""Run a TensorRT or TensorRT-RTX engine: numpy in, float32 logits out. No torch.
+
+Dependencies: numpy, the engine's TensorRT module (``tensorrt`` or ``tensorrt_rtx``) and
+cuda-python (``cuda.bindings.runtime``; the legacy ``cuda.cudart`` is used if that is all there is).
+
+Before anything is deserialized the runner checks, in this order, and says exactly what is wrong:
+
+1. the engine file and its manifest exist, and the file matches the manifest (size, sha256), so a
+   truncated or replaced engine is a one-line :class:`UserError`, not a crash inside TensorRT;
+2. the flavour's Python module imports (else :class:`BackendUnavailable`);
+3. the installed library version can run the engine (TensorRT: same version, or newer if the engine
+   was built version-compatible; TensorRT-RTX: same release, engines are not portable across them);
+4. a CUDA device exists (else ``BackendUnavailable(flavour, "no CUDA device ...")``);
+5. the device's compute capability is one the engine was built for.
+
+Execution follows the name-based TensorRT 10+/11/RTX API: ``num_io_tensors`` /
+``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``, ``get_tensor_profile_shape``,
+``set_input_shape``, ``set_tensor_address`` and ``execute_async_v3(stream)``. Device buffers are
+allocated once for the profile's max batch, host staging buffers are pinned
+(``cudaMallocHost``), so copies are truly asynchronous and can be captured into CUDA graphs.
+
+CUDA graphs (``cuda_graph=True``):
+
+* ``tensorrt``: one graph per batch size, captured on first use with
+  ``cudaStreamBeginCapture`` -> H2D copy, ``execute_async_v3``, D2H copy -> ``cudaStreamEndCapture``
+  -> ``cudaGraphInstantiate``; replayed with ``cudaGraphLaunch``. After a shape change the
+  context is enqueued once, uncaptured, before capture (TensorRT defers some shape work to the
+  first enqueue, which must not happen inside a capture).
+* ``tensorrt_rtx``: the runtime captures graphs itself when the execution context is created from
+  an ``IRuntimeConfig`` with ``cuda_graph_strategy = CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``
+  (TensorRT-RTX "Working with RTX CUDA Graphs"). Manual stream capture on RTX would need engines
+  built with ``BuilderFlag.REQUIRE_USER_ALLOCATION``, so it is not used.
+"""
+
+from __future__ import annotations
+
+import ctypes
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..artifacts import read_manifest, sha256_file
+from ..engine import (
+    FLAVOURS,
+    _cc_tuple,
+    cuda_device_info,
+    cuda_error_name,
+    import_flavour,
+    is_rtx,
+    load_cudart,
+    rtx_cc_supported,
+)
+from ..errors import BackendUnavailable, UserError
+from .base import Runner
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    out = []
+    for part in str(v).split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[str, Any] | None, engine_path: Path) -> None:
+    """Raise :class:`UserError` if this library / GPU cannot run the engine the manifest describes."""
+    built, installed = str(manifest.get("builder_version", "?")), str(trt.__version__)
+    name = trt.__name__
+    if built != installed:
+        if is_rtx(trt):
+            raise UserError(
+                f"{engine_path.name} was built with {name} {built} but {installed} is installed; "
+                "TensorRT-RTX engines only run on the release that built them: rebuild it"
+            )
+        if not manifest.get("version_compatible"):
+            raise UserError(
+                f"{engine_path.name} was built with {name} {built} but {installed} is installed; "
+                "rebuild it (or build with version compatibility)"
+            )
+        if _version_tuple(installed) < _version_tuple(built):
+            raise UserError(
+                f"{engine_path.name} is version-compatible from {name} {built} onwards but the older {installed} is installed"
+            )
+    if device is None:
+        return
+    cc = device["compute_capability"]
+    target = manifest.get("target") or {}
+    if is_rtx(trt):
+        targets = target.get("compute_capabilities") or []
+        if targets and not rtx_cc_supported(cc, targets):
+            raise UserError(
+                f"{engine_path.name} targets compute capability {' '.join(targets)}; this GPU ({device['name']}, {cc}) "
+                "is not among them: rebuild with --compute-capability " + cc
+            )
+    else:
+        hw = target.get("hardware_compatibility")
+        built_cc = target.get("compute_capability")
+        if hw == "ampere+":
+            if _cc_tuple(cc) < (8, 0):
+                raise UserError(f"{engine_path.name} needs an Ampere or newer GPU; {device['name']} is {cc}")
+        elif built_cc and built_cc != cc:
+            raise UserError(
+                f"{engine_path.name} was built for compute capability {built_cc}; this GPU ({device['name']}) is {cc}: "
+                "rebuild it here (or build with hardware compatibility ampere+)"
+            )
+
+
+def verify_engine_file(engine_path: Path, manifest: dict[str, Any]) -> None:
+    """The engine file must be the one its manifest describes (catches truncation and replacement)."""
+    size = engine_path.stat().st_size
+    want = manifest.get("engine_bytes")
+    if want is not None and size != want:
+        raise UserError(f"engine {engine_path} is {size} bytes but its manifest says {want}: truncated or replaced, rebuild it")
+    sha = manifest.get("engine_sha256")
+    if sha is not None and sha256_file(engine_path) != sha:
+        raise UserError(f"engine {engine_path} does not match its manifest (sha256 differs): corrupted or replaced, rebuild it")
+
+
+class TensorRTRunner(Runner):
+    """Infer float32 NCHW batches with a serialized TensorRT / TensorRT-RTX engine."""
+
+    backend = "trt"
+
+    def __init__(
+        self,
+        engine_path: str | Path,
+        *,
+        flavour: str | None = None,
+        device: int = 0,
+        cuda_graph: bool = False,
+        verify: bool = True,
+    ):
+        self._closed = True  # close() is safe even if __init__ fails half way
+        self._dev_ptrs: list[int] = []
+        self._host_ptrs: list[int] = []
+        self._graphs: dict[int, tuple[Any, Any]] = {}
+        self._stream = None
+        self.engine_path = Path(engine_path)
+        if not self.engine_path.is_file():
+            raise UserError(f"engine not found: {self.engine_path}")
+        self.manifest = read_manifest(self.engine_path)
+        built_flavour = self.manifest.get("flavour")
+        if flavour is not None and built_flavour is not None and flavour != built_flavour:
+            raise UserError(f"{self.engine_path.name} is a {built_flavour} engine, not {flavour}")
+        self.flavour = flavour or built_flavour
+        if self.flavour not in FLAVOURS:
+            raise UserError(f"manifest of {self.engine_path.name} names unknown flavour {self.flavour!r}")
+        self.backend = self.flavour
+        if verify:
+            verify_engine_file(self.engine_path, self.manifest)
+
+        trt = import_flavour(self.flavour)
+        self._trt = trt
+        check_manifest_against_runtime(self.manifest, trt, None, self.engine_path)  # version only
+        cudart = load_cudart()
+        if cudart is None:
+            raise BackendUnavailable(self.flavour, "cuda-python is not installed (pip install cuda-python)")
+        self._cudart = cudart
+        info, why = cuda_device_info(device)
+        if info is None:
+            raise BackendUnavailable(self.flavour, why)
+        self.device = info
+        check_manifest_against_runtime(self.manifest, trt, info, self.engine_path)
+        self._check(cudart.cudaSetDevice(device), "cudaSetDevice")
+
+        from ..engine import _make_logger  # shared ILogger adapter that keeps error text
+
+        self._logger = _make_logger(trt)
+        self._runtime = trt.Runtime(self._logger)
+        if self.manifest.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
+            # version-compatible plans embed the lean runtime (host code); we built it, so trust it.
+            self._runtime.engine_host_code_allowed = True
+        blob = self.engine_path.read_bytes()
+        validity = getattr(self._runtime, "get_engine_validity", None)
+        if validity is not None:  # TensorRT-RTX (and newer TensorRT): diagnose before deserializing
+            try:
+                state, diag = validity(blob)
+                if getattr(state, "name", str(state)) == "INVALID":
+                    raise UserError(f"{self.engine_path.name} cannot run here: {self._diagnostics(diag)}")
+            except UserError:
+                raise
+            except Exception:
+                pass
+        self._engine = self._runtime.deserialize_cuda_engine(blob)
+        del blob
+        if self._engine is None:
+            raise UserError(
+                f"cannot deserialize {self.engine_path.name}: {self._logger.last_error() or 'unknown reason'}"
+            )
+
+        self._cuda_graph = bool(cuda_graph)
+        self._rtx_graphs = False
+        if self._cuda_graph and is_rtx(trt) and hasattr(self._engine, "create_runtime_config"):
+            rc = self._engine.create_runtime_config()
+            rc.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            self._context = self._engine.create_execution_context(rc)
+            self._rtx_graphs = True
+        else:
+            self._context = self._engine.create_execution_context()
+        if self._context is None:
+            raise UserError(f"cannot create an execution context for {self.engine_path.name}: {self._logger.last_error()}")
+        self._closed = False
+        try:
+            self._bind_io()
+        except BaseException:
+            self.close()
+            raise
+
+    # ---------------------------------------------------------------------------------------
+    def _diagnostics(self, diag) -> str:
+        enum = getattr(self._trt, "EngineInvalidityDiagnostics", None)
+        value = int(diag)
+        if enum is None or value == 0:
+            return f"engine validity check failed (diagnostics {value})"
+        reasons = [k.lower().replace("_", " ") for k, v in enum.__members__.items() if value & int(v)]
+        return ", ".join(reasons) or f"diagnostics {value}"
+
+    def _check(self, result, what: str):
+        """cuda-python returns ``(err, *values)``; raise on error, return the values."""
+        if isinstance(result, tuple):
+            err, rest = result[0], result[1:]
+        else:
+            err, rest = result, ()
+        if int(err) != 0:
+            name = cuda_error_name(self._cudart, err)
+            if "MemoryAllocation" in name:
+                raise UserError(f"out of GPU memory in {what} (engine {self.engine_path.name}); try a smaller max batch")
+            raise RuntimeError(f"{what} failed: {name}")
+        if not rest:
+            return None
+        return rest[0] if len(rest) == 1 else rest
+
+    def _bind_io(self) -> None:
+        trt, eng, cudart = self._trt, self._engine, self._cudart
+        inputs, outputs = [], []
+        for i in range(eng.num_io_tensors):
+            name = eng.get_tensor_name(i)
+            mode = eng.get_tensor_mode(name)
+            (inputs if mode == trt.TensorIOMode.INPUT else outputs).append(name)
+        if len(inputs) != 1 or not outputs:
+            raise UserError(f"{self.engine_path.name} has inputs {inputs} and outputs {outputs}; expected one image input and logits")
+        self.input_name = inputs[0]
+        self.output_name = "logits" if "logits" in outputs else outputs[0]
+        self._extra_outputs = [o for o in outputs if o != self.output_name]
+
+        mn, opt, mx = (tuple(d) for d in eng.get_tensor_profile_shape(self.input_name, 0))
+        self.profile = {"min": list(mn), "opt": list(opt), "max": list(mx)}
+        self.min_batch, self.opt_batch, self.max_batch = mn[0], opt[0], mx[0]
+        self._sample_shape = tuple(mx[1:])
+
+        self._dtypes = {}
+        for n in [self.input_name, *outputs]:
+            dt = eng.get_tensor_dtype(n)
+            try:
+                self._dtypes[n] = np.dtype(trt.nptype(dt))
+            except Exception:
+                raise UserError(f"I/O tensor {n!r} of {self.engine_path.name} is {getattr(dt, 'name', dt)}, which numpy cannot hold; "
+                                "export the ONNX with float32 (or float16) inputs and outputs") from None
+        self._stream = self._check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
+
+        if not self._context.set_input_shape(self.input_name, tuple(mx)):
+            raise UserError(f"engine rejected its own max input shape {tuple(mx)}: {self._logger.last_error()}")
+        self._current_batch = mx[0]
+        self._dev: dict[str, int] = {}
+        self._host: dict[str, np.ndarray] = {}
+        for name in [self.input_name, *outputs]:
+            shape = tuple(self._context.get_tensor_shape(name))
+            if any(d < 0 for d in shape):
+                raise UserError(f"output {name!r} has a data-dependent shape {shape}; not supported by this runner")
+            nbytes = max(1, int(np.prod(shape)) * self._dtypes[name].itemsize)
+            dptr = int(self._check(cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
+            self._dev_ptrs.append(dptr)
+            self._dev[name] = dptr
+            hptr = int(self._check(cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
+            self._host_ptrs.append(hptr)
+            buf = (ctypes.c_byte * nbytes).from_address(hptr)
+            self._host[name] = np.frombuffer(buf, dtype=self._dtypes[name], count=int(np.prod(shape))).reshape(shape)
+            if not self._context.set_tensor_address(name, dptr):
+                raise RuntimeError(f"set_tensor_address({name}) failed: {self._logger.last_error()}")
+
+    # ---------------------------------------------------------------------------------------
+    def _set_batch(self, n: int) -> None:
+        if n == self._current_batch:
+            return
+        if not self._context.set_input_shape(self.input_name, (n, *self._sample_shape)):
+            raise UserError(f"engine rejected input shape {(n, *self._sample_shape)}: {self._logger.last_error()}")
+        self._current_batch = n
+
+    def _enqueue(self, n: int) -> None:
+        cudart, stream = self._cudart, self._stream
+        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        in_bytes = n * int(np.prod(self._sample_shape)) * self._dtypes[self.input_name].itemsize
+        self._check(cudart.cudaMemcpyAsync(self._dev[self.input_name], self._host[self.input_name].ctypes.data, in_bytes, h2d, stream), "cudaMemcpyAsync H2D")
+        if not self._context.execute_async_v3(int(stream)):
+            raise RuntimeError(f"execute_async_v3 failed: {self._logger.last_error() or 'unknown error'}")
+        out = self._host[self.output_name]
+        out_bytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
+        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, stream), "cudaMemcpyAsync D2H")
+
+    def _graph_for(self, n: int):
+        if n in self._graphs:
+            return self._graphs[n][1]
+        cudart, stream = self._cudart, self._stream
+        # Flush TensorRT's deferred per-shape work outside the capture.
+        self._enqueue(n)
+        self._check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        self._check(
+            cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
+            "cudaStreamBeginCapture",
+        )
+        try:
+            self._enqueue(n)
+        finally:
+            graph = self._check(cudart.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+        exe = self._check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
+        self._graphs[n] = (graph, exe)
+        return exe
+
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        if self._closed:
+            raise UserError("this TensorRT runner is closed")
+        x = np.asarray(batch)
+        if x.ndim != 4 or tuple(x.shape[1:]) != self._sample_shape:
+            raise UserError(f"expected a batch of shape [N, {', '.join(map(str, self._sample_shape))}], got {list(x.shape)}")
+        n = int(x.shape[0])
+        if not self.min_batch <= n <= self.max_batch:
+            raise UserError(
+                f"batch {n} is outside the engine's profile {self.min_batch}..{self.max_batch} "
+                f"({self.engine_path.name}); split the batch or rebuild with a wider profile"
+            )
+        np.copyto(self._host[self.input_name][:n], x, casting="same_kind" if x.dtype.kind == "f" else "unsafe")
+        self._set_batch(n)
+        if self._cuda_graph and not self._rtx_graphs:
+            exe = self._graph_for(n)
+            self._check(self._cudart.cudaGraphLaunch(exe, self._stream), "cudaGraphLaunch")
+        else:
+            self._enqueue(n)
+        self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        return np.array(self._host[self.output_name][:n], dtype=np.float32, copy=True)
+
+    def describe(self) -> dict[str, Any]:
+        m = getattr(self, "manifest", {}) or {}
+        return {
+            "backend": self.backend,
+            "flavour": getattr(self, "flavour", None),
+            "library": getattr(getattr(self, "_trt", None), "__name__", None),
+            "version": getattr(getattr(self, "_trt", None), "__version__", None),
+            "engine": str(getattr(self, "engine_path", "")),
+            "built_with": m.get("builder_version"),
+            "gpu": (getattr(self, "device", None) or {}).get("name"),
+            "compute_capability": (getattr(self, "device", None) or {}).get("compute_capability"),
+            "precision": m.get("precision"),
+            "profile": getattr(self, "profile", None) or {"min": m.get("min_batch"), "opt": m.get("opt_batch"), "max": m.get("max_batch")},
+            "cuda_graph": ("rtx-whole-graph" if getattr(self, "_rtx_graphs", False) else "per-batch-capture")
+            if getattr(self, "_cuda_graph", False)
+            else False,
+        }
+
+    def close(self) -> None:
+        if getattr(self, "_closed", True) and not getattr(self, "_dev_ptrs", None) and not getattr(self, "_host_ptrs", None):
+            return
+        cudart = getattr(self, "_cudart", None)
+        if cudart is not None:
+            if self._stream is not None:
+                cudart.cudaStreamSynchronize(self._stream)
+            for graph, exe in self._graphs.values():
+                cudart.cudaGraphExecDestroy(exe)
+                cudart.cudaGraphDestroy(graph)
+            self._graphs.clear()
+            self._context = None  # the context must go before the memory it points to
+            for p in self._dev_ptrs:
+                cudart.cudaFree(p)
+            for p in self._host_ptrs:
+                cudart.cudaFreeHost(p)
+            if self._stream is not None:
+                cudart.cudaStreamDestroy(self._stream)
+        self._dev_ptrs, self._host_ptrs, self._stream = [], [], None
+        self._host = {}
+        self._engine = None
+        self._runtime = None
+        self._closed = True
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:
+            pass
+
+
+__all__ = ["TensorRTRunner", "check_manifest_against_runtime", "verify_engine_file"]

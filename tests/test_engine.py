@@ -1,0 +1,681 @@
+"""Engine builder and TensorRT runner tests.
+
+Engines are really built with TensorRT-RTX, whose builder runs on the CPU (``pip install
+tensorrt-rtx``); those tests skip when it is missing. Executing an engine needs a CUDA GPU that the
+engine's flavour supports: such tests skip with the reason (run ``pytest -rs`` to see it). The
+runner's data path (bindings, profile checks, copies, CUDA-graph capture and replay) is also
+exercised against a small fake of the TensorRT and cuda-python APIs, so it is covered everywhere.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import types
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from resnet_deploy import engine as eng
+from resnet_deploy.artifacts import manifest_path, read_manifest, sha256_file, write_manifest
+from resnet_deploy.errors import BackendUnavailable, UserError
+
+onnx = pytest.importorskip("onnx", reason="onnx is needed to make test models")
+from onnx import TensorProto, helper, numpy_helper  # noqa: E402
+
+IMAGE = 16
+CLASSES = 10
+
+
+# ------------------------------------------------------------------------------------------
+# Test models
+# ------------------------------------------------------------------------------------------
+
+
+def make_tiny_onnx(path: Path, *, batch: int | str = "N", precision: str = "fp32", seed: int = 0) -> Path:
+    """A conv -> relu -> pool -> gemm net with input ``input`` [N,3,16,16] and output ``logits``.
+
+    ``fp16``: FP16 weights and compute with FP32 I/O (what AutoCast keep_io_types produces);
+    ``int8``: explicit Q/DQ on the activation and the conv weight (what a Q/DQ ONNX looks like).
+    """
+    rng = np.random.default_rng(seed)
+    w = (rng.standard_normal((8, 3, 3, 3)) * 0.2).astype(np.float32)
+    b = (rng.standard_normal(8) * 0.1).astype(np.float32)
+    fw = (rng.standard_normal((8, CLASSES)) * 0.2).astype(np.float32)
+    fb = np.zeros(CLASSES, np.float32)
+    inits, nodes = [], []
+    x = "input"
+    if precision == "fp16":
+        w, b, fw, fb = (a.astype(np.float16) for a in (w, b, fw, fb))
+        nodes.append(helper.make_node("Cast", ["input"], ["x16"], to=TensorProto.FLOAT16))
+        x = "x16"
+    if precision == "int8":
+        inits += [numpy_helper.from_array(np.array(0.02, np.float32), "s_x"),
+                  numpy_helper.from_array(np.array(0, np.int8), "z_x"),
+                  numpy_helper.from_array(np.full(8, 0.01, np.float32), "s_w"),
+                  numpy_helper.from_array(np.zeros(8, np.int8), "z_w")]
+        nodes += [helper.make_node("QuantizeLinear", ["input", "s_x", "z_x"], ["xq"]),
+                  helper.make_node("DequantizeLinear", ["xq", "s_x", "z_x"], ["xdq"]),
+                  helper.make_node("QuantizeLinear", ["W", "s_w", "z_w"], ["wq"], axis=0),
+                  helper.make_node("DequantizeLinear", ["wq", "s_w", "z_w"], ["wdq"], axis=0)]
+        x, wname = "xdq", "wdq"
+    else:
+        wname = "W"
+    nodes += [
+        helper.make_node("Conv", [x, wname, "B"], ["c"], pads=[1, 1, 1, 1]),
+        helper.make_node("Relu", ["c"], ["r"]),
+        helper.make_node("GlobalAveragePool", ["r"], ["g"]),
+        helper.make_node("Flatten", ["g"], ["f"]),
+        helper.make_node("Gemm", ["f", "FW", "FB"], ["l16" if precision == "fp16" else "logits"]),
+    ]
+    if precision == "fp16":
+        nodes.append(helper.make_node("Cast", ["l16"], ["logits"], to=TensorProto.FLOAT))
+    inits += [numpy_helper.from_array(a, n) for a, n in ((w, "W"), (b, "B"), (fw, "FW"), (fb, "FB"))]
+    graph = helper.make_graph(
+        nodes, "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch, 3, IMAGE, IMAGE])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch, CLASSES])],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    onnx.checker.check_model(model)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def models_dir(tmp_path_factory) -> Path:
+    return tmp_path_factory.mktemp("onnx")
+
+
+# >>> SWITCH-OVER POINT ----------------------------------------------------------------------
+# `model_onnx` is the dynamic-batch FP32 model most tests build. It is the tiny hand-made net
+# (fast, no torch import). To run the suite on a real ResNet-18 from
+# resnet_deploy.export.export_onnx instead, set USE_REAL_RESNET = True (or the environment
+# variable RESNET_DEPLOY_TEST_REAL_RESNET=1); `resnet18_onnx` below is that model. The tests
+# only assume input "input" [N,3,H,W] and output "logits" [N,C].
+USE_REAL_RESNET = False
+
+
+def _find_export_onnx():
+    import importlib
+
+    for name in ("resnet_deploy.export", "resnet_deploy.onnx_export"):  # the module was renamed once
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        if hasattr(module, "export_onnx"):
+            return module.export_onnx
+    return None
+
+
+@pytest.fixture(scope="session")
+def resnet18_onnx(models_dir) -> Path:
+    models = pytest.importorskip("resnet_deploy.models", reason="resnet_deploy.models (and torch) not available")
+    export_onnx = _find_export_onnx()
+    if export_onnx is None:
+        pytest.skip("no export_onnx in resnet_deploy.export / resnet_deploy.onnx_export yet")
+    path = models_dir / "resnet18.fp32.onnx"
+    export_onnx(
+        models.build_network("resnet18").eval(), path,
+        facts={"arch": "resnet18", "num_classes": 1000, "weights": "random"},
+        batch=None, opset=17, image_size=64,
+    )
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_onnx(models_dir, request) -> Path:
+    import os
+
+    if USE_REAL_RESNET or os.environ.get("RESNET_DEPLOY_TEST_REAL_RESNET") == "1":
+        return request.getfixturevalue("resnet18_onnx")
+    return make_tiny_onnx(models_dir / "tiny.fp32.onnx")
+# <<< SWITCH-OVER POINT ----------------------------------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def fixed_onnx(models_dir) -> Path:
+    return make_tiny_onnx(models_dir / "tiny_b4.fp32.onnx", batch=4)
+
+
+@pytest.fixture(scope="session")
+def rtx():
+    return pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx); its builder runs on CPU")
+
+
+@pytest.fixture(scope="session")
+def built(rtx, model_onnx, tmp_path_factory):
+    """One RTX engine built once for the tests that only read it."""
+    out = tmp_path_factory.mktemp("engines") / "tiny.fp32.trt-rtx.engine"
+    events = []
+    manifest = eng.build_engine(model_onnx, out, eng.BuildOptions(flavour="trt-rtx"), precision="fp32",
+                                progress=lambda phase, step, total: events.append((phase, step, total)))
+    return out, manifest, events
+
+
+def rtx_opts(**kw) -> eng.BuildOptions:
+    return eng.BuildOptions(flavour="trt-rtx", **kw)
+
+
+# ------------------------------------------------------------------------------------------
+# Building
+# ------------------------------------------------------------------------------------------
+
+
+def test_manifest_fields(built, rtx, model_onnx):
+    path, m, _ = built
+    assert path.is_file() and manifest_path(path).is_file()
+    assert read_manifest(path) == json.loads(json.dumps(m, default=str))
+    assert m["flavour"] == "trt-rtx" and m["builder"] == "tensorrt_rtx"
+    assert m["builder_version"] == rtx.__version__
+    assert m["precision"] == "fp32" and m["strongly_typed"] is True
+    assert (m["min_batch"], m["opt_batch"], m["max_batch"]) == eng.DEFAULT_PROFILE
+    assert m["onnx_sha256"] == sha256_file(model_onnx)
+    assert m["engine_sha256"] == sha256_file(path) and m["engine_bytes"] == path.stat().st_size
+    assert m["input"]["name"] == "input" and m["input"]["shape"][0] == -1 and m["input"]["dtype"] == "float32"
+    assert [o["name"] for o in m["outputs"]] == ["logits"] and m["outputs"][0]["dtype"] == "float32"
+    assert m["opt_level"] == 3 and m["workspace_mib"] is None and m["build_seconds"] > 0
+    import resnet_deploy
+
+    assert m["toolkit_version"] == getattr(resnet_deploy, "__version__", "unknown")
+    assert m["target"] == {"compute_capabilities": list(eng.RTX_DEFAULT_TARGETS), "explicit": False}
+    lp = m["layer_precision"]
+    assert lp["source"] in ("network", "engine_inspector") and lp["output_dtypes"]
+    if m["build_gpu"] is None:  # no GPU: the inspector cannot run, and the manifest says so
+        assert lp["source"] == "network" and lp["implied_precision"] == "fp32"
+        assert "needs a CUDA GPU" in m["engine_inspector"]
+
+
+def test_progress_callback_sees_phases(built):
+    _, _, events = built
+    assert events, "IProgressMonitor never called back"
+    assert all(isinstance(p, str) and 0 <= s <= max(t, s) for p, s, t in events)
+
+
+def test_compute_capability_targets(rtx, model_onnx, tmp_path):
+    m = eng.build_engine(model_onnx, tmp_path / "a.engine", rtx_opts(compute_capabilities=["8.6", "sm89"], max_batch=4),
+                         precision="fp32")
+    assert m["target"] == {"compute_capabilities": ["8.6", "8.9"], "explicit": True}
+    with pytest.raises(UserError, match=r"cannot target compute capability 9\.0"):
+        eng.build_engine(model_onnx, tmp_path / "b.engine", rtx_opts(compute_capabilities=["9.0"]), precision="fp32")
+    assert not (tmp_path / "b.engine").exists()
+    with pytest.raises(UserError, match="compute capability"):
+        eng.BuildOptions(flavour="trt-rtx", compute_capabilities=["eighty"]).validate()
+
+
+def test_current_target_without_gpu_is_clear(rtx, model_onnx, tmp_path):
+    if eng.cuda_device_info()[0] is not None:
+        pytest.skip("a CUDA GPU is present; 'current' is valid here")
+    with pytest.raises(UserError, match="needs a CUDA GPU"):
+        eng.build_engine(model_onnx, tmp_path / "c.engine", rtx_opts(compute_capabilities=["current"]), precision="fp32")
+
+
+@pytest.mark.parametrize("garbage", [b"garbage" * 100, b"this is not a protobuf" * 50, bytes(range(256)) * 4])
+def test_garbage_onnx_is_one_line_user_error(rtx, tmp_path, garbage):
+    bad = tmp_path / "bad.onnx"
+    bad.write_bytes(garbage)
+    with pytest.raises(UserError) as ei:
+        eng.build_engine(bad, tmp_path / "bad.engine", rtx_opts(), precision="fp32")
+    msg = str(ei.value)
+    assert msg.startswith(f"cannot parse ONNX {bad}") and "\n" not in msg
+    assert not (tmp_path / "bad.engine").exists() and not manifest_path(tmp_path / "bad.engine").exists()
+
+
+def test_missing_onnx(tmp_path):
+    with pytest.raises(UserError, match="ONNX file not found"):
+        eng.build_engine(tmp_path / "nope.onnx", tmp_path / "x.engine", rtx_opts(), precision="fp32")
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(min_batch=16, max_batch=4), r"min <= opt <= max"),
+        (dict(min_batch=1, opt_batch=64, max_batch=32), r"min <= opt <= max"),
+        (dict(min_batch=0), r"min batch must be an integer >= 1"),
+        (dict(max_batch=-3), r"max batch must be an integer >= 1"),
+    ],
+)
+def test_impossible_profiles(rtx, model_onnx, tmp_path, kw, match):
+    with pytest.raises(UserError, match=match):
+        eng.build_engine(model_onnx, tmp_path / "p.engine", rtx_opts(**kw), precision="fp32")
+
+
+def test_fixed_batch_onnx(rtx, fixed_onnx, tmp_path):
+    with pytest.raises(UserError, match=r"fixed batch of 4.*got max=2"):
+        eng.build_engine(fixed_onnx, tmp_path / "f.engine", rtx_opts(max_batch=2), precision="fp32")
+    with pytest.raises(UserError, match=r"fixed batch of 4"):
+        eng.build_engine(fixed_onnx, tmp_path / "f.engine", rtx_opts(min_batch=1, opt_batch=8, max_batch=32), precision="fp32")
+    m = eng.build_engine(fixed_onnx, tmp_path / "f.engine", rtx_opts(), precision="fp32")
+    assert (m["min_batch"], m["opt_batch"], m["max_batch"], m["onnx_fixed_batch"]) == (4, 4, 4, 4)
+
+
+def test_resolve_profile_defaults():
+    assert eng.resolve_profile([None, None, None], None) == (1, 8, 32)
+    assert eng.resolve_profile([None, None, 4], None) == (1, 4, 4)
+    assert eng.resolve_profile([2, None, 64], None) == (2, 8, 64)
+    assert eng.resolve_profile([None, None, None], 3) == (3, 3, 3)
+
+
+def test_precision_comes_from_the_onnx(rtx, model_onnx, models_dir, tmp_path):
+    with pytest.raises(UserError, match=r"is fp32 but fp16 was requested"):
+        eng.build_engine(model_onnx, tmp_path / "x.engine", rtx_opts(), precision="fp16")
+    fp16 = make_tiny_onnx(models_dir / "tiny.fp16.onnx", precision="fp16")
+    m16 = eng.build_engine(fp16, tmp_path / "h.engine", rtx_opts(max_batch=4), precision="fp16")
+    assert m16["layer_precision"]["output_dtypes"].get("HALF", 0) > 0 or m16["layer_precision"]["source"] == "engine_inspector"
+    assert m16["input"]["dtype"] == "float32"  # keep_io_types style
+    int8 = make_tiny_onnx(models_dir / "tiny.int8.onnx", precision="int8")
+    m8 = eng.build_engine(int8, tmp_path / "q.engine", rtx_opts(max_batch=4), precision="int8")
+    assert m8["precision"] == "int8"
+    if m8["layer_precision"]["source"] == "network":
+        assert m8["layer_precision"]["qdq_layers"] >= 2
+
+
+@pytest.mark.parametrize(
+    "kw, match",
+    [
+        (dict(flavour="trt-rtx", hardware_compatibility="ampere+"), "not supported by TensorRT-RTX"),
+        (dict(flavour="trt-rtx", legacy_precision_flags=True), "no weak typing"),
+        (dict(flavour="trt-rtx", version_compatible=True), "not compatible between releases"),
+        (dict(flavour="trt", compute_capabilities=["8.6"]), "apply to trt-rtx"),
+        (dict(flavour="trt", hardware_compatibility="turing+"), "hardware compatibility must be one of"),
+        (dict(flavour="trt-rtx", opt_level=9), "optimization level must be 0..5"),
+        (dict(flavour="tensorflow"), "unknown engine flavour"),
+        (dict(flavour="trt-rtx", compute_capabilities=["current", "8.6"]), "only target"),
+    ],
+)
+def test_option_validation(kw, match):
+    with pytest.raises(UserError, match=match):
+        eng.BuildOptions(**kw).validate()
+
+
+def test_missing_flavour_is_backend_unavailable(model_onnx, tmp_path):
+    try:
+        import tensorrt  # noqa: F401
+
+        pytest.skip("tensorrt is installed here")
+    except Exception:
+        pass
+    with pytest.raises(BackendUnavailable) as ei:
+        eng.build_engine(model_onnx, tmp_path / "t.engine", eng.BuildOptions(flavour="trt"), precision="fp32")
+    assert ei.value.backend == "trt" and "tensorrt" in ei.value.reason
+
+
+def test_engine_path_naming():
+    p = eng.engine_path_for("resnet50", "fp16", "trt-rtx", root="engines")
+    assert p == Path("engines/resnet50/resnet50.fp16.trt-rtx.engine")
+
+
+def test_timing_cache_is_a_noop_note_on_rtx(rtx, model_onnx, tmp_path):
+    m = eng.build_engine(model_onnx, tmp_path / "t.engine", rtx_opts(max_batch=2, timing_cache=tmp_path / "tc.bin"),
+                         precision="fp32")
+    assert any("no-ops in TensorRT-RTX" in n for n in m["notes"])
+    assert not (tmp_path / "tc.bin").exists()
+
+
+# ------------------------------------------------------------------------------------------
+# Reuse
+# ------------------------------------------------------------------------------------------
+
+
+def test_engine_reuse(rtx, models_dir, tmp_path):
+    src = make_tiny_onnx(tmp_path / "m.onnx")
+    path = tmp_path / "m.fp32.trt-rtx.engine"
+    opts = rtx_opts(max_batch=4)
+    m, reason = eng.ensure_engine(src, path, opts, precision="fp32")
+    assert reason == f"no engine at {path}"
+    facts = eng.request_facts(src, opts, precision="fp32")
+    assert eng.needs_rebuild(path, facts) is None
+    m2, reason2 = eng.ensure_engine(src, path, opts, precision="fp32")
+    assert reason2 is None and m2["engine_sha256"] == m["engine_sha256"]
+
+    assert "requested profile changed" in eng.needs_rebuild(path, eng.request_facts(src, rtx_opts(max_batch=8), precision="fp32"))
+    assert "target changed" in eng.needs_rebuild(path, eng.request_facts(src, rtx_opts(max_batch=4, compute_capabilities=["8.6"]), precision="fp32"))
+    assert "opt level changed" in eng.needs_rebuild(path, eng.request_facts(src, rtx_opts(max_batch=4, opt_level=1), precision="fp32"))
+    assert "precision changed" in eng.needs_rebuild(path, {**facts, "precision": "fp16"})
+
+    make_tiny_onnx(src, seed=1)  # same name, new weights
+    assert "onnx sha256 changed" in eng.needs_rebuild(path, eng.request_facts(src, opts, precision="fp32"))
+
+    manifest = read_manifest(path)
+    write_manifest(path, {**manifest, "builder_version": "0.9.0"})
+    assert "builder version changed" in eng.needs_rebuild(path, facts)
+    write_manifest(path, manifest)
+
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    assert "truncated" in eng.needs_rebuild(path, facts)
+    path.write_bytes(data[:-1] + bytes([data[-1] ^ 1]))
+    assert "sha256" in eng.needs_rebuild(path, facts)
+    manifest_path(path).unlink()
+    assert "no manifest" in eng.needs_rebuild(path, facts)
+
+
+# ------------------------------------------------------------------------------------------
+# Runner: honest failures without a GPU, checks before deserializing
+# ------------------------------------------------------------------------------------------
+
+
+def test_runner_module_is_torch_free():
+    code = "import sys, resnet_deploy.runners.tensorrt as m; assert 'torch' not in sys.modules, sorted(k for k in sys.modules if k.startswith('torch'))"
+    subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def test_runner_without_gpu_is_backend_unavailable(built):
+    from resnet_deploy.runners.tensorrt import TensorRTRunner
+
+    if eng.cuda_device_info()[0] is not None:
+        pytest.skip("a CUDA device is present")
+    with pytest.raises(BackendUnavailable) as ei:
+        TensorRTRunner(built[0])
+    assert ei.value.backend == "trt-rtx"
+    assert "CUDA" in ei.value.reason or "cuda-python" in ei.value.reason
+
+
+def test_runner_rejects_corrupt_engine_before_touching_tensorrt(built, tmp_path):
+    from resnet_deploy.runners.tensorrt import TensorRTRunner
+
+    src, _, _ = built
+    path = tmp_path / src.name
+    data = src.read_bytes()
+    path.write_bytes(data[:1000])
+    manifest_path(path).write_text(manifest_path(src).read_text())
+    with pytest.raises(UserError) as ei:
+        TensorRTRunner(path)
+    assert "truncated" in str(ei.value) and "\n" not in str(ei.value) and not isinstance(ei.value, BackendUnavailable)
+    path.write_bytes(bytes(len(data)))
+    with pytest.raises(UserError, match="sha256 differs"):
+        TensorRTRunner(path)
+    manifest_path(path).unlink()
+    with pytest.raises(UserError, match="no manifest"):
+        TensorRTRunner(path)
+    with pytest.raises(UserError, match="engine not found"):
+        TensorRTRunner(tmp_path / "missing.engine")
+
+
+def test_runner_rejects_wrong_flavour_and_version(built, tmp_path, rtx):
+    from resnet_deploy.runners.tensorrt import TensorRTRunner
+
+    src, manifest, _ = built
+    with pytest.raises(UserError, match="is a trt-rtx engine, not trt"):
+        TensorRTRunner(src, flavour="trt")
+    path = tmp_path / src.name
+    path.write_bytes(src.read_bytes())
+    write_manifest(path, {**manifest, "builder_version": "1.0.0.1"})
+    with pytest.raises(UserError, match=r"built with tensorrt_rtx 1\.0\.0\.1 but .* is installed"):
+        TensorRTRunner(path)
+
+
+def test_compute_capability_checks():
+    from resnet_deploy.runners.tensorrt import check_manifest_against_runtime
+
+    rtx = types.SimpleNamespace(__name__="tensorrt_rtx", __version__="1.7.1.116")
+    trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.9.0.34")
+    p = Path("m.engine")
+    default = {"builder_version": "1.7.1.116", "target": {"compute_capabilities": list(eng.RTX_DEFAULT_TARGETS)}}
+    h100 = {"name": "NVIDIA H100 80GB HBM3", "compute_capability": "9.0"}
+    with pytest.raises(UserError, match=r"targets compute capability 8\.0 8\.6 8\.9 12\.0\+; this GPU \(NVIDIA H100 80GB HBM3, 9\.0\)"):
+        check_manifest_against_runtime(default, rtx, h100, p)
+    for ok in ("8.6", "8.9", "12.0", "12.1"):
+        check_manifest_against_runtime(default, rtx, {"name": "x", "compute_capability": ok}, p)
+    with pytest.raises(UserError, match="7.5"):
+        check_manifest_against_runtime(default, rtx, {"name": "T4", "compute_capability": "7.5"}, p)
+
+    built_here = {"builder_version": "10.9.0.34", "target": {"compute_capability": "8.6", "hardware_compatibility": None}}
+    check_manifest_against_runtime(built_here, trt, {"name": "A10", "compute_capability": "8.6"}, p)
+    with pytest.raises(UserError, match="built for compute capability 8.6"):
+        check_manifest_against_runtime(built_here, trt, h100, p)
+    ampere = {"builder_version": "10.9.0.34", "target": {"compute_capability": "8.0+", "hardware_compatibility": "ampere+"}}
+    check_manifest_against_runtime(ampere, trt, h100, p)
+    newer = {**built_here, "builder_version": "10.12.0.36"}
+    with pytest.raises(UserError, match="rebuild it"):
+        check_manifest_against_runtime(newer, trt, None, p)
+    vc = {**built_here, "builder_version": "10.3.0.26", "version_compatible": True}
+    check_manifest_against_runtime(vc, trt, None, p)
+    with pytest.raises(UserError, match="older"):
+        check_manifest_against_runtime({**vc, "builder_version": "10.12.0.36"}, trt, None, p)
+
+
+# ------------------------------------------------------------------------------------------
+# Runner data path against a fake TensorRT + cuda-python (runs everywhere)
+# ------------------------------------------------------------------------------------------
+
+
+class _FakeCudart:
+    """Enough of cuda.bindings.runtime: host 'device' memory, async copies, stream capture."""
+
+    cudaStreamNonBlocking = 1
+    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudaStreamCaptureMode = types.SimpleNamespace(cudaStreamCaptureModeThreadLocal=1)
+
+    def __init__(self):
+        self.buffers, self.capture, self.launches, self.freed = {}, None, 0, []
+
+    def _alloc(self, n):
+        import ctypes
+
+        buf = ctypes.create_string_buffer(n)
+        self.buffers[ctypes.addressof(buf)] = buf
+        return 0, ctypes.addressof(buf)
+
+    cudaMalloc = cudaMallocHost = _alloc
+
+    def run(self, op):
+        if self.capture is not None:
+            self.capture.append(op)
+        else:
+            op()
+
+    def cudaMemcpyAsync(self, dst, src, n, kind, stream):
+        import ctypes
+
+        self.run(lambda: ctypes.memmove(dst, src, n))
+        return (0,)
+
+    def cudaSetDevice(self, i):
+        return (0,)
+
+    def cudaStreamCreateWithFlags(self, flags):
+        return 0, 77
+
+    def cudaStreamSynchronize(self, s):
+        return (0,)
+
+    def cudaStreamBeginCapture(self, s, mode):
+        self.capture = []
+        return (0,)
+
+    def cudaStreamEndCapture(self, s):
+        graph, self.capture = self.capture, None
+        return 0, graph
+
+    def cudaGraphInstantiate(self, graph, flags):
+        return 0, list(graph)
+
+    def cudaGraphLaunch(self, exe, s):
+        self.launches += 1
+        for op in exe:
+            op()
+        return (0,)
+
+    def _free(self, *a):
+        self.freed.append(a)
+        return (0,)
+
+    cudaFree = cudaFreeHost = cudaStreamDestroy = cudaGraphDestroy = cudaGraphExecDestroy = _free
+
+
+def _fake_trt(cudart: _FakeCudart):
+    """A 'TensorRT' whose engine maps input [N,3,4,4] to per-channel means [N,3]."""
+    import ctypes
+
+    profile = [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
+
+    class ILogger:
+        Severity = types.SimpleNamespace(INTERNAL_ERROR=0, ERROR=1, WARNING=2, INFO=3, VERBOSE=4)
+
+        def __init__(self):
+            pass
+
+    class Context:
+        def __init__(self):
+            self.shape, self.addr = None, {}
+
+        def set_input_shape(self, name, shape):
+            if not all(lo <= s <= hi for lo, s, hi in zip(profile[0], shape, profile[2])):
+                return False
+            self.shape = tuple(shape)
+            return True
+
+        def get_tensor_shape(self, name):
+            return self.shape if name == "input" else (self.shape[0], 3)
+
+        def set_tensor_address(self, name, ptr):
+            self.addr[name] = ptr
+            return True
+
+        def execute_async_v3(self, stream):
+            n, shape = self.shape[0], self.shape
+
+            def op():
+                size = int(np.prod(shape))
+                x = np.frombuffer((ctypes.c_float * size).from_address(self.addr["input"]), np.float32).reshape(shape)
+                y = np.frombuffer((ctypes.c_float * (n * 3)).from_address(self.addr["logits"]), np.float32).reshape(n, 3)
+                y[:] = x.mean(axis=(2, 3))
+
+            cudart.run(op)
+            return True
+
+    class Engine:
+        num_io_tensors = 2
+
+        def get_tensor_name(self, i):
+            return ["input", "logits"][i]
+
+        def get_tensor_mode(self, name):
+            return "IN" if name == "input" else "OUT"
+
+        def get_tensor_dtype(self, name):
+            return np.float32
+
+        def get_tensor_profile_shape(self, name, index):
+            return profile
+
+        def create_execution_context(self):
+            return Context()
+
+    class Runtime:
+        def __init__(self, logger):
+            pass
+
+        def deserialize_cuda_engine(self, blob):
+            return Engine() if blob == b"fake-engine" else None
+
+    return types.SimpleNamespace(
+        __name__="tensorrt", __version__="10.9.0.34", ILogger=ILogger, Runtime=Runtime,
+        TensorIOMode=types.SimpleNamespace(INPUT="IN", OUTPUT="OUT"), nptype=lambda dt: dt,
+    )
+
+
+@pytest.fixture()
+def fake_runner_env(tmp_path, monkeypatch):
+    import resnet_deploy.runners.tensorrt as rt
+
+    cudart = _FakeCudart()
+    monkeypatch.setattr(rt, "load_cudart", lambda: cudart)
+    monkeypatch.setattr(rt, "cuda_device_info", lambda i=0: ({"index": i, "name": "Fake A10", "compute_capability": "8.6"}, ""))
+    monkeypatch.setattr(rt, "import_flavour", lambda f: _fake_trt(cudart))
+    path = tmp_path / "fake.fp32.trt.engine"
+    path.write_bytes(b"fake-engine")
+    write_manifest(path, {"flavour": "trt", "builder_version": "10.9.0.34", "precision": "fp32",
+                          "engine_bytes": path.stat().st_size, "engine_sha256": sha256_file(path),
+                          "target": {"compute_capability": "8.6", "hardware_compatibility": None}})
+    return rt, path, cudart
+
+
+@pytest.mark.parametrize("graph", [False, True])
+def test_runner_data_path_with_fake_backend(fake_runner_env, graph):
+    rt, path, cudart = fake_runner_env
+    rng = np.random.default_rng(0)
+    with rt.TensorRTRunner(path, cuda_graph=graph) as r:
+        assert (r.min_batch, r.opt_batch, r.max_batch) == (1, 2, 4)
+        for n in (3, 1, 3, 4):
+            x = rng.standard_normal((n, 3, 4, 4)).astype(np.float32)
+            y = r.infer(x)
+            assert y.dtype == np.float32 and y.shape == (n, 3)
+            np.testing.assert_allclose(y, x.mean(axis=(2, 3)), rtol=1e-6)
+        y64 = r.infer(rng.standard_normal((2, 3, 4, 4)))  # float64 in -> cast, float32 out
+        assert y64.dtype == np.float32
+        if graph:
+            assert set(r._graphs) == {1, 2, 3, 4} and cudart.launches == 5
+        with pytest.raises(UserError, match=r"batch 5 is outside the engine's profile 1\.\.4"):
+            r.infer(np.zeros((5, 3, 4, 4), np.float32))
+        with pytest.raises(UserError, match=r"expected a batch of shape \[N, 3, 4, 4\]"):
+            r.infer(np.zeros((2, 3, 5, 5), np.float32))
+        d = r.describe()
+        assert d["backend"] == "trt" and d["precision"] == "fp32" and d["gpu"] == "Fake A10"
+        assert d["profile"]["max"] == [4, 3, 4, 4] and d["cuda_graph"] == ("per-batch-capture" if graph else False)
+    assert cudart.freed  # buffers and stream released
+    r.close()  # twice is fine
+    with pytest.raises(UserError, match="closed"):
+        r.infer(np.zeros((1, 3, 4, 4), np.float32))
+
+
+def test_runner_undeserializable_engine_with_fake_backend(fake_runner_env):
+    rt, path, _ = fake_runner_env
+    path.write_bytes(b"other-bytes")
+    m = read_manifest(path)
+    write_manifest(path, {**m, "engine_bytes": path.stat().st_size, "engine_sha256": sha256_file(path)})
+    with pytest.raises(UserError, match="cannot deserialize"):
+        rt.TensorRTRunner(path)
+
+
+# ------------------------------------------------------------------------------------------
+# Real execution: needs a CUDA GPU that the flavour supports
+# ------------------------------------------------------------------------------------------
+
+
+def test_rtx_engine_matches_onnxruntime_on_gpu(rtx, model_onnx, tmp_path):
+    device, why = eng.cuda_device_info()
+    if device is None:
+        pytest.skip(f"executing an engine needs a CUDA GPU: {why}")
+    if not eng.rtx_cc_supported(device["compute_capability"], eng.RTX_DEFAULT_TARGETS):
+        pytest.skip(f"TensorRT-RTX cannot run on {device['name']} (compute capability {device['compute_capability']})")
+    ort = pytest.importorskip("onnxruntime", reason="onnxruntime is the reference")
+    from resnet_deploy.runners.tensorrt import TensorRTRunner
+
+    path = tmp_path / "gpu.engine"
+    eng.build_engine(model_onnx, path, rtx_opts(max_batch=8), precision="fp32")
+    sess = ort.InferenceSession(str(model_onnx), providers=["CPUExecutionProvider"])
+    shape = sess.get_inputs()[0].shape
+    x = np.random.default_rng(0).standard_normal((5, 3, shape[2], shape[3])).astype(np.float32)
+    ref = sess.run(None, {"input": x})[0]
+    for graph in (False, True):
+        with TensorRTRunner(path, cuda_graph=graph) as r:
+            y = r.infer(x)
+            assert np.isfinite(y).all()
+            np.testing.assert_allclose(y, ref, rtol=1e-2, atol=1e-2)
+
+
+def test_real_resnet18_engine_builds(rtx, resnet18_onnx, tmp_path):
+    m = eng.build_engine(resnet18_onnx, tmp_path / "resnet18.fp32.trt-rtx.engine", rtx_opts(max_batch=4), precision="fp32")
+    assert m["input"]["name"] == "input" and m["input"]["shape"][1:] == [3, 64, 64]
+    assert m["outputs"][0]["name"] == "logits" and m["outputs"][0]["shape"] == [-1, 1000]
+    assert m["layer_precision"]["implied_precision"] == "fp32" or m["layer_precision"]["source"] == "engine_inspector"
+
+
+@pytest.mark.parametrize("cc, expect", [("9.0", "does not target this GPU"), ("8.6", "engine inspector")])
+def test_inspector_notes_when_a_gpu_is_reported(rtx, model_onnx, tmp_path, monkeypatch, cc, expect):
+    """With a GPU reported, the builder tries the engine inspector and records honestly why it could not."""
+    if eng.cuda_device_info()[0] is not None:
+        pytest.skip("a real CUDA device is present; this test fakes one")
+    monkeypatch.setattr(eng, "cuda_device_info", lambda i=0: ({"index": 0, "name": "Fake GPU", "compute_capability": cc,
+                                                               "total_memory_mib": 1024}, ""))
+    m = eng.build_engine(model_onnx, tmp_path / "g.engine", rtx_opts(max_batch=2), precision="fp32")
+    assert m["build_gpu"]["compute_capability"] == cc
+    assert m["layer_precision"]["source"] == "network" and expect in m["engine_inspector"]
