@@ -58,3 +58,22 @@ Path(args.csv).write_text(
     f"# {device}, torch {torch.__version__}, torchvision {torchvision.__version__}; torchvision's random init loaded "
     f"into resnet_deploy with strict=True; input randn(2,3,224,224) seed 0; command: python {' '.join(sys.argv)}\n"
     "arch,state_dict_keys,params,max_abs_diff_fp32\n" + "\n".join(rows) + "\n")
+
+# Preprocessing: ours (Pillow + numpy, torch-free) against torchvision's evaluation transforms.
+import numpy as np  # noqa: E402
+import skimage.data  # noqa: E402
+from torchvision import transforms as T  # noqa: E402
+
+from resnet_deploy.preprocess import SAMPLE_IMAGES, preprocess_image, to_rgb_pil  # noqa: E402
+
+tf = T.Compose([T.Resize(256), T.CenterCrop(224), T.ToTensor(),
+                T.Normalize((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))])
+lines = []
+for name in SAMPLE_IMAGES:
+    image = to_rgb_pil(getattr(skimage.data, name)())
+    lines.append(f"{name},{float(np.abs(preprocess_image(image) - tf(image).numpy()).max())}")
+    print(lines[-1])
+Path(args.csv).with_name(Path(args.csv).stem + "-preprocess.csv").write_text(
+    f"# {device}, torchvision {torchvision.__version__} Resize(256)+CenterCrop(224)+ToTensor+Normalize vs "
+    f"resnet_deploy.preprocess on scikit-image photographs; command: python {' '.join(sys.argv)}\n"
+    "image,max_abs_diff\n" + "\n".join(lines) + "\n")
