@@ -1,0 +1,64 @@
+"""Class names for predictions: the 1000 ImageNet classes shipped with the package, or a user file.
+
+A label file is UTF-8 text with one class name per line, in class-index order (line 1 is class 0).
+Blank lines at the end are ignored; a blank line inside the file is an error, because it would
+silently shift every class after it. Torch-free (the edge bundle's ``infer.py`` uses it too).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from .errors import UserError
+
+IMAGENET_LABELS_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.txt"
+IMAGENET_CLASSES = 1000
+
+
+def read_labels(path: str | os.PathLike[str]) -> list[str]:
+    """Read a label file: one name per line, class-index order. Any problem is a one-line :class:`UserError`."""
+    p = Path(path)
+    try:
+        text = p.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise UserError(f"label file not found: {p}") from None
+    except IsADirectoryError:
+        raise UserError(f"label file {p} is a folder, not a file") from None
+    except UnicodeDecodeError:
+        raise UserError(f"label file {p} is not UTF-8 text (one class name per line)") from None
+    except OSError as e:
+        raise UserError(f"cannot read label file {p}: {e.strerror or e}") from None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    if not lines:
+        raise UserError(f"label file {p} is empty")
+    blank = [i + 1 for i, line in enumerate(lines) if not line]
+    if blank:
+        raise UserError(f"label file {p} has a blank line at line {blank[0]}; every class needs a name (one per line)")
+    return lines
+
+
+def imagenet_labels() -> list[str]:
+    """The 1000 ImageNet-1k class names in torchvision's order (index 0 = tench)."""
+    if not IMAGENET_LABELS_FILE.is_file():
+        raise UserError(f"the packaged ImageNet class names are missing ({IMAGENET_LABELS_FILE}); reinstall resnet-deploy")
+    return read_labels(IMAGENET_LABELS_FILE)
+
+
+def load_labels(path: str | os.PathLike[str] | None = None, num_classes: int | None = None) -> list[str]:
+    """``path``'s labels (ImageNet's when ``None``), checked against the model's ``num_classes``."""
+    if path is None:
+        labels = imagenet_labels()
+        source = "the built-in ImageNet class names"
+    else:
+        labels = read_labels(path)
+        source = f"label file {path}"
+    if num_classes is not None and len(labels) != num_classes:
+        hint = " (pass --labels FILE with one name per class)" if path is None else ""
+        raise UserError(f"{source} has {len(labels)} names but the model has {num_classes} classes{hint}")
+    return labels
+
+
+__all__ = ["IMAGENET_CLASSES", "IMAGENET_LABELS_FILE", "imagenet_labels", "load_labels", "read_labels"]
