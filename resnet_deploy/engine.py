@@ -33,8 +33,11 @@ import json
 import logging
 import os
 import re
+import signal
+import threading
 import time
 import warnings
+import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Sequence
@@ -43,6 +46,7 @@ from .artifacts import (
     PRECISIONS,
     artifact_path,
     atomic_path,
+    ensure_writable_dir,
     manifest_path,
     read_manifest,
     sha256_file,
@@ -316,7 +320,12 @@ def _make_logger(trt, min_severity: str = "WARNING"):
     return _Logger()
 
 
-def _make_progress_monitor(trt, callback: ProgressCallback):
+def _make_progress_monitor(trt, callback: ProgressCallback | None, cancel: threading.Event | None = None):
+    """An ``IProgressMonitor`` forwarding to ``callback`` and cancelling the build once ``cancel`` is set.
+
+    TensorRT's Python trampoline swallows exceptions raised in these methods (it prints them and
+    cancels), so nothing here may raise: a failing callback is logged and ignored.
+    """
     base = getattr(trt, "IProgressMonitor", None)
     if base is None:
         return None
@@ -327,20 +336,22 @@ def _make_progress_monitor(trt, callback: ProgressCallback):
             self.totals: dict[str, int] = {}
             self.cancelled = False
 
-        def phase_start(self, phase_name, parent_phase, num_steps):
-            self.totals[phase_name] = int(num_steps)
+        def _call(self, phase, step, total):
+            if callback is None:
+                return None
             try:
-                callback(phase_name, 0, int(num_steps))
+                return callback(phase, step, total)
             except Exception:  # a broken callback must not kill the build
                 log.debug("progress callback failed", exc_info=True)
+                return None
+
+        def phase_start(self, phase_name, parent_phase, num_steps):
+            self.totals[phase_name] = int(num_steps)
+            self._call(phase_name, 0, int(num_steps))
 
         def step_complete(self, phase_name, step):
-            try:
-                keep_going = callback(phase_name, int(step) + 1, self.totals.get(phase_name, 0))
-            except Exception:
-                log.debug("progress callback failed", exc_info=True)
-                keep_going = None
-            if keep_going is False:
+            keep_going = self._call(phase_name, int(step) + 1, self.totals.get(phase_name, 0))
+            if keep_going is False or (cancel is not None and cancel.is_set()):
                 self.cancelled = True
                 return False
             return True
@@ -349,6 +360,28 @@ def _make_progress_monitor(trt, callback: ProgressCallback):
             self.totals.pop(phase_name, None)
 
     return _Monitor()
+
+
+@contextlib.contextmanager
+def _sigint_cancels(cancel: threading.Event):
+    """While building, Ctrl-C sets ``cancel`` (the progress monitor then stops the builder)
+    instead of raising inside a TensorRT callback, where the bindings would swallow it."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.getsignal(signal.SIGINT)
+    if previous is not signal.default_int_handler:  # someone else owns SIGINT (or it is ignored)
+        yield
+        return
+
+    def handler(signum, frame):
+        cancel.set()
+
+    signal.signal(signal.SIGINT, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
 
 
 # --------------------------------------------------------------------------------------------
@@ -513,9 +546,12 @@ def _target(trt, opts: BuildOptions, device: dict[str, Any] | None) -> dict[str,
         return {"compute_capabilities": list(ccs), "explicit": True}
     if opts.hardware_compatibility == "ampere+":
         return {"hardware_compatibility": "ampere+", "compute_capability": "8.0+"}
+    # Without a hardware-compatibility level a TensorRT engine belongs to the GPU model it was
+    # built on (same compute capability is not enough for reuse: tactics were timed on that GPU).
     return {
         "hardware_compatibility": opts.hardware_compatibility,
         "compute_capability": device["compute_capability"] if device else None,
+        "gpu": device["name"] if device and not opts.hardware_compatibility else None,
     }
 
 
@@ -713,9 +749,17 @@ def build_engine(
         raise BackendUnavailable(opts.flavour, f"building TensorRT engines needs a CUDA GPU: {no_device_reason}")
 
     target = _target(trt, opts, device)  # raises early for 'current' without a GPU
+    ensure_writable_dir(engine_path.parent)  # fail before a long build, not after it
     notes: list[str] = []
     onnx_bytes = onnx_path.read_bytes()
     onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
+    source_metadata = _source_metadata(onnx_bytes, notes)
+    recorded = source_metadata.get("precision")
+    if recorded and recorded != precision:
+        raise UserError(
+            f"{onnx_path.name} records precision {recorded} (resnet_deploy metadata) but {precision} was requested; "
+            f"build it with --precision {recorded}, or make the {precision} ONNX first"
+        )
     logger = _make_logger(trt)
 
     builder = trt.Builder(logger)
@@ -757,20 +801,22 @@ def build_engine(
         raise UserError(f"TensorRT rejected the batch profile {mn}/{opt}/{mx}: {logger.last_error()}")
 
     timing_cache = _load_timing_cache(trt, config, opts, notes)
-    monitor = None
-    if progress is not None:
-        monitor = _make_progress_monitor(trt, progress)
-        if monitor is not None:
-            config.progress_monitor = monitor
-        else:
-            notes.append("progress reporting unavailable: this TensorRT has no IProgressMonitor")
+    cancel = threading.Event()
+    monitor = _make_progress_monitor(trt, progress, cancel)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    elif progress is not None:
+        notes.append("progress reporting unavailable: this TensorRT has no IProgressMonitor")
 
     t0 = time.perf_counter()
-    serialized = builder.build_serialized_network(network, config)
+    with _sigint_cancels(cancel):
+        serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - t0
+    if cancel.is_set():  # Ctrl-C: nothing was written; let the caller report the interruption
+        raise KeyboardInterrupt
     if serialized is None or serialized.nbytes == 0:
         if monitor is not None and monitor.cancelled:
-            raise UserError("engine build cancelled")
+            raise UserError(f"engine build cancelled: nothing was written to {engine_path}")
         detail = _parser_error_line(logger.errors, limit=2) or "no reason given"
         raise UserError(f"TensorRT could not build {engine_path.name}: {detail}")
 
@@ -806,6 +852,7 @@ def build_engine(
         "toolkit_version": toolkit_version(),
         "onnx": str(onnx_path),
         "onnx_sha256": onnx_sha,
+        "source_metadata": {**source_metadata, "precision": precision},
         "engine_sha256": engine_sha,
         "engine_bytes": len(view),
         "precision": precision,
@@ -835,6 +882,30 @@ def build_engine(
     return manifest
 
 
+def _source_metadata(onnx_bytes: bytes, notes: list[str]) -> dict[str, str]:
+    """The source ONNX's ``resnet_deploy.*`` metadata (arch, weights sha256, precision, ...).
+
+    Read with :func:`resnet_deploy.onnx_export.read_metadata` where that imports (it needs
+    torch); a torch-free machine (a Jetson building its own engines) reads the same properties
+    with ``onnx`` alone. Without ``onnx`` the engine records no model facts, and says so.
+    """
+    try:
+        import onnx
+    except ImportError:
+        notes.append("source metadata not recorded: the onnx package is not installed")
+        return {}
+    try:
+        model = onnx.load_model_from_string(onnx_bytes)
+    except Exception:  # not an ONNX at all: the parser says so with more detail
+        return {}
+    try:
+        from .onnx_export import read_metadata
+    except ImportError:
+        prefix = "resnet_deploy."
+        return {p.key[len(prefix):]: p.value for p in model.metadata_props if p.key.startswith(prefix)}
+    return read_metadata(model)
+
+
 def _call_or_none(fn):
     try:
         return fn() if fn else None
@@ -858,7 +929,80 @@ def ensure_engine(
     return build_engine(onnx_path, engine_path, opts, precision=precision, progress=progress), reason
 
 
+def preflight(opts: BuildOptions) -> Any:
+    """Fail fast (before any ONNX is made) when ``opts`` cannot be built here; return the module."""
+    opts.validate()
+    trt = import_flavour(opts.flavour)
+    if not is_rtx(trt):
+        device, why = cuda_device_info()
+        if device is None:
+            raise BackendUnavailable(opts.flavour, f"building TensorRT engines needs a CUDA GPU: {why}")
+    return trt
+
+
+def build(
+    depth: int | str,
+    *,
+    precision: str = "fp32",
+    options: BuildOptions | None = None,
+    onnx: str | os.PathLike[str] | None = None,
+    out_dir: str | os.PathLike[str] = "engines",
+    weights: str | os.PathLike[str] | None = None,
+    num_classes: int | None = None,
+    preact: bool = False,
+    seed: int = 0,
+    force: bool = False,
+    progress: Callable[[str], Any] = lambda _msg: None,
+    build_progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """``engines/<arch>/<arch>.<precision>.<flavour>.engine`` for a model: what ``resnet-deploy build`` does.
+
+    The precision's ONNX (``onnx`` or ``<out_dir>/<arch>/<arch>.<precision>.onnx``) is made first
+    when missing (:func:`resnet_deploy.quantize.ensure_precision_onnx`: export, AutoCast, PTQ).
+    The engine is reused when its manifest matches the request and rebuilt otherwise; the result
+    says which (``reused``) and why (``rebuild_reason``). ``progress`` gets one-line messages,
+    ``build_progress(phase, step, total)`` TensorRT's build phases.
+    """
+    opts = options if options is not None else BuildOptions()
+    if precision not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    preflight(opts)  # a missing TensorRT or GPU is reported before minutes of ONNX work
+    from .models import resolve_arch
+
+    arch = resolve_arch(depth, preact)
+    if onnx is not None:
+        onnx_path = Path(onnx)
+        if not onnx_path.is_file():
+            raise UserError(f"ONNX file not found: {onnx_path}")
+        recorded = _source_metadata(onnx_path.read_bytes(), []).get("arch")
+        if recorded and recorded != arch:
+            raise UserError(f"{onnx_path} holds {recorded}, not {arch}; pass --depth to match it")
+        onnx_status = "given"
+    else:
+        from .quantize import ensure_precision_onnx
+
+        existed = artifact_path(arch, precision, "onnx", out_dir).is_file()
+        made = ensure_precision_onnx(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes,
+                                     preact=False, seed=seed, progress=progress)
+        onnx_path = Path(made["path"])
+        onnx_status = "reused" if existed and made.get("reused", True) else "made"
+    engine_path = engine_path_for(arch, precision, opts.flavour, out_dir)
+    ensure_writable_dir(engine_path.parent)
+    progress(f"checking {engine_path} against the request")
+    reason = "forced (--force)" if force else needs_rebuild(engine_path, request_facts(onnx_path, opts, precision=precision))
+    if reason is None:
+        progress(f"reusing {engine_path}: its manifest matches (same ONNX, precision, profile, builder, target)")
+        manifest = read_manifest(engine_path)
+    else:
+        progress(f"building {engine_path} with {FLAVOURS[opts.flavour]} ({reason})")
+        manifest = build_engine(onnx_path, engine_path, opts, precision=precision, progress=build_progress)
+    return {**manifest, "path": str(engine_path), "reused": reason is None, "rebuild_reason": reason,
+            "onnx_status": onnx_status}
+
+
 __all__ = [
+    "build",
+    "preflight",
     "FLAVOURS",
     "BuildOptions",
     "DEFAULT_PROFILE",

@@ -1,7 +1,10 @@
 """Engine builder and TensorRT runner tests.
 
 Engines are really built with TensorRT-RTX, whose builder runs on the CPU (``pip install
-tensorrt-rtx``); those tests skip when it is missing. Executing an engine needs a CUDA GPU that the
+tensorrt-rtx``); those tests skip when it is missing. The models are the project's own: ResNet-18
+and ResNet-50 exported with ``api.export`` and converted to FP16/INT8 with
+``quantize.ensure_precision_onnx`` once per session (a tiny hand-made net remains only where a
+test must edit the graph or needs an ONNX without metadata). Executing an engine needs a CUDA GPU that the
 engine's flavour supports: such tests skip with the reason (run ``pytest -rs`` to see it). The
 runner's data path (bindings, profile checks, copies, CUDA-graph capture and replay) is also
 exercised against a small fake of the TensorRT and cuda-python APIs, so it is covered everywhere.
@@ -92,51 +95,61 @@ def models_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("onnx")
 
 
-# >>> SWITCH-OVER POINT ----------------------------------------------------------------------
-# `model_onnx` is the dynamic-batch FP32 model most tests build. It is the tiny hand-made net
-# (fast, no torch import). To run the suite on a real ResNet-18 from
-# resnet_deploy.export.export_onnx instead, set USE_REAL_RESNET = True (or the environment
-# variable RESNET_DEPLOY_TEST_REAL_RESNET=1); `resnet18_onnx` below is that model. The tests
-# only assume input "input" [N,3,H,W] and output "logits" [N,C].
-USE_REAL_RESNET = False
-
-
-def _find_export_onnx():
-    import importlib
-
-    for name in ("resnet_deploy.export", "resnet_deploy.onnx_export"):  # the module was renamed once
-        try:
-            module = importlib.import_module(name)
-        except ImportError:
-            continue
-        if hasattr(module, "export_onnx"):
-            return module.export_onnx
-    return None
+# Real models ----------------------------------------------------------------------------------
+# The project's own artifacts: FP32 from api.export (shared with the other test files through
+# conftest's session-scoped `exported`), FP16/INT8 from quantize.ensure_precision_onnx (ModelOpt
+# AutoCast / PTQ on 16 bundled-photo views), each made once per session.
+CALIB_SAMPLES = 16
 
 
 @pytest.fixture(scope="session")
-def resnet18_onnx(models_dir) -> Path:
-    models = pytest.importorskip("resnet_deploy.models", reason="resnet_deploy.models (and torch) not available")
-    export_onnx = _find_export_onnx()
-    if export_onnx is None:
-        pytest.skip("no export_onnx in resnet_deploy.export / resnet_deploy.onnx_export yet")
-    path = models_dir / "resnet18.fp32.onnx"
-    export_onnx(
-        models.build_network("resnet18").eval(), path,
-        facts={"arch": "resnet18", "num_classes": 1000, "weights": "random"},
-        batch=None, opset=17, image_size=64,
-    )
-    return path
+def real_onnx(exported):
+    """``real_onnx("resnet50", "int8") -> Path`` of the project's own precision ONNX."""
+    cache: dict[tuple[str, str], Path] = {}
+
+    def get(arch: str, precision: str) -> Path:
+        if (arch, precision) not in cache:
+            exported(arch)  # the FP32 export, shared with the rest of the suite
+            if precision == "fp32":
+                cache[arch, precision] = Path(exported(arch)["path"])
+            else:
+                quantize = pytest.importorskip("resnet_deploy.quantize", reason="resnet_deploy.quantize not available")
+                ok, why = __import__("resnet_deploy.precision", fromlist=["x"]).modelopt_available()
+                if not ok:
+                    pytest.skip(f"ModelOpt is needed to make the {precision} ONNX: {why}")
+                m = quantize.ensure_precision_onnx(arch, precision, out_dir=exported.root, calib_samples=CALIB_SAMPLES)
+                cache[arch, precision] = Path(m["path"])
+        return cache[arch, precision]
+
+    return get
 
 
 @pytest.fixture(scope="session")
-def model_onnx(models_dir, request) -> Path:
-    import os
+def real_engine(rtx, real_onnx, tmp_path_factory):
+    """``real_engine("resnet18", "fp16") -> (path, manifest)``: a TensorRT-RTX engine built on the CPU, once."""
+    root = tmp_path_factory.mktemp("real-engines")
+    cache: dict[tuple[str, str], tuple[Path, dict]] = {}
 
-    if USE_REAL_RESNET or os.environ.get("RESNET_DEPLOY_TEST_REAL_RESNET") == "1":
-        return request.getfixturevalue("resnet18_onnx")
-    return make_tiny_onnx(models_dir / "tiny.fp32.onnx")
-# <<< SWITCH-OVER POINT ----------------------------------------------------------------------
+    def get(arch: str, precision: str):
+        if (arch, precision) not in cache:
+            path = eng.engine_path_for(arch, precision, "trt-rtx", root)
+            m = eng.build_engine(real_onnx(arch, precision), path, eng.BuildOptions(flavour="trt-rtx", max_batch=4),
+                                 precision=precision)
+            cache[arch, precision] = (path, m)
+        return cache[arch, precision]
+
+    return get
+
+
+@pytest.fixture(scope="session")
+def resnet18_onnx(real_onnx) -> Path:
+    return real_onnx("resnet18", "fp32")
+
+
+@pytest.fixture(scope="session")
+def model_onnx(resnet18_onnx) -> Path:
+    """The dynamic-batch FP32 model most builder tests compile: the project's real ResNet-18 export."""
+    return resnet18_onnx
 
 
 @pytest.fixture(scope="session")
@@ -152,7 +165,7 @@ def rtx():
 @pytest.fixture(scope="session")
 def built(rtx, model_onnx, tmp_path_factory):
     """One RTX engine built once for the tests that only read it."""
-    out = tmp_path_factory.mktemp("engines") / "tiny.fp32.trt-rtx.engine"
+    out = tmp_path_factory.mktemp("engines") / "resnet18.fp32.trt-rtx.engine"
     events = []
     manifest = eng.build_engine(model_onnx, out, eng.BuildOptions(flavour="trt-rtx"), precision="fp32",
                                 progress=lambda phase, step, total: events.append((phase, step, total)))
@@ -178,8 +191,8 @@ def test_manifest_fields(built, rtx, model_onnx):
     assert (m["min_batch"], m["opt_batch"], m["max_batch"]) == eng.DEFAULT_PROFILE
     assert m["onnx_sha256"] == sha256_file(model_onnx)
     assert m["engine_sha256"] == sha256_file(path) and m["engine_bytes"] == path.stat().st_size
-    assert m["input"]["name"] == "input" and m["input"]["shape"][0] == -1 and m["input"]["dtype"] == "float32"
-    assert [o["name"] for o in m["outputs"]] == ["logits"] and m["outputs"][0]["dtype"] == "float32"
+    assert m["input"] == {"name": "input", "shape": [-1, 3, 224, 224], "dtype": "float32"}
+    assert m["outputs"] == [{"name": "logits", "shape": [-1, 1000], "dtype": "float32"}]
     assert m["opt_level"] == 3 and m["workspace_mib"] is None and m["build_seconds"] > 0
     import resnet_deploy
 
@@ -262,9 +275,11 @@ def test_resolve_profile_defaults():
     assert eng.resolve_profile([None, None, None], 3) == (3, 3, 3)
 
 
-def test_precision_comes_from_the_onnx(rtx, model_onnx, models_dir, tmp_path):
+def test_precision_comes_from_the_onnx(rtx, models_dir, tmp_path):
+    """Hand-made ONNX without resnet_deploy metadata: the parsed graph's types decide."""
+    tiny = make_tiny_onnx(models_dir / "tiny.fp32.onnx")
     with pytest.raises(UserError, match=r"is fp32 but fp16 was requested"):
-        eng.build_engine(model_onnx, tmp_path / "x.engine", rtx_opts(), precision="fp16")
+        eng.build_engine(tiny, tmp_path / "x.engine", rtx_opts(), precision="fp16")
     fp16 = make_tiny_onnx(models_dir / "tiny.fp16.onnx", precision="fp16")
     m16 = eng.build_engine(fp16, tmp_path / "h.engine", rtx_opts(max_batch=4), precision="fp16")
     assert m16["layer_precision"]["output_dtypes"].get("HALF", 0) > 0 or m16["layer_precision"]["source"] == "engine_inspector"
@@ -662,13 +677,6 @@ def test_rtx_engine_matches_onnxruntime_on_gpu(rtx, model_onnx, tmp_path):
             np.testing.assert_allclose(y, ref, rtol=1e-2, atol=1e-2)
 
 
-def test_real_resnet18_engine_builds(rtx, resnet18_onnx, tmp_path):
-    m = eng.build_engine(resnet18_onnx, tmp_path / "resnet18.fp32.trt-rtx.engine", rtx_opts(max_batch=4), precision="fp32")
-    assert m["input"]["name"] == "input" and m["input"]["shape"][1:] == [3, 64, 64]
-    assert m["outputs"][0]["name"] == "logits" and m["outputs"][0]["shape"] == [-1, 1000]
-    assert m["layer_precision"]["implied_precision"] == "fp32" or m["layer_precision"]["source"] == "engine_inspector"
-
-
 @pytest.mark.parametrize("cc, expect", [("9.0", "does not target this GPU"), ("8.6", "engine inspector")])
 def test_inspector_notes_when_a_gpu_is_reported(rtx, model_onnx, tmp_path, monkeypatch, cc, expect):
     """With a GPU reported, the builder tries the engine inspector and records honestly why it could not."""
@@ -679,3 +687,173 @@ def test_inspector_notes_when_a_gpu_is_reported(rtx, model_onnx, tmp_path, monke
     m = eng.build_engine(model_onnx, tmp_path / "g.engine", rtx_opts(max_batch=2), precision="fp32")
     assert m["build_gpu"]["compute_capability"] == cc
     assert m["layer_precision"]["source"] == "network" and expect in m["engine_inspector"]
+
+
+# ------------------------------------------------------------------------------------------
+# The project's real models: ResNet-18 and ResNet-50 at FP32, FP16 and INT8 (TensorRT-RTX, CPU)
+# ------------------------------------------------------------------------------------------
+
+REAL = [(a, p) for a in ("resnet18", "resnet50") for p in ("fp32", "fp16", "int8")]
+
+
+@pytest.mark.parametrize("arch, precision", REAL)
+def test_real_engine_manifest(real_engine, real_onnx, rtx, arch, precision):
+    from resnet_deploy.onnx_export import load_onnx, read_metadata
+
+    path, m = real_engine(arch, precision)
+    src = real_onnx(arch, precision)
+    assert path.name == f"{arch}.{precision}.trt-rtx.engine" and path.is_file()
+    assert read_manifest(path)["engine_sha256"] == sha256_file(path) == m["engine_sha256"]
+    assert m["engine_bytes"] == path.stat().st_size
+    assert m["onnx_sha256"] == sha256_file(src) and m["onnx"] == str(src)
+    assert m["builder_version"] == rtx.__version__ and m["precision"] == precision
+    assert (m["min_batch"], m["opt_batch"], m["max_batch"]) == (1, 4, 4)
+    # the engine carries its source's model facts (parity and eval read them from here)
+    meta = read_metadata(load_onnx(src))
+    fp32_meta = read_metadata(load_onnx(real_onnx(arch, "fp32")))
+    sm = m["source_metadata"]
+    assert sm == {**meta, "precision": precision}
+    assert sm["arch"] == arch and sm["weights_sha256"] == fp32_meta["weights_sha256"] and sm["num_classes"] == "1000"
+    from resnet_deploy.api import artifact_facts
+
+    facts = artifact_facts(path, "trt-rtx")
+    assert facts["arch"] == arch and facts["precision"] == precision
+    lp = m["layer_precision"]
+    if lp["source"] == "network":
+        assert lp["implied_precision"] == precision
+    assert m["input"]["dtype"] == "float32" and m["outputs"][0]["shape"] == [-1, 1000]
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_int8_engine_really_is_int8(real_engine, arch):
+    """INT8 Q/DQ really became INT8: layers typed INT8, and the engine is much smaller than FP16."""
+    _, m16 = real_engine(arch, "fp16")
+    _, m8 = real_engine(arch, "int8")
+    _, m32 = real_engine(arch, "fp32")
+    lp8, lp16 = m8["layer_precision"], m16["layer_precision"]
+    if lp8["source"] == "engine_inspector":
+        assert lp8["output_dtypes"].get("INT8", 0) > 0
+    else:
+        assert lp8["output_dtypes"].get("INT8", 0) >= 20 and lp8["qdq_layers"] >= 40
+        assert lp16["output_dtypes"].get("INT8", 0) == 0 and lp16["output_dtypes"].get("HALF", 0) >= 20
+    # INT8 weights take 1 byte instead of 2: the plan shrinks well below the FP16 one, FP16 below FP32
+    assert m8["engine_bytes"] < 0.85 * m16["engine_bytes"], (m8["engine_bytes"], m16["engine_bytes"])
+    assert m16["engine_bytes"] < 0.6 * m32["engine_bytes"], (m16["engine_bytes"], m32["engine_bytes"])
+
+
+def test_precision_mismatch_with_real_onnx(rtx, real_onnx, tmp_path):
+    out = tmp_path / "x.engine"
+    with pytest.raises(UserError, match=r"resnet18\.fp16\.onnx records precision fp16 .* but int8 was requested") as ei:
+        eng.build_engine(real_onnx("resnet18", "fp16"), out, rtx_opts(), precision="int8")
+    assert "\n" not in str(ei.value)
+    with pytest.raises(UserError, match=r"records precision fp32 .* but fp16 was requested"):
+        eng.build_engine(real_onnx("resnet18", "fp32"), out, rtx_opts(), precision="fp16")
+    assert not out.exists() and not manifest_path(out).exists()
+
+
+def test_truncated_onnx_is_clear(rtx, real_onnx, tmp_path):
+    bad = tmp_path / "cut.onnx"
+    data = real_onnx("resnet18", "fp32").read_bytes()
+    bad.write_bytes(data[: len(data) // 3])
+    with pytest.raises(UserError) as ei:
+        eng.build_engine(bad, tmp_path / "cut.engine", rtx_opts(), precision="fp32")
+    assert str(ei.value).startswith(f"cannot parse ONNX {bad}") and "\n" not in str(ei.value)
+    assert not (tmp_path / "cut.engine").exists()
+
+
+def test_unwritable_engine_folder_fails_before_building(rtx, model_onnx, tmp_path):
+    blocker = tmp_path / "not-a-folder"
+    blocker.write_text("a file where the engines folder should be")
+    with pytest.raises(UserError, match="cannot create output folder"):
+        eng.build_engine(model_onnx, blocker / "resnet18" / "x.engine", rtx_opts(), precision="fp32")
+
+
+def test_ctrl_c_during_build_leaves_nothing(rtx, model_onnx, tmp_path):
+    """SIGINT mid-build cancels the builder through IProgressMonitor; no engine, manifest or temp file remains."""
+    import os
+    import signal
+
+    out = tmp_path / "engines" / "i.engine"
+    sent = []
+
+    def progress(phase, step, total):
+        if not sent:
+            sent.append(phase)
+            os.kill(os.getpid(), signal.SIGINT)
+
+    with pytest.raises(KeyboardInterrupt):
+        eng.build_engine(model_onnx, out, rtx_opts(max_batch=2), precision="fp32", progress=progress)
+    assert sent and list(out.parent.iterdir()) == []
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # handler restored
+
+
+def test_cancel_from_progress_callback(rtx, model_onnx, tmp_path):
+    out = tmp_path / "c.engine"
+    with pytest.raises(UserError, match="engine build cancelled: nothing was written"):
+        eng.build_engine(model_onnx, out, rtx_opts(max_batch=2), precision="fp32", progress=lambda p, s, t: s < 1)
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_build_function_makes_onnx_and_reuses(rtx, exported, real_onnx, tmp_path):
+    """engine.build: default ONNX path, engine name by flavour and precision, reuse and rebuild with reasons."""
+    real_onnx("resnet18", "fp16")  # made once for the session under exported.root
+    msgs: list[str] = []
+    opts = rtx_opts(max_batch=2)
+    m = eng.build(18, precision="fp16", options=opts, out_dir=exported.root, progress=msgs.append)
+    assert Path(m["path"]) == exported.root / "resnet18" / "resnet18.fp16.trt-rtx.engine"
+    assert m["onnx_status"] == "reused" and m["source_metadata"]["precision"] == "fp16"
+    again = eng.build(18, precision="fp16", options=rtx_opts(max_batch=2), out_dir=exported.root, progress=msgs.append)
+    assert again["reused"] and again["rebuild_reason"] is None and again["engine_sha256"] == m["engine_sha256"]
+    wider = eng.build(18, precision="fp16", options=rtx_opts(max_batch=3), out_dir=exported.root)
+    assert not wider["reused"] and "requested profile changed" in wider["rebuild_reason"]
+    forced = eng.build(18, precision="fp16", options=rtx_opts(max_batch=3), out_dir=exported.root, force=True)
+    assert not forced["reused"] and "forced" in forced["rebuild_reason"]
+    assert any("reusing" in x for x in msgs)
+    with pytest.raises(UserError, match="holds resnet18, not resnet50"):
+        eng.build(50, precision="fp16", options=rtx_opts(), onnx=real_onnx("resnet18", "fp16"), out_dir=tmp_path)
+
+
+def test_trt_preflight_without_tensorrt_or_gpu(model_onnx, tmp_path):
+    """--engine trt here: one BackendUnavailable before any ONNX work (TensorRT missing, or no GPU)."""
+    with pytest.raises(BackendUnavailable) as ei:
+        eng.preflight(eng.BuildOptions(flavour="trt"))
+    if eng.cuda_device_info()[0] is not None:
+        pytest.skip("a GPU is present; only the missing-TensorRT case can be checked")
+    assert ei.value.backend == "trt" and ("tensorrt" in ei.value.reason or "CUDA GPU" in ei.value.reason)
+
+
+def test_trt_target_records_gpu_for_reuse(monkeypatch):
+    """TensorRT engines are reused only on the GPU model they were built on (unless hardware-compatible)."""
+    fake = types.SimpleNamespace(__name__="tensorrt", __version__="10.9.0.34")
+    a10 = {"name": "NVIDIA A10", "compute_capability": "8.6"}
+    t = eng._target(fake, eng.BuildOptions(flavour="trt"), a10)
+    assert t == {"hardware_compatibility": None, "compute_capability": "8.6", "gpu": "NVIDIA A10"}
+    t2 = eng._target(fake, eng.BuildOptions(flavour="trt", hardware_compatibility="same_cc"), a10)
+    assert t2["gpu"] is None and t2["hardware_compatibility"] == "same_cc"
+    assert eng._target(fake, eng.BuildOptions(flavour="trt", hardware_compatibility="ampere+"), a10)["compute_capability"] == "8.0+"
+
+
+def test_cuda_graph_capture_failure_falls_back(fake_runner_env):
+    """An enqueue that fails under capture (as trtexec handles it): end capture, run without a graph, keep working."""
+    rt, path, cudart = fake_runner_env
+    with rt.TensorRTRunner(path, cuda_graph=True) as r:
+        ctx = r._context
+        original = ctx.execute_async_v3
+
+        def flaky(stream):
+            return False if cudart.capture is not None else original(stream)
+
+        ctx.execute_async_v3 = flaky
+        x = np.ones((2, 3, 4, 4), np.float32)
+        np.testing.assert_allclose(r.infer(x), np.ones((2, 3)))
+        assert r._graphs == {} and 2 in r._uncapturable and "capture failed" in r.graph_notes[0]
+        assert cudart.capture is None  # the capture was ended
+        np.testing.assert_allclose(r.infer(2 * x), 2 * np.ones((2, 3)))
+
+
+def test_runner_torch_output(fake_runner_env):
+    torch = pytest.importorskip("torch")
+    rt, path, _ = fake_runner_env
+    with rt.TensorRTRunner(path) as r:
+        y = r.infer_torch(torch.ones(2, 3, 4, 4))
+        assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (2, 3)

@@ -23,9 +23,13 @@ CUDA graphs (``cuda_graph=True``):
 
 * ``tensorrt``: one graph per batch size, captured on first use with
   ``cudaStreamBeginCapture`` -> H2D copy, ``execute_async_v3``, D2H copy -> ``cudaStreamEndCapture``
-  -> ``cudaGraphInstantiate``; replayed with ``cudaGraphLaunch``. After a shape change the
-  context is enqueued once, uncaptured, before capture (TensorRT defers some shape work to the
-  first enqueue, which must not happen inside a capture).
+  -> ``cudaGraphInstantiate``; replayed with ``cudaGraphLaunch``. Before capturing, the context is
+  enqueued once, uncaptured, and the stream synchronized, so one-time initialisation is not
+  captured; an enqueue that fails under capture falls back to plain execution for that batch.
+  This is the order of NVIDIA's trtexec (``samples/common/sampleInference.cpp``, TensorRT 11.1:
+  "Avoid capturing initialization calls by executing the enqueue function at least once before
+  starting CUDA graph capture"); TensorRT 8's header said the same for enqueueV2 after a shape
+  change.
 * ``tensorrt_rtx``: the runtime captures graphs itself when the execution context is created from
   an ``IRuntimeConfig`` with ``cuda_graph_strategy = CudaGraphStrategy.WHOLE_GRAPH_CAPTURE``
   (TensorRT-RTX "Working with RTX CUDA Graphs"). Manual stream capture on RTX would need engines
@@ -135,6 +139,8 @@ class TensorRTRunner(Runner):
         self._dev_ptrs: list[int] = []
         self._host_ptrs: list[int] = []
         self._graphs: dict[int, tuple[Any, Any]] = {}
+        self._uncapturable: set[int] = set()
+        self.graph_notes: list[str] = []
         self._stream = None
         self.engine_path = Path(engine_path)
         if not self.engine_path.is_file():
@@ -299,10 +305,19 @@ class TensorRTRunner(Runner):
         self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, stream), "cudaMemcpyAsync D2H")
 
     def _graph_for(self, n: int):
+        """The instantiated graph for batch ``n``, captured on first use; ``None`` if it cannot be captured.
+
+        The order is the one NVIDIA's trtexec uses (samples/common/sampleInference.cpp, TensorRT
+        OSS 11.1): one ordinary enqueue and a synchronize first, so TensorRT's one-time work after
+        a shape change is not captured; then capture on a non-default stream in thread-local mode;
+        if the enqueue fails while capturing (the engine holds work that cannot be captured), end
+        the capture, clear the CUDA error and run without a graph.
+        """
         if n in self._graphs:
             return self._graphs[n][1]
+        if n in self._uncapturable:
+            return None
         cudart, stream = self._cudart, self._stream
-        # Flush TensorRT's deferred per-shape work outside the capture.
         self._enqueue(n)
         self._check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         self._check(
@@ -311,8 +326,17 @@ class TensorRTRunner(Runner):
         )
         try:
             self._enqueue(n)
-        finally:
-            graph = self._check(cudart.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
+        except RuntimeError as e:
+            cudart.cudaStreamEndCapture(stream)  # ends the (invalidated) capture; its error is expected
+            if hasattr(cudart, "cudaGetLastError"):
+                cudart.cudaGetLastError()
+            self._uncapturable.add(n)
+            self.graph_notes.append(f"batch {n}: CUDA graph capture failed ({e}); running without a graph")
+            return None
+        except BaseException:
+            cudart.cudaStreamEndCapture(stream)
+            raise
+        graph = self._check(cudart.cudaStreamEndCapture(stream), "cudaStreamEndCapture")
         exe = self._check(cudart.cudaGraphInstantiate(graph, 0), "cudaGraphInstantiate")
         self._graphs[n] = (graph, exe)
         return exe
@@ -331,13 +355,23 @@ class TensorRTRunner(Runner):
             )
         np.copyto(self._host[self.input_name][:n], x, casting="same_kind" if x.dtype.kind == "f" else "unsafe")
         self._set_batch(n)
-        if self._cuda_graph and not self._rtx_graphs:
-            exe = self._graph_for(n)
+        exe = self._graph_for(n) if self._cuda_graph and not self._rtx_graphs else None
+        if exe is not None:
             self._check(self._cudart.cudaGraphLaunch(exe, self._stream), "cudaGraphLaunch")
         else:
             self._enqueue(n)
         self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return np.array(self._host[self.output_name][:n], dtype=np.float32, copy=True)
+
+    def infer_torch(self, batch):
+        """Like :meth:`infer`, for a torch tensor (any device) in and a CPU float32 torch tensor out.
+
+        torch is imported only here: the runner itself never needs it.
+        """
+        import torch
+
+        x = batch.detach().to("cpu", torch.float32).contiguous().numpy() if isinstance(batch, torch.Tensor) else batch
+        return torch.from_numpy(self.infer(x))
 
     def describe(self) -> dict[str, Any]:
         m = getattr(self, "manifest", {}) or {}
@@ -355,6 +389,7 @@ class TensorRTRunner(Runner):
             "cuda_graph": ("rtx-whole-graph" if getattr(self, "_rtx_graphs", False) else "per-batch-capture")
             if getattr(self, "_cuda_graph", False)
             else False,
+            "cuda_graph_notes": list(getattr(self, "graph_notes", [])),
         }
 
     def close(self) -> None:

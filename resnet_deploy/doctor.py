@@ -1,0 +1,236 @@
+"""What can run here: every backend with its version, and if it cannot run, why.
+
+    import resnet_deploy.doctor as d
+    report = d.check()            # {"gpu": ..., "backends": [{"name", "installed", "version", "runs", "why", ...}]}
+
+Each check imports its library lazily and never raises: a backend that fails to import is
+reported with the import error. :class:`~resnet_deploy.errors.BackendUnavailable` messages
+everywhere else point here (``resnet-deploy doctor``).
+
+A backend ``runs`` when it can execute a model on this machine now. TensorRT-RTX additionally
+reports ``builds``: its builder compiles engines ahead of time without a GPU.
+"""
+
+from __future__ import annotations
+
+import importlib
+import platform
+import shutil
+import sys
+from importlib import metadata
+from typing import Any, Callable
+
+from .engine import RTX_DEFAULT_TARGETS, _cc_tuple, cuda_device_info, load_cudart, rtx_cc_supported
+
+
+def _dist_version(*names: str) -> str | None:
+    for n in names:
+        try:
+            return metadata.version(n)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def _row(name: str, *, installed: bool, version: str | None, runs: bool, why: str = "", **extra: Any) -> dict[str, Any]:
+    return {"name": name, "installed": installed, "version": version, "runs": runs, "why": "" if runs else why, **extra}
+
+
+def _import(module: str):
+    """(module, None) or (None, why it does not import)."""
+    try:
+        return importlib.import_module(module), None
+    except ImportError as e:
+        return None, f"not installed ({e})"
+    except Exception as e:  # bindings present but a shared library missing, and the like
+        return None, f"fails to load: {type(e).__name__}: {e}"
+
+
+# ------------------------------------------------------------------------------------------ checks
+
+
+def _gpu() -> dict[str, Any]:
+    device, why = cuda_device_info()
+    cudart = load_cudart()
+    driver = None
+    if cudart is not None:
+        try:
+            err, v = cudart.cudaDriverGetVersion()
+            if int(err) == 0 and v:
+                driver = f"CUDA {v // 1000}.{(v % 1000) // 10}"
+        except Exception:
+            pass
+    return {"device": device, "why": why if device is None else "", "driver_supports": driver}
+
+
+def _cuda_python(gpu: dict[str, Any]) -> dict[str, Any]:
+    version = _dist_version("cuda-python", "cuda-bindings")
+    cudart = load_cudart()
+    if cudart is None:
+        return _row("cuda-python", installed=False, version=version, runs=False,
+                    why="not installed (pip install cuda-python): the TensorRT runner drives CUDA with it")
+    return _row("cuda-python", installed=True, version=version, runs=gpu["device"] is not None, why=gpu["why"],
+                module=getattr(cudart, "__name__", "?"))
+
+
+def _torch_rows() -> list[dict[str, Any]]:
+    torch, why = _import("torch")
+    if torch is None:
+        return [_row("PyTorch CPU", installed=False, version=None, runs=False, why=why),
+                _row("PyTorch CUDA", installed=False, version=None, runs=False, why=why)]
+    v = torch.__version__
+    rows = [_row("PyTorch CPU", installed=True, version=v, runs=True, threads=torch.get_num_threads())]
+    cuda_build = getattr(torch.version, "cuda", None)
+    if not cuda_build:
+        rows.append(_row("PyTorch CUDA", installed=True, version=v, runs=False,
+                         why=f"torch {v} is a CPU-only build (install a CUDA build of torch)"))
+    else:
+        try:
+            ok = bool(torch.cuda.is_available())
+            reason = "" if ok else "no CUDA device visible to torch"
+            name = torch.cuda.get_device_name(0) if ok else None
+        except Exception as e:
+            ok, reason, name = False, f"CUDA initialisation failed: {e}", None
+        rows.append(_row("PyTorch CUDA", installed=True, version=v, runs=ok, why=reason, cuda=cuda_build, device=name))
+    return rows
+
+
+def _torch_compile(gpu: dict[str, Any]) -> dict[str, Any]:
+    torch, why = _import("torch")
+    if torch is None:
+        return _row("torch.compile", installed=False, version=None, runs=False, why=why)
+    v = torch.__version__
+    if not hasattr(torch, "compile"):
+        return _row("torch.compile", installed=True, version=v, runs=False, why=f"torch {v} has no torch.compile (needs >= 2.0)")
+    compiler = next((c for c in ("cc", "gcc", "clang", "c++", "g++") if shutil.which(c)), None)
+    triton = _dist_version("triton", "pytorch-triton")
+    cuda_ok = bool(getattr(torch.version, "cuda", None)) and _safe(lambda: torch.cuda.is_available())
+    devices = []
+    if compiler:
+        devices.append("cpu")
+    if cuda_ok and triton:
+        devices.append("cuda")
+    if not devices:
+        why = "no C++ compiler on PATH (inductor compiles CPU kernels with one)"
+        return _row("torch.compile", installed=True, version=v, runs=False, why=why, triton=triton)
+    notes = []
+    if cuda_ok and not triton:
+        notes.append("CUDA present but triton missing: GPU kernels cannot be compiled")
+    return _row("torch.compile", installed=True, version=v, runs=True, devices=devices, compiler=compiler,
+                triton=triton, notes=notes)
+
+
+def _safe(fn: Callable[[], Any]) -> Any:
+    try:
+        return fn()
+    except Exception:
+        return False
+
+
+def _onnxruntime(gpu: dict[str, Any]) -> list[dict[str, Any]]:
+    ort, why = _import("onnxruntime")
+    if ort is None:
+        return [_row("ONNX Runtime", installed=False, version=None, runs=False, why=why)]
+    v = ort.__version__
+    dist = "onnxruntime-gpu" if _dist_version("onnxruntime-gpu") else "onnxruntime"
+    providers = list(_safe(ort.get_available_providers) or [])
+    rows = [_row("ONNX Runtime", installed=True, version=v, runs="CPUExecutionProvider" in providers,
+                 why="CPUExecutionProvider missing", package=dist, providers=providers)]
+    for ep, label in (("CUDAExecutionProvider", "ONNX Runtime CUDA EP"), ("TensorrtExecutionProvider", "ONNX Runtime TensorRT EP")):
+        if ep not in providers:
+            hint = "install onnxruntime-gpu instead of onnxruntime; never both" if dist == "onnxruntime" else "not in this build"
+            rows.append(_row(label, installed=False, version=v, runs=False, why=f"{ep} not available ({hint})"))
+        elif gpu["device"] is None:
+            rows.append(_row(label, installed=True, version=v, runs=False, why=gpu["why"] or "no CUDA device"))
+        else:
+            rows.append(_row(label, installed=True, version=v, runs=True))
+    return rows
+
+
+def rtx_supported_ccs(trt) -> list[str]:
+    """Compute capabilities this TensorRT-RTX can target (its ``ComputeCapability`` enum)."""
+    enum = getattr(trt, "ComputeCapability", None)
+    out = []
+    for k, val in (enum.__members__.items() if enum is not None else []):
+        if k.startswith("SM"):
+            n = int(val)
+            out.append(f"{n // 10}.{n % 10}")
+    return sorted(out, key=_cc_tuple)
+
+
+def _tensorrt(gpu: dict[str, Any]) -> dict[str, Any]:
+    trt, why = _import("tensorrt")
+    if trt is None:
+        return _row("TensorRT", installed=False, version=None, runs=False,
+                    why=why + "; TensorRT comes from NVIDIA's package index (pip install tensorrt) or JetPack on Jetson")
+    v = trt.__version__
+    extra = {"major": int(v.split(".")[0]) if v.split(".")[0].isdigit() else None,
+             "weak_typing_flags": hasattr(trt.BuilderFlag, "FP16"),
+             "version_compatible": hasattr(trt.BuilderFlag, "VERSION_COMPATIBLE"),
+             "hardware_compatibility": hasattr(trt, "HardwareCompatibilityLevel")}
+    if gpu["device"] is None:
+        return _row("TensorRT", installed=True, version=v, runs=False, builds=False,
+                    why=f"TensorRT builds and runs engines on a CUDA GPU: {gpu['why'] or 'no CUDA device'}", **extra)
+    return _row("TensorRT", installed=True, version=v, runs=True, builds=True, **extra)
+
+
+def _tensorrt_rtx(gpu: dict[str, Any]) -> dict[str, Any]:
+    trt, why = _import("tensorrt_rtx")
+    if trt is None:
+        return _row("TensorRT-RTX", installed=False, version=None, runs=False, builds=False, why=why + "; pip install tensorrt-rtx")
+    v = trt.__version__
+    ccs = rtx_supported_ccs(trt)
+    extra = {"builds": True, "builds_why": "ahead-of-time builder, no GPU needed", "targets": ccs,
+             "default_targets": list(RTX_DEFAULT_TARGETS)}
+    dev = gpu["device"]
+    if dev is None:
+        return _row("TensorRT-RTX", installed=True, version=v, runs=False,
+                    why=f"running an engine needs a CUDA GPU: {gpu['why'] or 'no CUDA device'}", **extra)
+    cc = dev["compute_capability"]
+    newest = max((_cc_tuple(c) for c in ccs), default=(12, 0))
+    if not (cc in ccs or _cc_tuple(cc) > newest):
+        return _row("TensorRT-RTX", installed=True, version=v, runs=False,
+                    why=f"compute capability {cc} ({dev['name']}) is not supported by TensorRT-RTX "
+                        f"(it targets {', '.join(ccs)} and later than {ccs[-1] if ccs else '12.0'})", **extra)
+    if not rtx_cc_supported(cc, RTX_DEFAULT_TARGETS):
+        extra["note"] = f"engines built with default targets do not run on {cc}; build with --cc {cc}"
+    return _row("TensorRT-RTX", installed=True, version=v, runs=True, **extra)
+
+
+def _modelopt() -> dict[str, Any]:
+    try:
+        from .precision import modelopt_available
+    except Exception as e:  # precision's own imports failing
+        return _row("ModelOpt", installed=False, version=None, runs=False, why=f"cannot check: {e}")
+    ok, detail = modelopt_available()
+    version = _dist_version("nvidia-modelopt")
+    return _row("ModelOpt", installed=version is not None, version=version, runs=bool(ok), why=str(detail),
+                role="FP16/BF16 AutoCast and INT8 Q/DQ PTQ on ONNX (runs on the CPU)")
+
+
+# ------------------------------------------------------------------------------------------ report
+
+
+def check() -> dict[str, Any]:
+    """Everything ``resnet-deploy doctor`` shows, as a dict."""
+    gpu = _gpu()
+    backends: list[dict[str, Any]] = []
+    backends += _torch_rows()
+    backends.append(_torch_compile(gpu))
+    backends += _onnxruntime(gpu)
+    backends.append(_tensorrt(gpu))
+    backends.append(_tensorrt_rtx(gpu))
+    backends.append(_modelopt())
+    backends.append(_cuda_python(gpu))
+    from . import __version__
+
+    return {
+        "toolkit_version": __version__,
+        "python": sys.version.split()[0],
+        "platform": f"{platform.system()} {platform.machine()}",
+        "gpu": gpu,
+        "backends": backends,
+    }
+
+
+__all__ = ["check", "rtx_supported_ccs"]
