@@ -1,0 +1,84 @@
+"""Deployment targets: a Jetson / edge bundle and an NVIDIA Triton model repository.
+
+    from resnet_deploy.deploy import package
+    package(50, precision="int8", target="jetson", out="deploy/r50-jetson")
+    package(50, precision="fp16", target="triton", out="model_repository")
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Callable
+
+from ..artifacts import DEFAULT_ROOT
+from ..errors import UserError
+
+TARGETS = ("jetson", "triton")
+
+
+def package(depth: int | str = 50, *, precision: str | None = None, target: str = "jetson",
+            out: str | os.PathLike[str] | None = None, onnx: str | os.PathLike[str] | None = None,
+            engine: str | os.PathLike[str] | None = None, weights: str | os.PathLike[str] | None = None,
+            labels: str | os.PathLike[str] | None = None, name: str | None = None, force: bool = False,
+            artifacts_dir: str | os.PathLike[str] = DEFAULT_ROOT, min_batch: int | None = None,
+            opt_batch: int | None = None, max_batch: int | None = None, instances: int = 1,
+            instance_kind: str = "gpu", preact: bool = False,
+            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+    """Write a deployment for ``target``; returns its manifest (``"path"`` is where it went).
+
+    The model is ``onnx`` if given, else the precision's ONNX under ``artifacts_dir`` (made if
+    missing; ``precision`` defaults to fp16, and must match ``onnx`` when both are given). For Triton, ``engine`` (a TensorRT engine with its manifest) is served as a
+    ``tensorrt_plan`` instead of the ONNX.
+    """
+    if target not in TARGETS:
+        raise UserError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    if out is None:
+        raise UserError("--out is required: the bundle folder (jetson) or the model repository (triton)")
+    if engine is not None and target != "triton":
+        raise UserError("--engine-file is for Triton (tensorrt_plan); a Jetson bundle builds its engine on the device")
+    from ..models import resolve_arch
+
+    arch = resolve_arch(depth, preact)
+    explicit_precision = precision is not None
+    precision = precision or "fp16"
+    if target == "triton" and engine is not None:
+        from .triton import write_triton_model
+
+        from ..artifacts import read_manifest
+
+        if not Path(engine).is_file():
+            raise UserError(f"engine not found: {engine}")
+        built = read_manifest(engine).get("precision", precision)
+        if explicit_precision and built != precision:
+            raise UserError(f"{engine} is a {built} engine but --precision {precision} was asked for")
+        return write_triton_model(engine, out, name=name or f"{arch}_{built}_trt", labels=labels,
+                                  max_batch=max_batch, instances=instances, instance_kind=instance_kind,
+                                  force=force, progress=progress)
+    if onnx is None:
+        from .common import check_output_folder
+
+        # fail on an occupied output before the (possibly minutes long) quantization
+        check_output_folder(Path(out) / (name or f"{arch}_{precision}") if target == "triton" else Path(out), force)
+        from ..predict import precision_onnx
+
+        onnx = precision_onnx(arch, precision, out_dir=artifacts_dir, weights=weights, progress=progress)
+    else:
+        from .common import onnx_facts
+
+        found = onnx_facts(onnx)["precision"]
+        if explicit_precision and found != precision:
+            raise UserError(f"{onnx} is a {found} model but --precision {precision} was asked for")
+        precision = found
+    if target == "jetson":
+        from .jetson import write_jetson_bundle
+
+        return write_jetson_bundle(onnx, out, labels=labels, min_batch=min_batch, opt_batch=opt_batch,
+                                   max_batch=max_batch, force=force, progress=progress)
+    from .triton import write_triton_model
+
+    return write_triton_model(onnx, out, name=name or f"{arch}_{precision}", labels=labels, max_batch=max_batch,
+                              instances=instances, instance_kind=instance_kind, force=force, progress=progress)
+
+
+__all__ = ["TARGETS", "package"]

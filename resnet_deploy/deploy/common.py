@@ -1,0 +1,137 @@
+"""What both deployment targets share: staging a folder and swapping it in whole, ONNX facts."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from pathlib import Path
+from typing import Any, Iterator
+
+from ..artifacts import ensure_writable_dir
+from ..errors import UserError
+
+TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def check_output_folder(final: Path, force: bool) -> None:
+    """Refuse a file, a non-empty folder (unless ``force``), or a folder that holds the caller."""
+    if final.exists() and not final.is_dir():
+        raise UserError(f"{final} exists and is not a folder")
+    if final.is_dir() and any(final.iterdir()):
+        if not force:
+            raise UserError(f"output folder {final} exists and is not empty; choose another --out or pass --force to replace it")
+        resolved, cwd = final.resolve(), Path.cwd().resolve()
+        if resolved == Path(resolved.anchor) or resolved == Path.home().resolve() or resolved == cwd or resolved in cwd.parents:
+            raise UserError(f"refusing to replace {final}: it is the root, your home or the current folder (or holds it)")
+
+
+@contextlib.contextmanager
+def staged_folder(final: str | os.PathLike[str], force: bool = False) -> Iterator[Path]:
+    """Yield an empty temporary folder beside ``final``; on success it becomes ``final`` in one rename.
+
+    On any error (Ctrl-C included) the temporary folder is removed and ``final`` is untouched.
+    With ``force`` an existing ``final`` is replaced: it is renamed away, the new folder renamed
+    in, and only then the old one deleted (if the swap fails, the old one is put back).
+    """
+    final = Path(final)
+    check_output_folder(final, force)
+    ensure_writable_dir(final.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    try:
+        yield tmp
+        mask = os.umask(0)
+        os.umask(mask)
+        os.chmod(tmp, 0o755 & ~mask)  # mkdtemp makes 0700
+        check_output_folder(final, force)  # still true after the (possibly long) work?
+        if final.exists():
+            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            os.replace(final, old)
+            try:
+                os.replace(tmp, final)
+            except BaseException:
+                os.replace(old, final)
+                raise
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, final)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def render(template: str, values: dict[str, Any]) -> str:
+    """Fill ``@@KEY@@`` placeholders in a template file; every placeholder must be known."""
+    text = (TEMPLATES / template).read_text()
+    for key, value in values.items():
+        text = text.replace(f"@@{key}@@", str(value))
+    if "@@" in text:
+        left = text[text.index("@@"):][:40]
+        raise RuntimeError(f"template {template} has an unfilled placeholder near {left!r}")
+    return text
+
+
+_ONNX_TYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 6: "int32", 7: "int64", 3: "int8", 2: "uint8", 9: "bool"}
+
+
+def _tensor_facts(value_info) -> dict[str, Any]:
+    t = value_info.type.tensor_type
+    dims: list[int | str] = []
+    for d in t.shape.dim:
+        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
+    return {"name": value_info.name, "shape": dims, "dtype": _ONNX_TYPES.get(t.elem_type, f"onnx-type-{t.elem_type}")}
+
+
+def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """Input/output names, shapes and types, metadata and precision of a classifier ONNX."""
+    from ..onnx_export import load_onnx, read_metadata
+
+    path = Path(path)
+    model = load_onnx(path)
+    graph = model.graph
+    init_names = {i.name for i in graph.initializer}
+    inputs = [i for i in graph.input if i.name not in init_names]
+    if len(inputs) != 1 or len(graph.output) < 1:
+        raise UserError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; expected one image input and logits")
+    external = [i.name for i in graph.initializer if i.data_location == 1]  # TensorProto.EXTERNAL
+    if external:
+        raise UserError(f"{path} keeps its weights in external files; save it as a single file first")
+    inp, out = _tensor_facts(inputs[0]), _tensor_facts(graph.output[0])
+    if len(inp["shape"]) != 4 or any(not isinstance(d, int) for d in inp["shape"][1:]):
+        raise UserError(f"{path}: input {inp['name']!r} has shape {inp['shape']}; expected [N, 3, H, W] with only N dynamic")
+    if len(out["shape"]) != 2 or not isinstance(out["shape"][1], int):
+        raise UserError(f"{path}: output {out['name']!r} has shape {out['shape']}; expected [N, classes]")
+    meta = read_metadata(model)
+    precision = meta.get("precision")
+    if precision is None or precision == "fp32":
+        from ..precision import detect_precision
+
+        try:
+            precision = detect_precision(model)
+        except Exception:  # noqa: BLE001 - detection is best effort; metadata wins
+            precision = precision or "fp32"
+    batch = inp["shape"][0]
+    return {
+        "input": inp,
+        "output": out,
+        "num_classes": int(out["shape"][1]),
+        "fixed_batch": batch if isinstance(batch, int) and batch > 0 else None,
+        "precision": precision,
+        "metadata": meta,
+        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+    }
+
+
+def recipe_dict(meta: dict[str, str]) -> dict[str, Any]:
+    from ..predict import recipe_from_metadata
+
+    return recipe_from_metadata(meta).to_dict()
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    from ..artifacts import atomic_write_text
+
+    atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
