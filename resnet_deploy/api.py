@@ -148,7 +148,8 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
         artifact = artifact_path(arch, precision, kind, out_dir)
         if not Path(artifact).exists():
             if kind != "onnx" or precision != "fp32":
-                step = "quantize --precision " + precision if kind == "onnx" else f"build --engine {backend}"
+                step = f"quantize --precision {precision}" if kind == "onnx" else \
+                    f"build --engine {backend} --precision {precision}"
                 raise UserError(f"{artifact} does not exist; create it with `resnet-deploy {step} --depth {depth}`")
             progress(f"{artifact} does not exist yet: exporting it first")
             export(arch, weights=weights, num_classes=num_classes, out_dir=out_dir, seed=seed, progress=progress)
@@ -160,22 +161,23 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
     precision = meta.get("precision", precision)
     if precision not in THRESHOLDS:
         raise UserError(f"{artifact} records an unknown precision {precision!r}")
-    progress(f"building the PyTorch FP32 reference {arch}")
-    model = create_model(arch, num_classes=num_classes, weights=weights, seed=seed)
-    if meta.get("weights_sha256") and meta["weights_sha256"] != model.weights_info.sha256:
-        raise UserError(f"{artifact} was made from other weights ({meta.get('weights_source')}) than the reference "
-                        f"({model.weights_info.source}); pass the same --weights or re-export")
-    if images:
-        from .preprocess import preprocess_files
-
-        names, batch = [Path(p).name for p in images], preprocess_files(images)
-    else:
-        names, batch = parity_batch(n_random=n_random)
-    fixed = meta.get("batch", "dynamic")
-    chunk = int(fixed) if fixed.isdigit() else None
-    progress(f"running {len(batch)} inputs through PyTorch and {backend}")
-    reference = TorchRunner(model)
+    # Open the candidate first: a missing runtime or a bad engine fails in a second, not after the reference.
     with open_runner(backend, artifact, precision=precision, **runner_options) as candidate:
+        progress(f"building the PyTorch FP32 reference {arch}")
+        model = create_model(arch, num_classes=num_classes, weights=weights, seed=seed)
+        if meta.get("weights_sha256") and meta["weights_sha256"] != model.weights_info.sha256:
+            raise UserError(f"{artifact} was made from other weights ({meta.get('weights_source')}) than the "
+                            f"reference ({model.weights_info.source}); pass the same --weights or re-export")
+        if images:
+            from .preprocess import preprocess_files
+
+            names, batch = [Path(p).name for p in images], preprocess_files(images)
+        else:
+            names, batch = parity_batch(n_random=n_random)
+        fixed = meta.get("batch", "dynamic")
+        chunk = int(fixed) if fixed.isdigit() else None
+        progress(f"running {len(batch)} inputs through PyTorch and {backend}")
+        reference = TorchRunner(model)
         result = run_parity(reference, candidate, batch, precision, chunk=chunk)
         cand_desc = candidate.describe()
     report = {"arch": arch, "artifact": str(artifact), "inputs": names, "reference": reference.describe(),

@@ -174,13 +174,16 @@ def version() -> None:
     out.print(__version__)
 
 
-# Sub-command modules register themselves on `app` (one module per pipeline stage).
-# (imports appended below by each stage)
-
-
 def main() -> None:
     app()
 
 
-if __name__ == "__main__":
-    main()
+# Each pipeline stage registers its commands on `app` from a module of its own.
+from . import cli_precision  # noqa: E402,F401
+from . import cli_engine  # noqa: E402,F401
+from . import cli_deploy  # noqa: E402,F401
+
+if __name__ == "__main__":  # `python -m resnet_deploy.cli`: the stages registered on the imported module's app
+    from resnet_deploy.cli import main as _main
+
+    _main()
