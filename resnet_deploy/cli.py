@@ -182,6 +182,7 @@ def main() -> None:
 from . import cli_precision  # noqa: E402,F401
 from . import cli_engine  # noqa: E402,F401
 from . import cli_deploy  # noqa: E402,F401
+from . import cli_bench  # noqa: E402,F401
 
 if __name__ == "__main__":  # `python -m resnet_deploy.cli`: the stages registered on the imported module's app
     from resnet_deploy.cli import main as _main

@@ -1,0 +1,411 @@
+"""Writing a benchmark run: results.json, results.csv, report.md and PNG plots.
+
+Every file is written atomically (:func:`resnet_deploy.artifacts.atomic_write_text` /
+:func:`~resnet_deploy.artifacts.atomic_path`), so an interrupted run leaves whole files.
+results.json and results.csv are rewritten after every row; report.md and the plots at the end
+(Ctrl-C included).
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import re
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any, Iterable
+
+from ..artifacts import atomic_path, atomic_write_text, ensure_writable_dir
+
+SCHEMA_VERSION = 1
+
+ROW_FIELDS = (
+    "run_id", "arch", "depth", "precision", "backend", "batch", "status", "reason", "device", "scope",
+    # end to end (host numpy in, host logits out)
+    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms", "latency_std_ms",
+    "latency_throughput_ips", "iterations", "timed_s", "warmup", "first_call_s", "clock",
+    # compute only (GPU backends; inputs already on the device)
+    "compute_p50_ms", "compute_p90_ms", "compute_p99_ms", "compute_mean_ms", "compute_throughput_ips",
+    "compute_iterations", "compute_clock",
+    # memory, build
+    "memory_mib", "memory_kind", "build_s", "artifact_reused", "load_s", "artifact",
+    # correctness against PyTorch FP32 on the same inputs
+    "parity_rel_l2", "parity_max_abs", "parity_top1", "parity_top5", "parity_cosine", "parity_n", "parity_passed",
+    "parity_failures", "parity_bar_rel_l2", "parity_bar_top1",
+    # does the harness cost speed?
+    "bare_mean_ms", "harness_mean_ms", "harness_overhead_pct",
+    "load_avg_1m", "cpu_pressure_pct", "notes",
+)
+STATUSES = ("ok", "failed", "unavailable", "error", "skipped")
+
+
+def default_run_id(env: dict[str, Any]) -> str:
+    gpu = (env.get("gpu") or {})
+    dev = gpu.get("name") if gpu.get("present") else "cpu"
+    dev = re.sub(r"[^A-Za-z0-9]+", "-", str(dev)).strip("-").lower()[:24] or "cpu"
+    return f"{dev}-{datetime.now(timezone.utc).strftime('%Y%m%d-%H%M%S')}"
+
+
+def _clean(v: Any) -> Any:
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _clean(x) for k, x in v.items()}
+    if isinstance(v, (list, tuple)):
+        return [_clean(x) for x in v]
+    return v
+
+
+def throughput(row: dict[str, Any]) -> float | None:
+    """The row's headline images/s: compute-only where measured (GPU), else end to end."""
+    return row.get("compute_throughput_ips") or row.get("latency_throughput_ips")
+
+
+def scenarios(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+    """MLPerf-style: single-stream (batch 1 latency) and offline (throughput at the largest batch that ran)."""
+    groups: dict[tuple, list[dict[str, Any]]] = {}
+    for r in rows:
+        if r.get("status") in ("ok", "failed") and r.get("batch"):
+            groups.setdefault((r["arch"], r["precision"], r["backend"]), []).append(r)
+    out = []
+    for (arch, precision, backend), rs in groups.items():
+        one = next((r for r in rs if r["batch"] == 1), None)
+        big = max(rs, key=lambda r: r["batch"])
+        out.append({
+            "arch": arch, "precision": precision, "backend": backend,
+            "single_stream_p50_ms": one and one["latency_p50_ms"], "single_stream_p99_ms": one and one["latency_p99_ms"],
+            "single_stream_compute_p50_ms": one and one.get("compute_p50_ms"),
+            "offline_batch": big["batch"], "offline_ips": big.get("latency_throughput_ips"),
+            "offline_compute_ips": big.get("compute_throughput_ips"),
+            "parity_ok": all(r["status"] == "ok" for r in rs),
+        })
+    return out
+
+
+def to_json(result) -> dict[str, Any]:
+    return _clean({
+        "schema_version": SCHEMA_VERSION,
+        "run_id": result.run_id,
+        "interrupted": result.interrupted,
+        "started_utc": datetime.fromtimestamp(result.started, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
+        "finished_utc": datetime.fromtimestamp(result.finished, timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+        if result.finished else None,
+        "environment": result.environment,
+        "config": result.config,
+        "row_fields": list(ROW_FIELDS),
+        "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in result.rows],
+        "scenarios": scenarios(result.rows),
+    })
+
+
+def to_csv(rows: list[dict[str, Any]]) -> str:
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), extrasaction="ignore", lineterminator="\n")
+    w.writeheader()
+    for r in rows:
+        w.writerow({k: ("" if r.get(k) is None else _csv_value(r.get(k))) for k in ROW_FIELDS})
+    return buf.getvalue()
+
+
+def _csv_value(v: Any) -> Any:
+    if isinstance(v, float):
+        return "" if not math.isfinite(v) else f"{v:.6g}"
+    return v
+
+
+# ------------------------------------------------------------------------------------------
+# markdown
+# ------------------------------------------------------------------------------------------
+
+
+def _f(v: Any, fmt: str = "{:.2f}", none: str = "-") -> str:
+    if v is None or (isinstance(v, float) and not math.isfinite(v)):
+        return none
+    return fmt.format(v)
+
+
+def _ms(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:.3f}" if v < 1 else (f"{v:.2f}" if v < 100 else f"{v:.1f}")
+
+
+def _ips(v: Any) -> str:
+    if v is None:
+        return "-"
+    return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
+
+
+def _load(r: dict[str, Any]) -> str:
+    """1-minute load average and CPU pressure (avg10 %) when the row started."""
+    return f"{_f(r.get('load_avg_1m'), '{:.2f}')} / {_f(r.get('cpu_pressure_pct'), '{:.0f}%')}"
+
+
+def _build(r: dict[str, Any]) -> str:
+    if r.get("artifact_reused") is None:
+        return "-"
+    return "reused" if r.get("artifact_reused") else _f(r.get("build_s"), "{:.1f}")
+
+
+def _verdict(r: dict[str, Any]) -> str:
+    st = r.get("status")
+    if st == "ok":
+        return "ok"
+    if st == "failed":
+        return "**FAILED** (" + (r.get("parity_failures") or "parity") + ")"
+    return f"{st}: {r.get('reason') or ''}".strip()
+
+
+def _load_words(env: dict[str, Any]) -> str:
+    start, end = env.get("load_average_start"), env.get("load_average_end")
+    cores = env.get("cpu_affinity") or env.get("cpu_count") or 1
+    if not start:
+        return "load average not available on this system"
+    parts = [f"1/5/15-minute load average {start[0]}/{start[1]}/{start[2]} at the start"]
+    if end:
+        parts.append(f"{end[0]}/{end[1]}/{end[2]} at the end")
+    peak = max(start[0], end[0] if end else 0)
+    ratio = peak / cores
+    state = ("idle" if ratio < 0.25 else "lightly loaded" if ratio < 0.75 else "busy" if ratio < 1.25
+             else "oversubscribed")
+    text = ", ".join(parts) + f" on {cores} cores: the machine was {state} (highest 1-minute load / cores = {ratio:.2f})"
+    p0, p1 = env.get("cpu_pressure_start"), env.get("cpu_pressure_end")
+    if p0:
+        text += (f"; CPU pressure (share of time some task waited for a CPU, 10 s / 60 s average): "
+                 f"{p0.get('avg10')}% / {p0.get('avg60')}% at the start")
+        if p1:
+            text += f", {p1.get('avg10')}% / {p1.get('avg60')}% at the end"
+    return text
+
+
+def to_markdown(result, plots: list[str]) -> str:
+    env = result.environment
+    rows = result.rows
+    lines: list[str] = []
+    a = lines.append
+    a(f"# Benchmark {result.run_id}")
+    a("")
+    if result.interrupted:
+        a("**Interrupted (Ctrl-C): this report holds only the rows measured before the interruption.**")
+        a("")
+    a(f"Device: **{env.get('device')}**. Command: `{env.get('command')}`")
+    a("")
+    a("## Environment")
+    a("")
+    a("| what | value |")
+    a("|---|---|")
+    gpu = env.get("gpu") or {}
+    v = env.get("versions") or {}
+    items = [
+        ("time (UTC)", env.get("time_utc")), ("CPU", f"{env.get('cpu')}, {env.get('cpu_count')} logical cores "
+                                             f"({env.get('cpu_affinity')} usable), {env.get('memory_gib')} GiB"),
+        ("load", _load_words(env)),
+        ("GPU", (f"{gpu.get('name')} (compute capability {gpu.get('compute_capability')}, "
+                 f"{gpu.get('total_memory_mib')} MiB), driver {gpu.get('driver', '?')}, CUDA driver API "
+                 f"{gpu.get('cuda_driver_api', '?')}, CUDA runtime {gpu.get('cuda_runtime', '?')}, torch CUDA "
+                 f"{gpu.get('torch_cuda')}") if gpu.get("present") else f"none ({gpu.get('why', 'no CUDA device')})"),
+        ("Python / OS", f"{env.get('python')} / {env.get('os')}"),
+        ("torch", f"{v.get('torch')} ({env.get('torch_threads')} threads)"), ("onnxruntime", v.get("onnxruntime")),
+        ("onnx", v.get("onnx")), ("TensorRT", v.get("tensorrt") or "not installed"),
+        ("TensorRT-RTX", v.get("tensorrt_rtx") or "not installed"), ("cuda-python", v.get("cuda_python")),
+        ("numpy", v.get("numpy")), ("toolkit", f"resnet-deploy {v.get('resnet_deploy')} (git {env.get('git', '?')})"),
+    ]
+    for k, val in items:
+        a(f"| {k} | {val} |")
+    cfg = result.config
+    a("")
+    a("## Method")
+    a("")
+    a(f"Seeded random weights (seed {cfg.get('seed')}, BatchNorm statistics re-estimated on photographs), 224x224 "
+      f"float32 NCHW inputs. Each row: parity first, on the timed path and shape, against PyTorch FP32 on the same "
+      f"{cfg.get('parity_random')} random tensors + scikit-image photographs (relative L2, top-1 agreement at the "
+      f"precision's bars; NaN/Inf fails). Then {cfg.get('warmup') if cfg.get('warmup') is not None else 'auto (3 CPU / 20 GPU)'} "
+      f"warm-up calls, then timed calls until at least {cfg.get('min_time')} s and {cfg.get('min_iters')} calls, "
+      f"rotating among {cfg.get('buffers')} pre-made random input buffers; each call waits for its result "
+      "(single-stream discipline), latency percentiles are over the per-call times, throughput = batch / median "
+      "latency. CPU backends: end-to-end and compute-only are the same figure (no host-device copy); GPU backends: "
+      "end-to-end (host numpy in, host logits out, copies included) and compute-only (inputs already on the device, "
+      "CUDA events or a synchronised clock). Memory: "
+      + "; ".join(sorted({r['memory_kind'] for r in rows if r.get('memory_kind')}) or ["-"]) + ".")
+    if cfg.get("bare"):
+        a("")
+        a("Harness overhead: after each row, the same calls on the same buffers run in "
+          f"{cfg.get('bare_rounds')} alternated pairs of blocks: a harness block (the timing loop itself: per-call "
+          "clock, rotation, untimed staging) and a bare block (one clock pair around the calls, nothing else). "
+          "Overhead = median over the pairs of (harness block mean / bare block mean - 1); negative means the "
+          "harness figure is the lower one. Pairs run back to back so that slow changes of machine load cancel; "
+          "on a shared machine a few percent either way is still load noise.")
+    a("")
+    a("## Results")
+    a("")
+    a("| depth | precision | backend | batch | p50 ms | p90 ms | p99 ms | img/s | compute p50 ms | compute img/s "
+      "| memory MiB | build / load / first call s | rel L2 | top-1 | harness overhead | calls | load / CPU wait | verdict |")
+    a("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        if r.get("status") in ("ok", "failed"):
+            cpu_same = r.get("compute_p50_ms") is None
+            a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r['batch']} | {_ms(r['latency_p50_ms'])} | "
+              f"{_ms(r['latency_p90_ms'])} | {_ms(r['latency_p99_ms'])} | {_ips(r['latency_throughput_ips'])} | "
+              f"{'= e2e' if cpu_same else _ms(r['compute_p50_ms'])} | "
+              f"{'= e2e' if cpu_same else _ips(r['compute_throughput_ips'])} | {_f(r.get('memory_mib'), '{:.0f}')} | "
+              f"{_build(r)} / {_f(r.get('load_s'), '{:.2f}')} / "
+              f"{_f(r.get('first_call_s'), '{:.2f}')} | {_f(r.get('parity_rel_l2'), '{:.2e}')} | "
+              f"{_f(r.get('parity_top1'), '{:.0%}')} | {_f(r.get('harness_overhead_pct'), '{:+.1f}%')} | "
+              f"{r.get('iterations')} | {_load(r)} | {_verdict(r)} |")
+        else:
+            a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r.get('batch') or 'all'} | | | | | | | | | | | | | "
+              f"{_load(r)} | {_verdict(r)} |")
+    sc = scenarios(rows)
+    if sc:
+        a("")
+        a("## Scenarios")
+        a("")
+        a("Single-stream: batch-1 latency. Offline: throughput at the largest batch that ran.")
+        a("")
+        a("| model | precision | backend | single-stream p50 ms | p99 ms | compute p50 ms | offline batch | offline img/s "
+          "| compute img/s | parity |")
+        a("|---|---|---|---|---|---|---|---|---|---|")
+        for s in sc:
+            a(f"| {s['arch']} | {s['precision']} | {s['backend']} | {_ms(s['single_stream_p50_ms'])} | "
+              f"{_ms(s['single_stream_p99_ms'])} | {_ms(s['single_stream_compute_p50_ms'])} | {s['offline_batch']} | "
+              f"{_ips(s['offline_ips'])} | {_ips(s['offline_compute_ips'])} | {'ok' if s['parity_ok'] else '**FAILED**'} |")
+    notes = [(r, r.get("notes")) for r in rows if r.get("notes")]
+    if notes:
+        a("")
+        a("## Notes per backend")
+        a("")
+        seen = set()
+        for r, n in notes:
+            key = (r["backend"], n)
+            if key not in seen:
+                seen.add(key)
+                a(f"- {r['backend']}: {n}")
+    if plots:
+        a("")
+        a("## Plots")
+        a("")
+        for p in plots:
+            a(f"![{p}]({p})")
+            a("")
+    a("")
+    a("Files: results.json (every field, schema_version " + str(SCHEMA_VERSION) + "), results.csv (one line per row).")
+    return "\n".join(lines) + "\n"
+
+
+# ------------------------------------------------------------------------------------------
+# plots
+# ------------------------------------------------------------------------------------------
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> None:
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+
+
+def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+    """Throughput against batch (one figure per depth, a line per backend and precision) and
+    latency percentiles (one figure per depth, p50/p90/p99 bars per row). Returns file names."""
+    good = [r for r in rows if r.get("status") in ("ok", "failed") and r.get("latency_p50_ms") is not None]
+    if not good:
+        return []
+    plt = _plt()
+    names: list[str] = []
+    archs = list(dict.fromkeys(r["arch"] for r in good))
+    for arch in archs:
+        rs = [r for r in good if r["arch"] == arch]
+        # throughput vs batch
+        fig, ax = plt.subplots(figsize=(7, 4.2))
+        series: dict[tuple, list[dict[str, Any]]] = {}
+        for r in rs:
+            series.setdefault((r["backend"], r["precision"]), []).append(r)
+        for (backend, precision), pts in series.items():
+            pts = sorted(pts, key=lambda r: r["batch"])
+            failed = any(p["status"] == "failed" for p in pts)
+            label = f"{backend} {precision}" + (" (parity FAILED)" if failed else "")
+            ax.plot([p["batch"] for p in pts], [throughput(p) for p in pts], marker="o",
+                    linestyle="--" if failed else "-", label=label)
+        ax.set_xscale("log", base=2)
+        from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+        ax.set_xticks(sorted({r["batch"] for r in rs}))
+        ax.xaxis.set_major_formatter(ScalarFormatter())
+        ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel("batch size")
+        ax.set_ylabel("images / s (compute-only on GPU, else end to end)")
+        ax.set_title(f"{arch}: throughput against batch")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        name = f"throughput_{arch}.png"
+        _save(fig, out_dir / name)
+        plt.close(fig)
+        names.append(name)
+        # latency percentiles
+        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rs) + 2), 4.2))
+        labels = [f"{r['backend']}\n{r['precision']} b{r['batch']}" + ("\nFAILED" if r["status"] == "failed" else "")
+                  for r in rs]
+        x = range(len(rs))
+        width = 0.27
+        for k, (field_name, colour) in enumerate((("latency_p50_ms", "#4c72b0"), ("latency_p90_ms", "#dd8452"),
+                                                  ("latency_p99_ms", "#c44e52"))):
+            ax.bar([i + (k - 1) * width for i in x], [r[field_name] or 0 for r in rs], width,
+                   label=field_name.split("_")[1], color=colour)
+        ax.set_xticks(list(x))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_yscale("log")
+        ax.set_ylabel("latency per batch, ms (end to end, log scale)")
+        ax.set_title(f"{arch}: latency percentiles")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=8)
+        name = f"latency_{arch}.png"
+        _save(fig, out_dir / name)
+        plt.close(fig)
+        names.append(name)
+    return names
+
+
+# ------------------------------------------------------------------------------------------
+# the writer
+# ------------------------------------------------------------------------------------------
+
+
+class ResultWriter:
+    def __init__(self, out_dir: str | Path):
+        self.dir = ensure_writable_dir(out_dir)
+
+    def write_partial(self, result) -> None:
+        atomic_write_text(self.dir / "results.json", json.dumps(to_json(result), indent=1, default=str) + "\n")
+        atomic_write_text(self.dir / "results.csv", to_csv(result.rows))
+
+    def write_final(self, result) -> dict[str, str]:
+        self.write_partial(result)
+        files = {"json": str(self.dir / "results.json"), "csv": str(self.dir / "results.csv")}
+        try:
+            plots = write_plots(result.rows, self.dir)
+        except ImportError as e:
+            plots = []
+            result.environment["plots"] = f"not drawn: matplotlib is missing ({e})"
+        atomic_write_text(self.dir / "report.md", to_markdown(result, plots))
+        files["report"] = str(self.dir / "report.md")
+        for p in plots:
+            files[p] = str(self.dir / p)
+        return files
+
+
+def load_results(path: str | Path) -> dict[str, Any]:
+    """Read a results.json (or the folder holding it)."""
+    p = Path(path)
+    if p.is_dir():
+        p = p / "results.json"
+    return json.loads(p.read_text())
+

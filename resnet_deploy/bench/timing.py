@@ -1,0 +1,410 @@
+"""The timing core: warm-up, a timed loop that covers a minimum time and a minimum count,
+percentiles, a bare loop to check the harness costs nothing, and memory probes.
+
+Torch-free and GPU-free at import time. A *clock* turns one call into seconds:
+
+* :class:`HostClock` - ``time.perf_counter`` around a call that is synchronous when it returns
+  (every CPU backend, and GPU runners whose ``infer`` synchronises before returning numpy);
+* :class:`TorchEventClock` - ``torch.cuda.Event(enable_timing=True)`` recorded on the current
+  stream around the call, then ``end.synchronize()`` and ``start.elapsed_time(end)``;
+* :class:`CudartEventClock` - the same with cuda-python's ``cudaEventRecord`` /
+  ``cudaEventElapsedTime`` on a given stream (TensorRT runners, which own their stream).
+
+Each timed iteration waits for its own result before the next starts (MLPerf single-stream
+discipline), so a per-iteration sample is a latency, and batch / median latency is the
+throughput at that batch.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import resource
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any, Callable, Sequence
+
+Call = Callable[[int], Any]
+"""``call(i)`` runs one inference on pre-made input buffer ``i`` (the caller rotates)."""
+
+
+# ------------------------------------------------------------------------------------------
+# statistics
+# ------------------------------------------------------------------------------------------
+
+
+def percentile(sorted_values: Sequence[float], q: float) -> float:
+    """Linear-interpolated percentile (numpy's default method) of an already sorted sequence."""
+    if not sorted_values:
+        return float("nan")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile must be within 0..100, got {q}")
+    pos = (len(sorted_values) - 1) * q / 100.0
+    lo = math.floor(pos)
+    hi = min(lo + 1, len(sorted_values) - 1)
+    frac = pos - lo
+    return float(sorted_values[lo] + (sorted_values[hi] - sorted_values[lo]) * frac)
+
+
+@dataclass
+class Stats:
+    """Summary of per-iteration latencies, in milliseconds."""
+
+    n: int
+    p50: float
+    p90: float
+    p99: float
+    mean: float
+    min: float
+    max: float
+    std: float
+
+    @classmethod
+    def of(cls, samples_ms: Sequence[float]) -> "Stats":
+        s = sorted(float(x) for x in samples_ms)
+        if not s:
+            nan = float("nan")
+            return cls(0, nan, nan, nan, nan, nan, nan, nan)
+        mean = sum(s) / len(s)
+        var = sum((x - mean) ** 2 for x in s) / max(1, len(s) - 1)
+        return cls(len(s), percentile(s, 50), percentile(s, 90), percentile(s, 99), mean, s[0], s[-1], math.sqrt(var))
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+@dataclass
+class Timing:
+    """What one :func:`measure` call saw."""
+
+    clock: str
+    warmup: int
+    first_call_s: float          # the first warm-up call alone (compilation, graph capture, lazy init)
+    warmup_s: float              # all warm-up calls
+    iterations: int
+    timed_wall_s: float          # wall time of the timed loop, bookkeeping included
+    samples_ms: list[float] = field(repr=False)
+    stats: Stats | None = None
+    stopped_by: str = "min_time+min_iters"
+
+    def __post_init__(self) -> None:
+        if self.stats is None:
+            self.stats = Stats.of(self.samples_ms)
+
+
+# ------------------------------------------------------------------------------------------
+# clocks
+# ------------------------------------------------------------------------------------------
+
+
+class HostClock:
+    """``perf_counter`` around a call that has finished its work when it returns."""
+
+    name = "perf_counter"
+
+    def __init__(self, sync: Callable[[], None] | None = None):
+        self.sync = sync  # called after the call, inside the timed region, for asynchronous calls
+
+    def time(self, call: Call, i: int) -> float:
+        sync = self.sync
+        t0 = time.perf_counter()
+        call(i)
+        if sync is not None:
+            sync()
+        return time.perf_counter() - t0
+
+
+class TorchEventClock:
+    """CUDA events on torch's current stream (compute-only timing of device-resident calls)."""
+
+    name = "cuda-events (torch)"
+
+    def __init__(self, torch_module: Any):
+        self.torch = torch_module
+        self.start = torch_module.cuda.Event(enable_timing=True)
+        self.end = torch_module.cuda.Event(enable_timing=True)
+
+    def time(self, call: Call, i: int) -> float:
+        self.start.record()
+        call(i)
+        self.end.record()
+        self.end.synchronize()
+        return self.start.elapsed_time(self.end) / 1e3
+
+
+class CudartEventClock:
+    """CUDA events through cuda-python on an explicit stream (``cudaEventRecord``)."""
+
+    name = "cuda-events (cudart)"
+
+    def __init__(self, cudart: Any, stream: Any):
+        self.cudart, self.stream = cudart, stream
+        err, self.start = cudart.cudaEventCreate()
+        _check(err, "cudaEventCreate")
+        err, self.end = cudart.cudaEventCreate()
+        _check(err, "cudaEventCreate")
+
+    def time(self, call: Call, i: int) -> float:
+        cudart = self.cudart
+        _check(cudart.cudaEventRecord(self.start, self.stream)[0], "cudaEventRecord")
+        call(i)
+        _check(cudart.cudaEventRecord(self.end, self.stream)[0], "cudaEventRecord")
+        _check(cudart.cudaEventSynchronize(self.end)[0], "cudaEventSynchronize")
+        err, ms = cudart.cudaEventElapsedTime(self.start, self.end)
+        _check(err, "cudaEventElapsedTime")
+        return float(ms) / 1e3
+
+    def close(self) -> None:
+        for ev in (getattr(self, "start", None), getattr(self, "end", None)):
+            if ev is not None:
+                self.cudart.cudaEventDestroy(ev)
+        self.start = self.end = None
+
+
+def _check(err: Any, what: str) -> None:
+    if int(err) != 0:
+        raise RuntimeError(f"{what} failed: {err}")
+
+
+# ------------------------------------------------------------------------------------------
+# the loops
+# ------------------------------------------------------------------------------------------
+
+
+def measure(call: Call, n_inputs: int, *, warmup: int = 3, min_time: float = 1.0, min_iters: int = 10,
+            max_iters: int | None = None, max_time: float | None = None, clock: Any = None,
+            before: Call | None = None, sync: Callable[[], None] | None = None) -> Timing:
+    """Warm up, then time ``call(i % n_inputs)`` until ``min_time`` seconds AND ``min_iters`` runs.
+
+    ``before(i)`` runs untimed before each timed call (staging input ``i`` on the device for a
+    compute-only figure). ``max_iters`` / ``max_time`` bound the loop for slow backends
+    (``max_time`` only stops once ``min_iters`` is reached). ``clock`` defaults to
+    :class:`HostClock` (with ``sync`` inside the timed region). Every sample is one call.
+    """
+    if n_inputs < 1:
+        raise ValueError("need at least one input buffer")
+    if min_iters < 1:
+        raise ValueError("min_iters must be >= 1")
+    clock = clock or HostClock(sync)
+    t_w = time.perf_counter()
+    first = 0.0
+    for k in range(max(0, warmup)):
+        if before is not None:
+            before(k % n_inputs)
+        t0 = time.perf_counter()
+        call(k % n_inputs)
+        if sync is not None:
+            sync()
+        if k == 0:
+            first = time.perf_counter() - t0
+    warmup_s = time.perf_counter() - t_w
+
+    samples: list[float] = []
+    append = samples.append
+    timer = clock.time
+    stopped = "min_time+min_iters"
+    t_start = time.perf_counter()
+    i = 0
+    while True:
+        idx = i % n_inputs
+        if before is not None:
+            before(idx)
+        append(timer(call, idx) * 1e3)
+        i += 1
+        elapsed = time.perf_counter() - t_start
+        if i >= min_iters and elapsed >= min_time:
+            break
+        if max_iters is not None and i >= max_iters:
+            stopped = "max_iters"
+            break
+        if max_time is not None and i >= min_iters and elapsed >= max_time:
+            stopped = "max_time"
+            break
+    wall = time.perf_counter() - t_start
+    return Timing(clock=clock.name, warmup=max(0, warmup), first_call_s=first, warmup_s=warmup_s, iterations=i,
+                  timed_wall_s=wall, samples_ms=samples, stopped_by=stopped)
+
+
+@dataclass
+class BareResult:
+    """A bare loop: one clock pair around ``rounds`` blocks of ``iters`` calls each."""
+
+    iterations: int
+    rounds: int
+    mean_ms: float                      # total time / total calls
+    round_means_ms: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def bare_loop(call: Call, n_inputs: int, iters: int, *, sync: Callable[[], None] | None = None,
+              rounds: int = 1) -> BareResult:
+    """The least code that can time ``call``: no per-call clocks, no bookkeeping.
+
+    ``sync`` (a device synchronise) runs after each call, as a minimal script would before
+    reading a host clock. Same inputs, same rotation as the harness.
+    """
+    iters = max(1, int(iters))
+    rounds = max(1, int(rounds))
+    per_round = max(1, iters // rounds)
+    means = []
+    total_t = 0.0
+    total_n = 0
+    for _ in range(rounds):
+        t0 = time.perf_counter()
+        if sync is None:
+            for k in range(per_round):
+                call(k % n_inputs)
+        else:
+            for k in range(per_round):
+                call(k % n_inputs)
+                sync()
+        dt = time.perf_counter() - t0
+        means.append(dt / per_round * 1e3)
+        total_t += dt
+        total_n += per_round
+    return BareResult(iterations=total_n, rounds=rounds, mean_ms=total_t / total_n * 1e3, round_means_ms=means)
+
+
+@dataclass
+class OverheadCheck:
+    """Harness blocks and bare blocks, alternated so that both see the same machine load."""
+
+    rounds: int
+    calls_per_block: int
+    harness_mean_ms: float          # mean per-call time as the harness records it, over all harness blocks
+    bare_mean_ms: float             # total / calls over all bare blocks
+    overhead_pct: float             # median over rounds of (harness block mean / bare block mean - 1)
+    round_overheads_pct: list[float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def paired_overhead(call: Call, n_inputs: int, *, calls_per_block: int, rounds: int = 5, clock: Any = None,
+                    before: Call | None = None, sync: Callable[[], None] | None = None) -> OverheadCheck:
+    """Does the harness cost speed? Alternate ``rounds`` x (harness block, bare block) of the same calls.
+
+    A harness block is :func:`measure` itself (per-call clock, rotation, ``before`` staging
+    untimed); a bare block is :func:`bare_loop`. Each round's ratio compares two blocks run
+    back to back, so slow drifts of machine load cancel; the median over rounds resists a
+    burst. With ``before`` (device-staged inputs) the bare block re-uses the staged buffer 0.
+    """
+    m = max(1, int(calls_per_block))
+    rounds = max(1, int(rounds))
+    ratios, h_ms, b_ms = [], [], []
+    for _ in range(rounds):
+        t = measure(call, n_inputs, warmup=0, min_time=0.0, min_iters=m, max_iters=m, clock=clock, before=before,
+                    sync=sync)
+        if before is not None:
+            before(0)
+        b = bare_loop(call, 1 if before is not None else n_inputs, m, sync=sync)
+        h = t.stats.mean
+        h_ms.append(h)
+        b_ms.append(b.mean_ms)
+        ratios.append(overhead_pct(h, b.mean_ms))
+    ratios_sorted = sorted(r for r in ratios if math.isfinite(r))
+    med = percentile(ratios_sorted, 50) if ratios_sorted else float("nan")
+    return OverheadCheck(rounds=rounds, calls_per_block=m, harness_mean_ms=sum(h_ms) / len(h_ms),
+                         bare_mean_ms=sum(b_ms) / len(b_ms), overhead_pct=med, round_overheads_pct=ratios)
+
+
+def overhead_pct(harness_mean_ms: float, bare_mean_ms: float) -> float:
+    """How much slower the harness's mean per call is than the bare loop's (negative: faster)."""
+    if not (bare_mean_ms > 0) or not math.isfinite(harness_mean_ms):
+        return float("nan")
+    return (harness_mean_ms - bare_mean_ms) / bare_mean_ms * 100.0
+
+
+# ------------------------------------------------------------------------------------------
+# host memory
+# ------------------------------------------------------------------------------------------
+
+
+def _status_kib(field_name: str) -> int | None:
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith(field_name + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        return None
+    return None
+
+
+class RssProbe:
+    """Peak resident set size of this process above a baseline, in MiB.
+
+    On Linux the kernel's high-water mark (``VmHWM``) is reset to the current RSS by writing
+    ``5`` to ``/proc/self/clear_refs``, so each row gets its own peak. Elsewhere
+    ``ru_maxrss`` is used: a lifetime peak, so later rows can only report growth.
+    """
+
+    def __init__(self) -> None:
+        self.method = "VmHWM (reset per row)" if self._can_reset() else "ru_maxrss (process lifetime)"
+        self.baseline_kib = self.current_kib()
+
+    @staticmethod
+    def _can_reset() -> bool:
+        if _status_kib("VmHWM") is None:
+            return False
+        try:
+            with open("/proc/self/clear_refs", "w") as f:
+                f.write("5")
+            return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def current_kib() -> int:
+        v = _status_kib("VmRSS")
+        if v is not None:
+            return v
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    def set_baseline(self) -> None:
+        self.baseline_kib = self.current_kib()
+
+    def reset_peak(self) -> None:
+        if self.method.startswith("VmHWM"):
+            try:
+                with open("/proc/self/clear_refs", "w") as f:
+                    f.write("5")
+            except OSError:
+                pass
+
+    def peak_kib(self) -> int:
+        if self.method.startswith("VmHWM"):
+            v = _status_kib("VmHWM")
+            if v is not None:
+                return v
+        return int(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)
+
+    def peak_delta_mib(self) -> float:
+        return max(0, self.peak_kib() - self.baseline_kib) / 1024.0
+
+
+def cpu_pressure() -> dict[str, float] | None:
+    """Linux pressure stall information for the CPU: the share of time (%) some task waited for a
+    CPU over the last 10 s / 60 s / 300 s. A better "was the machine busy" figure than the load."""
+    try:
+        with open("/proc/pressure/cpu") as f:
+            for line in f:
+                if line.startswith("some "):
+                    fields = dict(kv.split("=") for kv in line.split()[1:])
+                    return {k: float(fields[k]) for k in ("avg10", "avg60", "avg300") if k in fields}
+    except (OSError, ValueError):
+        return None
+    return None
+
+
+def load_average() -> list[float] | None:
+    try:
+        return [round(x, 2) for x in os.getloadavg()]
+    except (OSError, AttributeError):
+        return None
+
+
+__all__ = ["Stats", "Timing", "HostClock", "TorchEventClock", "CudartEventClock", "measure", "bare_loop",
+           "BareResult", "OverheadCheck", "paired_overhead", "overhead_pct", "percentile", "RssProbe", "load_average", "cpu_pressure"]

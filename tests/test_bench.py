@@ -1,0 +1,397 @@
+"""The benchmark harness: the timing core on functions of known duration, the sweep's
+bookkeeping (parity failures, out-of-memory, Ctrl-C) on a tiny fake backend, and the real
+thing end to end on ResNet-18 with torch and ort at two batch sizes."""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from torch import nn
+from typer.testing import CliRunner
+
+from resnet_deploy.bench import ROW_FIELDS, SCHEMA_VERSION, BenchConfig, parse_list, run_bench
+from resnet_deploy.bench import harness as H
+from resnet_deploy.bench.backends import Bound, MemoryProbe, is_oom, padded_infer
+from resnet_deploy.bench.timing import (RssProbe, Stats, bare_loop, measure, overhead_pct, paired_overhead,
+                                        percentile)
+from resnet_deploy.cli import app
+from resnet_deploy.errors import UserError
+
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+cli = CliRunner()
+
+
+# ------------------------------------------------------------------------------------------
+# timing core: functions whose duration is known
+# ------------------------------------------------------------------------------------------
+
+
+def sleeper(seconds: float, log: list[int] | None = None):
+    def call(i: int) -> None:
+        if log is not None:
+            log.append(i)
+        time.sleep(seconds)
+
+    return call
+
+
+def test_measure_median_of_a_known_sleep():
+    log: list[int] = []
+    t = measure(sleeper(0.02, log), 3, warmup=2, min_time=0.2, min_iters=5)
+    # A sleep never returns early, and 20 ms cannot take 10x longer at the median, even on a busy machine.
+    assert 20.0 <= t.stats.p50 < 200.0
+    assert t.stats.min >= 20.0 and t.stats.p50 <= t.stats.p90 <= t.stats.p99 <= t.stats.max
+    assert t.iterations >= 5 and t.timed_wall_s >= 0.2 and len(t.samples_ms) == t.iterations
+    assert len(log) == 2 + t.iterations and t.warmup == 2
+    # the inputs rotate: every buffer index is used, in order
+    assert log[2:8] == [0, 1, 2, 0, 1, 2][: len(log[2:8])] and set(log) == {0, 1, 2}
+
+
+def test_measure_min_iters_wins_over_min_time():
+    t = measure(sleeper(0.001), 2, warmup=0, min_time=0.0, min_iters=7)
+    assert t.iterations == 7 and t.first_call_s == 0.0
+
+
+def test_measure_stops_at_max_iters():
+    t = measure(sleeper(0.001), 1, warmup=0, min_time=60.0, min_iters=1, max_iters=4)
+    assert t.iterations == 4 and t.stopped_by == "max_iters"
+
+
+def test_before_is_not_timed():
+    staged: list[int] = []
+
+    def before(i: int) -> None:  # slow staging, outside the timed region
+        staged.append(i)
+        time.sleep(0.05)
+
+    t = measure(sleeper(0.005), 2, warmup=0, min_time=0.0, min_iters=4, before=before)
+    assert staged == [0, 1, 0, 1]
+    assert 5.0 <= t.stats.p50 < 45.0  # the 50 ms of staging is not in the figure
+
+
+def test_custom_clock_is_used():
+    class FixedClock:
+        name = "fixed"
+
+        def time(self, call, i):
+            call(i)
+            return 0.004  # 4 ms, whatever the call took
+
+    t = measure(lambda i: None, 1, warmup=0, min_time=0.0, min_iters=3, clock=FixedClock())
+    assert t.clock == "fixed" and t.samples_ms == pytest.approx([4.0, 4.0, 4.0])
+
+
+def test_bare_loop_and_paired_overhead_on_a_known_sleep():
+    b = bare_loop(sleeper(0.01), 2, 6, rounds=2)
+    assert b.iterations == 6 and b.rounds == 2 and 10.0 <= b.mean_ms < 100.0
+    chk = paired_overhead(sleeper(0.01), 2, calls_per_block=3, rounds=2)
+    assert chk.rounds == 2 and len(chk.round_overheads_pct) == 2
+    assert 10.0 <= chk.harness_mean_ms < 100.0 and 10.0 <= chk.bare_mean_ms < 100.0
+    assert math.isfinite(chk.overhead_pct)
+    assert overhead_pct(11.0, 10.0) == pytest.approx(10.0) and math.isnan(overhead_pct(1.0, 0.0))
+
+
+def test_percentiles_match_numpy():
+    rng = np.random.default_rng(1)
+    x = rng.exponential(size=101).tolist()
+    s = sorted(x)
+    for q in (0, 50, 90, 99, 100):
+        assert percentile(s, q) == pytest.approx(float(np.percentile(x, q)))
+    st = Stats.of([4.0, 1.0, 3.0, 2.0])
+    assert (st.n, st.p50, st.min, st.max, st.mean) == (4, 2.5, 1.0, 4.0, 2.5)
+    assert math.isnan(Stats.of([]).p50)
+    with pytest.raises(ValueError):
+        percentile([1.0], 101)
+
+
+def test_rss_probe_sees_an_allocation():
+    probe = RssProbe()
+    probe.set_baseline()
+    probe.reset_peak()
+    block = np.ones(64 * 2**20 // 8)  # 64 MiB, touched
+    peak = probe.peak_delta_mib()
+    del block
+    assert peak >= 48.0, (peak, probe.method)
+
+
+def test_padded_infer_pads_to_the_bound_batch():
+    seen = []
+
+    def run(x):
+        seen.append(len(x))
+        return x.reshape(len(x), -1)[:, :2] * 2
+
+    x = np.arange(5 * 4, dtype=np.float32).reshape(5, 4)
+    y = padded_infer(run, 4)(x)
+    assert seen == [4, 4] and y.shape == (5, 2) and np.array_equal(y, x[:, :2] * 2)
+
+
+def test_is_oom():
+    assert is_oom(MemoryError()) and is_oom(RuntimeError("CUDA out of memory. Tried to allocate 2 GiB"))
+    assert not is_oom(RuntimeError("shape mismatch"))
+
+
+def test_parse_list():
+    assert parse_list("18,50,18", all_values=(), kind=int, name="depth") == [18, 50]
+    assert parse_list("all", all_values=(18, 34), kind=int, name="depth") == [18, 34]
+    assert parse_list("resnext50_32x4d", all_values=(), kind=int, name="depth") == ["resnext50_32x4d"]
+    with pytest.raises(UserError):
+        parse_list("1,x", all_values=(), kind=int, name="batch")
+
+
+# ------------------------------------------------------------------------------------------
+# the sweep's bookkeeping on a tiny fake backend (no ResNet, fast)
+# ------------------------------------------------------------------------------------------
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+        self.arch = "resnet18"
+        self.num_classes = 10
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class FakePrep:
+    """A backend that behaves as told: correct, wrong, out of memory, or interrupted."""
+
+    def __init__(self, model, mode, rss):
+        self.backend, self.device, self.load_s, self.notes = "fake", "cpu", 0.0, ["fake"]
+        self.memory = MemoryProbe("host-rss", rss)
+        self.model, self.mode, self.closed = model, mode, False
+
+    def context(self):
+        return torch.inference_mode()
+
+    def run(self, x):
+        with torch.inference_mode():
+            y = self.model(torch.from_numpy(x)).numpy()
+        return y + 1.0 if self.mode == "wrong" else y
+
+    def bind(self, batch, inputs):
+        if self.mode == "oom" and batch >= 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9 GiB")
+        if self.mode == "interrupt" and batch >= 2:
+            raise KeyboardInterrupt
+
+        def e2e(i):
+            time.sleep(0.001)
+            return self.run(inputs[i])
+
+        return Bound(batch=batch, e2e=e2e, infer=padded_infer(self.run, batch))
+
+    def describe(self):
+        return {}
+
+    def close(self):
+        self.closed = True
+
+
+@pytest.fixture
+def fake_sweep(monkeypatch):
+    """run_bench with a tiny model and a fake backend: ``modes`` maps backend name -> mode."""
+    import resnet_deploy.api as api
+
+    class Modes(dict):
+        opened: list[FakePrep]
+
+    modes = Modes()
+    opened: list[FakePrep] = []
+    tiny = Tiny().eval()
+    monkeypatch.setattr(api, "create_model", lambda arch, **kw: tiny)
+    monkeypatch.setattr(H, "availability", lambda backend, precision: None if backend in modes else "not here")
+
+    def prepare(backend, *, model, artifact, precision, rss, **kw):
+        p = FakePrep(model, modes[backend], rss)
+        opened.append(p)
+        return p
+
+    monkeypatch.setattr(H, "prepare", prepare)
+    monkeypatch.setattr(H, "make_onnx", lambda arch, precision, cfg, progress: ("fake.onnx", 0.0, True))
+    monkeypatch.setattr(H, "_inputs", lambda batch, n, seed: [np.random.default_rng(i).standard_normal(
+        (batch, 3, 4, 4), dtype=np.float32) for i in range(n)])
+    modes.opened = opened
+    return modes
+
+
+def quick_cfg(engines, batches=(1, 2, 4), **kw):
+    return BenchConfig(engines=list(engines), depths=[18], precisions=["fp32"], batches=list(batches), min_time=0.0,
+                       min_iters=3, warmup=1, bare_rounds=2, **kw)
+
+
+def test_sweep_marks_parity_failures_oom_and_goes_on(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "good", "torch-compile": "wrong", "ort": "oom"})
+    r = run_bench(quick_cfg(["torch", "torch-compile", "ort", "trt"]), out=tmp_path, run_id="fake")
+    by = {(row["backend"], row["batch"]): row for row in r.rows}
+    assert [by[("torch", b)]["status"] for b in (1, 2, 4)] == ["ok"] * 3
+    # a failed parity row keeps its figures and is marked failed, with the reason
+    bad = by[("torch-compile", 2)]
+    assert bad["status"] == "failed" and bad["parity_passed"] is False and bad["latency_p50_ms"] > 0
+    assert "relative L2" in bad["reason"] and bad["parity_rel_l2"] > 1e-4
+    # out of memory at batch 2: recorded, larger batches skipped, the sweep went on to trt
+    assert by[("ort", 1)]["status"] == "ok"
+    assert by[("ort", 2)]["status"] == "error" and by[("ort", 2)]["reason"].startswith("out of memory")
+    assert by[("ort", 2)]["latency_p50_ms"] is None
+    assert by[("ort", 4)]["status"] == "skipped" and "batch 2" in by[("ort", 4)]["reason"]
+    assert by[("trt", None)]["status"] == "unavailable" and by[("trt", None)]["reason"] == "not here"
+    assert all(p.closed for p in fake_sweep.opened)
+    # every measured row has its correctness figure
+    for row in r.rows:
+        if row["latency_p50_ms"] is not None:
+            assert row["parity_rel_l2"] is not None and row["parity_top1"] is not None
+    report = (tmp_path / "fake" / "report.md").read_text()
+    assert "**FAILED**" in report and "unavailable: not here" in report and "skipped: out of memory" in report
+
+
+def test_ctrl_c_writes_what_was_measured(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "interrupt"})
+    r = run_bench(quick_cfg(["torch"]), out=tmp_path, run_id="int")
+    assert r.interrupted and [row["batch"] for row in r.rows] == [1]
+    d = json.loads((tmp_path / "int" / "results.json").read_text())
+    assert d["interrupted"] is True and len(d["rows"]) == 1 and d["rows"][0]["status"] == "ok"
+    assert "Interrupted" in (tmp_path / "int" / "report.md").read_text()
+    assert fake_sweep.opened[0].closed
+
+
+def test_cli_json_and_exit_codes(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "good"})
+    res = cli.invoke(app, ["bench", "-e", "torch", "-d", "18", "-b", "1,2", "--min-time", "0", "--min-iters", "2",
+                           "--warmup", "1", "--out", str(tmp_path), "--run-id", "c", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["run_id"] == "c" and [r["status"] for r in d["rows"]] == ["ok", "ok"]
+    assert set(d["files"]) >= {"json", "csv", "report"}
+    fake_sweep.update({"torch": "wrong"})
+    res = cli.invoke(app, ["bench", "-e", "torch", "-b", "1", "--min-time", "0", "--min-iters", "2", "--out",
+                           str(tmp_path), "--run-id", "w", "--json"])
+    assert res.exit_code == 1 and "parity failed" in res.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-e", "nope"], "unknown engine"),
+    (["-b", "0"], "batch"),
+    (["-b", "1,x"], "integers"),
+    (["-p", "fp8"], "unknown precision"),
+    (["-d", "17"], "17"),
+    (["--min-time", "-1"], "min-time"),
+    (["--run-id", "../x"], "run-id"),
+])
+def test_cli_bad_input_is_one_line(args, words, tmp_path):
+    res = cli.invoke(app, ["bench", *args, "--out", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.output
+
+
+# ------------------------------------------------------------------------------------------
+# end to end: ResNet-18, torch and ort, two batch sizes
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def e2e_run(tmp_path_factory, exported):
+    exported("resnet18")  # the session's FP32 export, reused by the harness
+    out = tmp_path_factory.mktemp("bench")
+    cfg = BenchConfig(engines=["torch", "ort", "trt-rtx"], depths=[18], precisions=["fp32"], batches=[1, 2],
+                      min_time=0.05, min_iters=3, warmup=1, bare_rounds=2, artifacts=str(exported.root))
+    return run_bench(cfg, out=out, run_id="e2e", command="pytest")
+
+
+def test_e2e_rows_have_speed_and_parity(e2e_run):
+    rows = {(r["backend"], r["batch"]): r for r in e2e_run.rows}
+    for backend in ("torch", "ort"):
+        for batch in (1, 2):
+            r = rows[(backend, batch)]
+            assert r["status"] == "ok", r["reason"]
+            assert 0 < r["latency_p50_ms"] <= r["latency_p90_ms"] <= r["latency_p99_ms"]
+            assert r["latency_throughput_ips"] == pytest.approx(batch / r["latency_p50_ms"] * 1e3)
+            assert r["iterations"] >= 3 and r["clock"] == "perf_counter"
+            assert r["parity_passed"] is True and r["parity_rel_l2"] <= 1e-4 and r["parity_top1"] == 1.0
+            assert r["parity_n"] == 12 and r["parity_bar_rel_l2"] == 1e-4
+            assert r["compute_p50_ms"] is None and r["scope"].startswith("end-to-end = compute")
+            assert r["memory_kind"].startswith("CPU: peak RSS") and r["memory_mib"] >= 0
+            assert math.isfinite(r["harness_overhead_pct"]) and r["bare_mean_ms"] > 0
+    assert rows[("ort", 1)]["artifact"].endswith("resnet18.fp32.onnx") and rows[("ort", 1)]["artifact_reused"]
+    # trt-rtx cannot execute here; on a GPU machine it may run, so only check the shape of the row
+    rtx = [r for r in e2e_run.rows if r["backend"] == "trt-rtx"]
+    assert rtx and all(r["status"] in ("unavailable", "ok", "failed", "error") for r in rtx)
+
+
+def test_e2e_files_json_schema_csv(e2e_run):
+    d = e2e_run.out_dir
+    assert {p.name for p in d.iterdir()} >= {"results.json", "results.csv", "report.md"}
+    data = json.loads((d / "results.json").read_text())
+    assert data["schema_version"] == SCHEMA_VERSION and data["run_id"] == "e2e" and data["interrupted"] is False
+    assert data["row_fields"] == list(ROW_FIELDS)
+    env = data["environment"]
+    for key in ("cpu", "cpu_count", "load_average_start", "load_average_end", "cpu_pressure_start", "versions", "gpu",
+                "command"):
+        assert key in env
+    assert env["versions"]["torch"] and env["versions"]["onnxruntime"] and env["command"] == "pytest"
+    for row in data["rows"]:
+        assert list(row) == list(ROW_FIELDS)
+        assert row["status"] in ("ok", "failed", "unavailable", "error", "skipped")
+        if row["status"] == "ok":
+            assert isinstance(row["latency_p50_ms"], float) and isinstance(row["parity_rel_l2"], float)
+            assert isinstance(row["batch"], int) and isinstance(row["parity_passed"], bool)
+    sc = {(s["backend"]): s for s in data["scenarios"]}
+    assert sc["ort"]["offline_batch"] == 2 and sc["ort"]["single_stream_p50_ms"] > 0
+    with open(d / "results.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == list(ROW_FIELDS) and len(rows) == len(data["rows"])
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len(ok) == 4 and all(float(r["parity_rel_l2"]) <= 1e-4 and r["parity_top1"] == "1" for r in ok)
+
+
+def test_e2e_report_and_plots(e2e_run):
+    pytest.importorskip("matplotlib", reason="matplotlib draws the plots (a dependency of the bench)")
+    d = e2e_run.out_dir
+    assert {p.name for p in d.iterdir()} >= {"throughput_resnet18.png", "latency_resnet18.png"}
+    md = (d / "report.md").read_text()
+    for words in ("## Environment", "## Results", "## Scenarios", "rel L2", "top-1", "harness overhead", "load average",
+                  "![throughput_resnet18.png](throughput_resnet18.png)", "= e2e"):
+        assert words in md, words
+    for name in ("throughput_resnet18.png", "latency_resnet18.png"):
+        raw = (d / name).read_bytes()
+        assert raw[:8] == PNG_SIGNATURE
+        with Image.open(d / name) as im:
+            im.verify()
+        with Image.open(d / name) as im:
+            im.load()
+            assert im.size[0] > 200 and im.size[1] > 150
+            assert len(np.unique(np.asarray(im.convert("L")))) > 10  # something was drawn
+
+
+def test_ort_io_binding_path_on_cpu(exported):
+    """The ort-cuda path (I/O binding, update_inplace staging, padded parity, compute vs end to end),
+    run on the CPU provider: same code, device_type="cpu". CUDA graphs themselves need a GPU."""
+    from resnet_deploy.bench.backends import OrtCudaPrepared
+
+    m = exported("resnet18")
+    prep = OrtCudaPrepared(m["path"], "fp32", RssProbe(), cuda_graph=False, device_type="cpu")
+    inputs = [np.random.default_rng(i).standard_normal((2, 3, 224, 224), dtype=np.float32) for i in range(3)]
+    bound = prep.bind(2, inputs)
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(m["path"], providers=["CPUExecutionProvider"])
+    want = [sess.run(None, {"input": x})[0] for x in inputs]
+    np.testing.assert_allclose(bound.e2e(1), want[1], rtol=1e-4, atol=1e-4)
+    bound.compute_before(2)  # stage buffer 2, then the compute-only call works on it
+    bound.compute(2)
+    staged = bound.infer(np.concatenate(inputs)[:5])  # 5 inputs through a batch-2 binding: padded chunks
+    np.testing.assert_allclose(staged, np.concatenate(want)[:5], rtol=1e-4, atol=1e-4)
+    t = measure(bound.compute, 3, warmup=1, min_time=0.0, min_iters=2, clock=bound.compute_clock,
+                before=bound.compute_before)
+    assert t.iterations == 2 and t.stats.p50 > 0
+    assert any("I/O binding" in n for n in bound.notes)
+    bound.close()
