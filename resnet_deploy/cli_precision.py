@@ -21,8 +21,8 @@ def quantize(
                                          "per class). Default: scikit-image's bundled photographs."),
     calib_samples: int = typer.Option(512, "--calib-samples", help="Images to calibrate on (a seeded sample if the "
                                       "folder has more). FP16/BF16 use at most 16 for AutoCast's reference run."),
-    calib_method: str = typer.Option("entropy", "--calib-method", help="INT8 activation calibrator: entropy or "
-                                     "minmax (ModelOpt has no percentile calibrator)."),
+    calib_method: str = typer.Option("entropy", "--calib-method", help="INT8 activation calibrator: entropy, "
+                                     "minmax or percentile (99.999th)."),
     fp16_io: bool = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs (default: FP32 I/O)."),
     high_precision: str = typer.Option("fp32", "--high-precision", help="INT8: type of the layers left "
                                        "unquantized: fp32 (default; runs correctly on ONNX Runtime CPU too) or fp16 "

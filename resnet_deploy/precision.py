@@ -40,7 +40,8 @@ LOW_PRECISIONS = ("fp16", "bf16")
 HIGH_PRECISIONS = ("fp16", "fp32")
 # ModelOpt's INT8 PTQ offers exactly two calibrators; any other name it silently treats as
 # "max", so anything else is refused here rather than passed through.
-CALIBRATION_METHODS = {"entropy": "entropy", "max": "max", "minmax": "max"}
+CALIBRATION_METHODS = {"entropy": "entropy", "max": "max", "minmax": "max", "percentile": "percentile"}
+DEFAULT_PERCENTILE = 99.999  # ONNX Runtime's default for its percentile calibrator
 DEFAULT_DATA_MAX = 512.0  # AutoCast default: nodes whose values exceed this stay FP32
 FP16_MAX = 65504.0
 
@@ -382,6 +383,48 @@ def _check_calib(calib: Any, input_dims: list[int | None], min_images: int) -> n
     return calib
 
 
+def _percentile_cache(model_path: Path, input_name: str, calib: np.ndarray, batch: int, percentile: float,
+                      work: Path) -> Path:
+    """Per-tensor activation ranges at ``percentile`` (ONNX Runtime), as a TensorRT calibration cache.
+
+    The cache format is the one ModelOpt reads (``calib_utils.import_scales_from_calib_cache``):
+    a header line, then ``tensor: <big-endian float32 scale as hex>`` with scale = amax / 127.
+    Data goes through the calibrator in chunks: it keeps every intermediate output of a
+    ``collect_data`` call in memory, and histograms merge across calls.
+    """
+    import struct
+
+    import onnx
+    from onnxruntime.quantization.calibrate import CalibrationDataReader, CalibrationMethod, create_calibrator
+
+    class Reader(CalibrationDataReader):
+        def __init__(self, chunk: np.ndarray):
+            self.items = iter([{input_name: chunk[i:i + batch]} for i in range(0, len(chunk), batch)])
+
+        def get_next(self):
+            return next(self.items, None)
+
+    # Every node's op type and name: ONNX Runtime reads this list as op types, but ModelOpt, once its
+    # quantize has run in this process, patches ORT to read it as node names. The union selects
+    # every activation either way.
+    graph = onnx.load(str(model_path), load_external_data=False).graph
+    select = sorted({n.op_type for n in graph.node} | {n.name for n in graph.node if n.name})
+    calibrator = create_calibrator(str(model_path), select, augmented_model_path=str(work / "augmented.onnx"),
+                                   calibrate_method=CalibrationMethod.Percentile,
+                                   extra_options={"percentile": percentile, "symmetric": True, "num_bins": 2048})
+    step = max(batch, 8 - 8 % batch)
+    for i in range(0, len(calib), step):
+        calibrator.collect_data(Reader(calib[i:i + step]))
+    lines = ["TRT-8600-EntropyCalibration2"]
+    for name, data in calibrator.compute_data().data.items():
+        amax = float(np.max(np.abs(np.asarray(data.range_value, dtype=np.float64))))
+        if np.isfinite(amax) and amax > 0:
+            lines.append(f"{name}: {struct.pack('!f', amax / 127.0).hex()}")
+    cache = work / "percentile.cache"
+    cache.write_text("\n".join(lines) + "\n")
+    return cache
+
+
 def quantize_int8(
     src_onnx: str | os.PathLike[str],
     dst_onnx: str | os.PathLike[str],
@@ -389,6 +432,7 @@ def quantize_int8(
     *,
     method: str = "entropy",
     high_precision: str = "fp16",
+    percentile: float = DEFAULT_PERCENTILE,
     calibration_batch: int = 1,
     calibration_eps: Sequence[str] = ("cpu",),
     op_types_to_exclude: Sequence[str] | None = None,
@@ -401,18 +445,21 @@ def quantize_int8(
     Weights are INT8 per output channel and activations INT8 per tensor, both symmetric,
     with Q/DQ placed by ModelOpt's TensorRT rules (Conv inputs, residual Add inputs, pooling;
     GEMV-shaped Gemm/MatMul such as a batch-1 classifier stay unquantized). ``method`` is the
-    activation calibrator: ``"entropy"`` (KL divergence, ModelOpt's default) or ``"max"``
-    (alias ``"minmax"``). ``high_precision`` is the type of everything left unquantized:
+    activation calibrator: ``"entropy"`` (KL divergence, ModelOpt's default), ``"max"``
+    (alias ``"minmax"``) or ``"percentile"``. ModelOpt has no percentile calibrator, so for
+    that one ONNX Runtime's histogram calibrator computes the ``percentile`` of each
+    activation's absolute values, the ranges go to ModelOpt as a TensorRT calibration cache
+    (its documented ``calibration_cache_path``), and ModelOpt places the Q/DQ nodes as usual. ``high_precision`` is the type of everything left unquantized:
     ``"fp16"`` (ModelOpt's default and what TensorRT runs fastest) or ``"fp32"``. Calibration
     runs on ONNX Runtime with ``calibration_eps`` (``"cpu"``, ``"cuda:0"``, ``"trt"``), in
     steps of ``calibration_batch`` images.
     """
     src, dst = Path(src_onnx), Path(dst_onnx)
     key = str(method).lower()
-    if key == "percentile":
-        raise UserError("ModelOpt's INT8 PTQ has no percentile calibrator; use method 'entropy' or 'max'")
     if key not in CALIBRATION_METHODS:
-        raise UserError(f"unknown calibration method {method!r}; choose entropy or max")
+        raise UserError(f"unknown calibration method {method!r}; choose entropy, max or percentile")
+    if not 50.0 < percentile <= 100.0:
+        raise UserError(f"percentile must be in (50, 100], got {percentile}")
     if high_precision not in HIGH_PRECISIONS:
         raise UserError(f"high_precision must be one of {', '.join(HIGH_PRECISIONS)}, got {high_precision!r}")
     if calibration_batch < 1:
@@ -434,11 +481,13 @@ def quantize_int8(
         out = work / "quantized.onnx"
         t0 = time.perf_counter()
         with _quiet(verbose) as buf:
+            cache = _percentile_cache(source, input_name, calib, batch, percentile, work) if key == "percentile" else None
             quantization.quantize(
                 onnx_path=str(source),
                 quantize_mode="int8",
                 calibration_data=calib,
-                calibration_method=CALIBRATION_METHODS[key],
+                calibration_method="max" if cache else CALIBRATION_METHODS[key],
+                calibration_cache_path=str(cache) if cache else None,
                 calibration_shapes=shape_spec,
                 calibration_eps=list(calibration_eps),
                 op_types_to_exclude=list(op_types_to_exclude) if op_types_to_exclude else None,
@@ -468,6 +517,8 @@ def quantize_int8(
         "onnx_version": _version("onnx"),
         "onnxruntime_version": _version("onnxruntime") or _version("onnxruntime-gpu"),
         "calibration_method": CALIBRATION_METHODS[key],
+        **({"percentile": percentile, "calibrator": "onnxruntime HistogramCalibrater (percentile) -> TensorRT "
+            "calibration cache -> ModelOpt"} if key == "percentile" else {}),
         "calibration_images": int(len(calib)),
         "calibration_shape": list(calib.shape[1:]),
         "calibration_batch": int(batch),

@@ -34,11 +34,12 @@ from .errors import UserError
 Progress = Callable[[str], None]
 
 LOW_PRECISIONS = ("fp16", "bf16")
-# Calibration methods as the user names them -> ModelOpt's. ModelOpt 0.47's INT8 ONNX PTQ offers
-# entropy (KL divergence) and max (= min-max for symmetric activations); it has no percentile
-# calibrator, so "percentile" is refused up front with that reason (see docs/precision.md).
-CALIBRATION_METHODS = ("entropy", "minmax")
-_METHOD_ALIASES = {"entropy": "entropy", "minmax": "minmax", "max": "minmax", "min-max": "minmax"}
+# Calibration methods as the user names them. ModelOpt 0.47's INT8 ONNX PTQ offers entropy (KL
+# divergence) and max (= min-max for symmetric activations); percentile ranges come from ONNX
+# Runtime's histogram calibrator and reach ModelOpt as a calibration cache (precision.py).
+CALIBRATION_METHODS = ("entropy", "minmax", "percentile")
+_METHOD_ALIASES = {"entropy": "entropy", "minmax": "minmax", "max": "minmax", "min-max": "minmax",
+                   "percentile": "percentile"}
 FP16_REFERENCE_IMAGES = 16   # AutoCast's reference run: enough to see which activations exceed FP16
 MAX_CALIBRATION_BATCH = 16
 
@@ -56,9 +57,6 @@ def normalize_precision(precision: str) -> str:
 
 def normalize_method(method: str) -> str:
     m = str(method).strip().lower()
-    if m == "percentile":
-        raise UserError("percentile calibration is not available: NVIDIA ModelOpt's INT8 PTQ offers entropy and "
-                        "minmax only; use --calib-method entropy (default) or minmax")
     if m not in _METHOD_ALIASES:
         raise UserError(f"unknown calibration method {method!r}; choose one of {', '.join(CALIBRATION_METHODS)}")
     return _METHOD_ALIASES[m]
@@ -161,7 +159,7 @@ def ensure_precision_onnx(
     ``calib`` is a folder of images (flat or one sub-folder per class) preprocessed exactly
     as the model's recorded evaluation recipe; ``None`` uses scikit-image's bundled
     photographs and says so through ``progress``. ``method``: ``entropy`` (default),
-    ``minmax`` (ModelOpt has no percentile calibrator). ``source`` converts a
+    ``minmax`` or ``percentile`` (99.999th percentile of absolute activations). ``source`` converts a
     given FP32 ONNX instead of the default export. ``progress_bar`` shows rich bars on stderr.
     """
     from .models import resolve_arch

@@ -197,8 +197,10 @@ def test_refuses_sources_that_are_not_fp32(work, fp16, int8, calib):
 
 def test_rejects_bad_arguments(work, fp32_onnx, calib):
     dst = work / "bad" / "x.onnx"
-    with pytest.raises(UserError, match="percentile"):
-        precision.quantize_int8(fp32_onnx, dst, calib, method="percentile")
+    with pytest.raises(UserError, match="unknown calibration method"):
+        precision.quantize_int8(fp32_onnx, dst, calib, method="mse")
+    with pytest.raises(UserError, match="percentile must be"):
+        precision.quantize_int8(fp32_onnx, dst, calib, method="percentile", percentile=30)
     with pytest.raises(UserError, match="expects"):
         precision.quantize_int8(fp32_onnx, dst, np.zeros((4, 3, HW + 1, HW), np.float32))
     with pytest.raises(UserError, match="NaN"):
@@ -240,3 +242,26 @@ def test_missing_modelopt_is_backend_unavailable(monkeypatch, fp32_onnx, work):
         precision.convert_fp16(fp32_onnx, work / "none.onnx")
     ok, reason = precision.modelopt_available()
     assert not ok and "precision" in reason
+
+
+def _activation_scales(path):
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    return {i.name: float(numpy_helper.to_array(i)) for i in model.graph.initializer
+            if i.name.endswith("_scale") and numpy_helper.to_array(i).size == 1}
+
+
+def test_percentile_calibration_clips_below_minmax(work, fp32_onnx, calib):
+    """Percentile ranges (ONNX Runtime) reach ModelOpt's Q/DQ model: each activation scale is at
+    most min-max's, some strictly below, and the model still computes the FP32 function."""
+    pct = precision.quantize_int8(fp32_onnx, work / "pct.onnx", calib, method="percentile", percentile=99.0,
+                                  high_precision="fp32")
+    precision.quantize_int8(fp32_onnx, work / "max.onnx", calib, method="max", high_precision="fp32")
+    assert pct["calibration_method"] == "percentile" and pct["percentile"] == 99.0
+    a, b = _activation_scales(work / "pct.onnx"), _activation_scales(work / "max.onnx")
+    assert a.keys() == b.keys() and a
+    assert all(a[k] <= b[k] * (1 + 1e-6) for k in a)
+    assert any(a[k] < b[k] * 0.99 for k in a), "percentile gave the min-max ranges"
+    assert precision.detect_precision(work / "pct.onnx") == "int8"

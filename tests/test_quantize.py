@@ -241,8 +241,6 @@ def test_bad_arguments_are_user_errors(r18, tmp_path):
         ensure_precision_onnx(18, "fp8", out_dir=root)
     with pytest.raises(UserError, match="unknown calibration method"):
         ensure_precision_onnx(18, "int8", out_dir=root, method="mse")
-    with pytest.raises(UserError, match="percentile calibration is not available"):
-        ensure_precision_onnx(18, "int8", out_dir=root, method="percentile")
     with pytest.raises(UserError, match="fp16 only"):
         ensure_precision_onnx(18, "int8", out_dir=root, fp16_io=True)
     with pytest.raises(UserError, match="not found"):
