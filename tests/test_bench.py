@@ -395,3 +395,43 @@ def test_ort_io_binding_path_on_cpu(exported):
     assert t.iterations == 2 and t.stats.p50 > 0
     assert any("I/O binding" in n for n in bound.notes)
     bound.close()
+
+
+def test_ort_runner_options_and_device_io_on_cpu(exported, monkeypatch):
+    """OrtRunner's public hooks bench uses: provider/session options, bind_device_io + run_bound."""
+    from resnet_deploy.runners import open_runner
+
+    import onnxruntime as ort
+
+    m = exported("resnet18")
+    seen = []
+    real = ort.InferenceSession
+
+    def spy(path, options, providers):
+        seen.append(providers)
+        return real(path, options, providers=providers)
+
+    monkeypatch.setattr(ort, "InferenceSession", spy)
+    r = open_runner("ort", m["path"], precision="fp32", provider_options={"arena_extend_strategy": "kSameAsRequested"},
+                    session_options={"enable_mem_pattern": False, "session.intra_op.allow_spinning": "0"})
+    monkeypatch.setattr(ort, "InferenceSession", real)
+    # provider options go to the backend's first provider (the CPU one does not report them back)
+    assert seen == [[("CPUExecutionProvider", {"arena_extend_strategy": "kSameAsRequested"})]]
+    opts = r.session.get_session_options()
+    assert opts.enable_mem_pattern is False
+    assert opts.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    x = [np.random.default_rng(i).standard_normal((2, 3, 224, 224), dtype=np.float32) for i in range(2)]
+    want = [r.infer(xi) for xi in x]
+    with pytest.raises(UserError, match="bind_device_io"):
+        r.run_bound()
+    io = r.bind_device_io((2, 3, 224, 224))
+    for i in (1, 0):
+        io.stage(x[i])
+        x[i] += 1.0  # the bound input is its own buffer, not a view of the staged array
+        r.run_bound()
+        io.synchronize()
+        np.testing.assert_allclose(io.fetch(), want[i], rtol=1e-4, atol=1e-4)
+    with pytest.raises(UserError, match="bound input"):
+        io.stage(x[0][:1])
+    np.testing.assert_allclose(r.infer(x[0] - 1.0), want[0], rtol=1e-4, atol=1e-4)  # infer unchanged
+    r.close()

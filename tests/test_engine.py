@@ -522,6 +522,30 @@ class _FakeCudart:
         self.freed.append(a)
         return (0,)
 
+    # events (bench's CudartEventClock) and memory info (bench's memory probe)
+    def cudaEventCreate(self):
+        import time
+
+        return 0, {"t": time.perf_counter()}
+
+    def cudaEventRecord(self, ev, stream):
+        import time
+
+        self.run(lambda: ev.__setitem__("t", time.perf_counter()))
+        return (0,)
+
+    def cudaEventSynchronize(self, ev):
+        return (0,)
+
+    def cudaEventElapsedTime(self, a, b):
+        return 0, (b["t"] - a["t"]) * 1e3
+
+    def cudaEventDestroy(self, ev):
+        return (0,)
+
+    def cudaMemGetInfo(self):
+        return 0, 1 << 30, 2 << 30
+
     cudaFree = cudaFreeHost = cudaStreamDestroy = cudaGraphDestroy = cudaGraphExecDestroy = _free
 
 
@@ -857,3 +881,69 @@ def test_runner_torch_output(fake_runner_env):
     with rt.TensorRTRunner(path) as r:
         y = r.infer_torch(torch.ones(2, 3, 4, 4))
         assert isinstance(y, torch.Tensor) and y.dtype == torch.float32 and y.shape == (2, 3)
+
+
+def test_runner_device_resident_api_with_fake_backend(fake_runner_env):
+    """stage (H2D + shape) / enqueue (execute only) / synchronize / stream: what bench times as compute-only."""
+    rt, path, cudart = fake_runner_env
+    with rt.TensorRTRunner(path, cuda_graph=True) as r:
+        assert r.stream == 77 and r.input_dtype == np.float32
+        with pytest.raises(AttributeError):
+            r.stream = 5  # read-only
+        x = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 3, 4, 4)
+        r.stage(x)
+        r.synchronize()
+        dev_in = np.frombuffer(cudart.buffers[r._dev["input"]], np.float32, count=x.size).reshape(x.shape)
+        np.testing.assert_array_equal(dev_in, x)  # copied to the device buffer
+        assert r._context.shape == (2, 3, 4, 4)  # shape set
+        copies = []
+        original = cudart.cudaMemcpyAsync
+        cudart.cudaMemcpyAsync = lambda *a: copies.append(a) or original(*a)
+        r.enqueue()
+        r.synchronize()
+        assert copies == []  # enqueue copies nothing
+        cudart.cudaMemcpyAsync = original
+        dev_out = np.frombuffer(cudart.buffers[r._dev["logits"]], np.float32, count=6).reshape(2, 3)
+        np.testing.assert_allclose(dev_out, x.mean(axis=(2, 3)), rtol=1e-6)
+        assert not np.allclose(r._host["logits"][:2], dev_out)  # output stays on the device
+        with pytest.raises(UserError, match="outside the engine's profile"):
+            r.stage(np.zeros((5, 3, 4, 4), np.float32))
+        # infer still works after (and between) staged runs, graphs included
+        np.testing.assert_allclose(r.infer(2 * x), 2 * x.mean(axis=(2, 3)), rtol=1e-6)
+        r.stage(x[:1])
+        r.enqueue()
+        r.synchronize()
+        np.testing.assert_allclose(r.infer(x), x.mean(axis=(2, 3)), rtol=1e-6)
+    with pytest.raises(UserError, match="closed"):
+        r.enqueue()
+    with pytest.raises(UserError, match="closed"):
+        r.stage(x)
+
+
+def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
+    """bench's TensorRT backend (end-to-end, staged compute-only, padded parity) on the fake backend."""
+    import resnet_deploy.bench.backends as bb
+    from resnet_deploy.bench.timing import RssProbe, measure
+
+    rt, path, cudart = fake_runner_env
+    monkeypatch.setattr(bb, "_cudart", lambda: cudart)
+    monkeypatch.setattr(bb, "torch_cuda", lambda: False)
+    prep = bb.TensorRTPrepared("trt", str(path), "fp32", RssProbe())
+    rng = np.random.default_rng(1)
+    inputs = [rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for _ in range(3)]
+    bound = prep.bind(2, inputs)
+    np.testing.assert_allclose(bound.e2e(1), inputs[1].mean(axis=(2, 3)), rtol=1e-6)
+    bound.compute_before(2)
+    bound.compute(2)
+    bound.compute_sync()
+    dev_out = np.frombuffer(cudart.buffers[prep.runner._dev["logits"]], np.float32, count=6).reshape(2, 3)
+    np.testing.assert_allclose(dev_out, inputs[2].mean(axis=(2, 3)), rtol=1e-6)
+    x = np.concatenate(inputs)[:5]
+    np.testing.assert_allclose(bound.infer(x), x.mean(axis=(2, 3)), rtol=1e-6)
+    t = measure(bound.compute, 3, warmup=1, min_time=0.0, min_iters=2, clock=bound.compute_clock,
+                before=bound.compute_before)
+    assert t.iterations == 2
+    bound.close()
+    prep.close()
+    with pytest.raises(UserError, match="outside the engine's profile"):
+        bb.TensorRTPrepared("trt", str(path), "fp32", RssProbe()).bind(8, inputs)

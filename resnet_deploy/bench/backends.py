@@ -18,14 +18,17 @@ GPU paths, written to the documented APIs (they cannot run on the CPU machine):
 * ``torch-compile``: ``torch.compile(mode="reduce-overhead")`` (CUDA graphs through
   cudagraph trees) with inductor ``freezing``; ``torch.compiler.cudagraph_mark_step_begin()``
   before each call since no output is kept across calls.
-* ``ort-cuda``: a session per batch with the CUDA provider options ``enable_cuda_graph=1``
-  (ONNX Runtime captures the graph on the first Run and replays it) and ``prefer_nhwc=1``,
-  input and output bound once to device ``OrtValue`` s with I/O binding (CUDA graphs need
-  fixed addresses); ``OrtValue.update_inplace`` copies the next host buffer in. If capture
-  fails the session is reopened without graphs and the row says so.
+* ``ort-cuda``: an :class:`~resnet_deploy.runners.ort.OrtRunner` per batch with the CUDA
+  provider options ``enable_cuda_graph=1`` (ONNX Runtime captures the graph on the first Run
+  and replays it) and ``prefer_nhwc=1``; ``OrtRunner.bind_device_io`` binds input and output
+  once to device ``OrtValue`` s (CUDA graphs need fixed addresses), ``DeviceIO.stage``
+  (``OrtValue.update_inplace``) copies the next host buffer in and ``OrtRunner.run_bound`` is
+  the compute-only call. If capture fails the runner is reopened without graphs and the row
+  says so.
 * ``trt`` / ``trt-rtx``: :class:`~resnet_deploy.runners.tensorrt.TensorRTRunner` with
-  ``cuda_graph=True`` for the end-to-end figure; compute-only is ``execute_async_v3`` on the
-  runner's stream between two ``cudaEventRecord`` s, input staged beforehand.
+  ``cuda_graph=True`` for the end-to-end figure; compute-only is ``TensorRTRunner.enqueue``
+  (``execute_async_v3`` alone) on ``TensorRTRunner.stream`` between two ``cudaEventRecord`` s,
+  the input staged beforehand with ``TensorRTRunner.stage`` + ``synchronize``.
 """
 
 from __future__ import annotations
@@ -312,7 +315,7 @@ class TorchPrepared(Prepared):
             return bound
         dev = [torch.from_numpy(x).to(runner.device, runner.dtype).contiguous(memory_format=runner.memory_format)
                for x in inputs]
-        fn = runner._fn
+        fn = runner.forward
 
         def compute(i: int) -> Any:
             if mark is not None:
@@ -364,7 +367,7 @@ class OrtCpuPrepared(Prepared):
 
 
 class OrtCudaPrepared(Prepared):
-    """ONNX Runtime CUDA with I/O binding and CUDA graphs; one session per batch size."""
+    """ONNX Runtime CUDA with I/O binding and CUDA graphs; one :class:`OrtRunner` per batch size."""
 
     def __init__(self, onnx_path: str, precision: str, rss: RssProbe, *, cuda_graph: bool = True, nhwc: bool = True,
                  device_type: str = "cuda", tf32: bool = False):
@@ -374,6 +377,7 @@ class OrtCudaPrepared(Prepared):
         self.notes = []
         # device_type="cpu" runs this exact I/O-binding path on the CPU provider: how the tests check it.
         self.device_type = device_type
+        self.runner_backend = "ort-cuda" if device_type == "cuda" else "ort"
         self.tf32 = tf32
         self.path = onnx_path
         self.precision = precision
@@ -383,51 +387,37 @@ class OrtCudaPrepared(Prepared):
         self.memory.baseline()
         t0 = time.perf_counter()
         # The project's runner first: it checks the provider exists and reads the I/O names and types.
-        probe = open_runner("ort-cuda" if device_type == "cuda" else "ort", onnx_path, precision=precision)
-        self.input_name, self.output_name = probe.input.name, probe.output
+        probe = open_runner(self.runner_backend, onnx_path, precision=precision)
         self.input_dtype = probe.input_dtype
-        out_type = probe.session.get_outputs()[0].type
-        self.output_dtype = np.float16 if out_type == "tensor(float16)" else np.float32
         self._describe = probe.describe()
         del probe
         self.load_s = time.perf_counter() - t0
         self.device = device_type
-        self._session = None
+        self._runner = None
 
     def _open(self, graph: bool):
-        import onnxruntime as ort
+        from ..runners import open_runner
 
-        so = ort.SessionOptions()
-        so.log_severity_level = 3
         if self.device_type != "cuda":
-            return ort.InferenceSession(self.path, so, providers=["CPUExecutionProvider"])
+            return open_runner(self.runner_backend, self.path, precision=self.precision)
         cuda_opts = {"device_id": "0", "use_tf32": "1" if self.tf32 else "0"}
         if graph:
             cuda_opts["enable_cuda_graph"] = "1"
         if self.nhwc:
             cuda_opts["prefer_nhwc"] = "1"
-        return ort.InferenceSession(self.path, so, providers=[("CUDAExecutionProvider", cuda_opts), "CPUExecutionProvider"])
+        return open_runner(self.runner_backend, self.path, precision=self.precision, provider_options=cuda_opts)
 
     def bind(self, batch: int, inputs: list[np.ndarray]) -> Bound:
-        import onnxruntime as ort
-
         staged = [np.ascontiguousarray(x.astype(self.input_dtype, copy=False)) for x in inputs]
         notes = []
         graph = self.cuda_graph
         for attempt in (graph, False) if graph else (False,):
-            sess = self._open(attempt)
-            # Its own buffer (on the CPU provider ortvalue_from_numpy would alias staged[0] and staging would overwrite it).
-            x_dev = ort.OrtValue.ortvalue_from_shape_and_type(list(staged[0].shape), staged[0].dtype, self.device_type, 0)
-            x_dev.update_inplace(staged[0])
-            classes = sess.get_outputs()[0].shape[-1]
-            classes = classes if isinstance(classes, int) else self._describe.get("classes", 1000)
-            y_dev = ort.OrtValue.ortvalue_from_shape_and_type([batch, classes], self.output_dtype, self.device_type, 0)
-            io = sess.io_binding()
-            io.bind_ortvalue_input(self.input_name, x_dev)
-            io.bind_ortvalue_output(self.output_name, y_dev)
+            runner = self._open(attempt)
+            io = runner.bind_device_io(staged[0].shape)
+            io.stage(staged[0])
             try:
-                sess.run_with_iobinding(io)  # with enable_cuda_graph: this Run captures the graph
-                sess.run_with_iobinding(io)  # and this one replays it
+                runner.run_bound(io)  # with enable_cuda_graph: this Run captures the graph
+                runner.run_bound(io)  # and this one replays it
                 break
             except Exception as e:  # noqa: BLE001
                 if not attempt:
@@ -435,29 +425,30 @@ class OrtCudaPrepared(Prepared):
                 notes.append(f"CUDA graph capture failed ({str(e).splitlines()[0][:160]}); timed without graphs")
         notes.append("I/O binding" + (", CUDA graph" if attempt else "") + (", prefer_nhwc" if self.nhwc else "")
                      + (", TF32 allowed" if self.tf32 else ", TF32 off"))
-        self._session = sess
+        self._runner = runner
 
         def before(i: int) -> None:
-            x_dev.update_inplace(staged[i])  # host -> the bound device buffer, outside the timed region
+            io.stage(staged[i])  # host -> the bound device buffer, outside the timed region
 
         def compute(i: int) -> None:
-            sess.run_with_iobinding(io)
+            runner.run_bound(io)
 
         def e2e(i: int) -> np.ndarray:
-            x_dev.update_inplace(staged[i])
-            sess.run_with_iobinding(io)
-            return io.copy_outputs_to_cpu()[0]
+            io.stage(staged[i])
+            runner.run_bound(io)
+            return io.fetch()
 
         def run(x: np.ndarray) -> np.ndarray:
-            x_dev.update_inplace(np.ascontiguousarray(x.astype(self.input_dtype, copy=False)))
-            sess.run_with_iobinding(io)
-            return np.asarray(io.copy_outputs_to_cpu()[0], dtype=np.float32)
+            io.stage(x)
+            runner.run_bound(io)
+            return np.asarray(io.fetch(), dtype=np.float32)
 
         def close() -> None:
-            self._session = None
+            runner.close()
+            self._runner = None
 
         return Bound(batch=batch, e2e=e2e, infer=padded_infer(run, batch), compute=compute, compute_before=before,
-                     compute_clock=HostClock(io.synchronize_outputs), compute_sync=io.synchronize_outputs,
+                     compute_clock=HostClock(io.synchronize), compute_sync=io.synchronize,
                      e2e_clock=HostClock(), notes=notes, close=close)
 
     def describe(self) -> dict[str, Any]:
@@ -481,30 +472,21 @@ class TensorRTPrepared(Prepared):
         r = self.runner
         if not r.min_batch <= batch <= r.max_batch:
             raise UserError(f"batch {batch} is outside the engine's profile {r.min_batch}..{r.max_batch}")
-        cudart = r._cudart
-        stream = r._stream
-        in_name = r.input_name
-        in_dtype = r._dtypes[in_name]
-        staged = [np.ascontiguousarray(x.astype(in_dtype, copy=False)) for x in inputs]
-        in_bytes = staged[0].nbytes
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
+        staged = [np.ascontiguousarray(x.astype(r.input_dtype, copy=False)) for x in inputs]
 
         def e2e(i: int) -> np.ndarray:
             return r.infer(staged[i])
 
         def before(i: int) -> None:
-            np.copyto(r._host[in_name][:batch], staged[i])
-            r._set_batch(batch)
-            r._check(cudart.cudaMemcpyAsync(r._dev[in_name], r._host[in_name].ctypes.data, in_bytes, h2d, stream), "H2D")
-            r._check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+            r.stage(staged[i])  # host -> device on the runner's stream, input shape set
+            r.synchronize()
 
         def compute(i: int) -> None:
-            if not r._context.execute_async_v3(int(stream)):
-                raise RuntimeError(f"execute_async_v3 failed: {r._logger.last_error()}")
+            r.enqueue()  # execute_async_v3 only, on r.stream
 
-        clock = CudartEventClock(cudart, stream)
+        clock = CudartEventClock(_cudart(), r.stream)
         return Bound(batch=batch, e2e=e2e, infer=padded_infer(r.infer, batch), compute=compute, compute_before=before,
-                     compute_clock=clock, compute_sync=lambda: r._check(cudart.cudaStreamSynchronize(stream), "sync"),
+                     compute_clock=clock, compute_sync=r.synchronize,
                      notes=["compute-only: execute_async_v3 between CUDA events"], close=clock.close)
 
     def describe(self) -> dict[str, Any]:

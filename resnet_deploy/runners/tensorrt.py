@@ -19,6 +19,12 @@ Execution follows the name-based TensorRT 10+/11/RTX API: ``num_io_tensors`` /
 allocated once for the profile's max batch, host staging buffers are pinned
 (``cudaMallocHost``), so copies are truly asynchronous and can be captured into CUDA graphs.
 
+Device-resident execution (for timing compute without host copies): :meth:`TensorRTRunner.stage`
+copies a host batch to the input device buffer on the runner's :attr:`~TensorRTRunner.stream`
+(and sets the input shape), :meth:`~TensorRTRunner.enqueue` is ``execute_async_v3`` alone on that
+stream, and :meth:`~TensorRTRunner.synchronize` waits for it. :meth:`~TensorRTRunner.infer` is
+stage + enqueue + device-to-host copy + synchronize (or the captured CUDA graph of the same).
+
 CUDA graphs (``cuda_graph=True``):
 
 * ``tensorrt``: one graph per batch size, captured on first use with
@@ -263,6 +269,7 @@ class TensorRTRunner(Runner):
             except Exception:
                 raise UserError(f"I/O tensor {n!r} of {self.engine_path.name} is {getattr(dt, 'name', dt)}, which numpy cannot hold; "
                                 "export the ONNX with float32 (or float16) inputs and outputs") from None
+        self.input_dtype = self._dtypes[self.input_name]  # what stage() / infer() cast the input to
         self._stream = self._check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
 
         if not self._context.set_input_shape(self.input_name, tuple(mx)):
@@ -293,16 +300,24 @@ class TensorRTRunner(Runner):
             raise UserError(f"engine rejected input shape {(n, *self._sample_shape)}: {self._logger.last_error()}")
         self._current_batch = n
 
-    def _enqueue(self, n: int) -> None:
-        cudart, stream = self._cudart, self._stream
-        h2d, d2h = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice, cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    def _copy_in(self, n: int) -> None:
+        cudart = self._cudart
+        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
         in_bytes = n * int(np.prod(self._sample_shape)) * self._dtypes[self.input_name].itemsize
-        self._check(cudart.cudaMemcpyAsync(self._dev[self.input_name], self._host[self.input_name].ctypes.data, in_bytes, h2d, stream), "cudaMemcpyAsync H2D")
-        if not self._context.execute_async_v3(int(stream)):
+        self._check(cudart.cudaMemcpyAsync(self._dev[self.input_name], self._host[self.input_name].ctypes.data, in_bytes, h2d, self._stream), "cudaMemcpyAsync H2D")
+
+    def _execute(self) -> None:
+        if not self._context.execute_async_v3(int(self._stream)):
             raise RuntimeError(f"execute_async_v3 failed: {self._logger.last_error() or 'unknown error'}")
+
+    def _enqueue(self, n: int) -> None:
+        cudart = self._cudart
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        self._copy_in(n)
+        self._execute()
         out = self._host[self.output_name]
         out_bytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
-        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, stream), "cudaMemcpyAsync D2H")
+        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, self._stream), "cudaMemcpyAsync D2H")
 
     def _graph_for(self, n: int):
         """The instantiated graph for batch ``n``, captured on first use; ``None`` if it cannot be captured.
@@ -341,7 +356,8 @@ class TensorRTRunner(Runner):
         self._graphs[n] = (graph, exe)
         return exe
 
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _load_host(self, batch: np.ndarray) -> int:
+        """Check ``batch``, copy it into the pinned input buffer and set the input shape; its size."""
         if self._closed:
             raise UserError("this TensorRT runner is closed")
         x = np.asarray(batch)
@@ -355,6 +371,42 @@ class TensorRTRunner(Runner):
             )
         np.copyto(self._host[self.input_name][:n], x, casting="same_kind" if x.dtype.kind == "f" else "unsafe")
         self._set_batch(n)
+        return n
+
+    # ---------------------------------------------------------------------------------------
+    # device-resident execution (public; what bench times as compute-only)
+    @property
+    def stream(self):
+        """The CUDA stream all of this runner's copies and enqueues go to (read-only)."""
+        return self._stream
+
+    def stage(self, batch: np.ndarray) -> None:
+        """Copy ``batch`` to the device input buffer (asynchronously, on :attr:`stream`) and set the input shape.
+
+        Checks the batch like :meth:`infer`. The copy comes from the runner's one pinned staging
+        buffer, so call :meth:`synchronize` before the next :meth:`stage` or :meth:`infer`.
+        """
+        n = self._load_host(batch)
+        self._copy_in(n)
+
+    def enqueue(self) -> None:
+        """``execute_async_v3`` on :attr:`stream` for the staged batch: no copies, no synchronisation.
+
+        The output stays on the device (the next :meth:`infer` overwrites it).
+        """
+        if self._closed:
+            raise UserError("this TensorRT runner is closed")
+        self._execute()
+
+    def synchronize(self) -> None:
+        """Wait for everything queued on :attr:`stream`."""
+        if self._closed:
+            raise UserError("this TensorRT runner is closed")
+        self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+
+    # ---------------------------------------------------------------------------------------
+    def infer(self, batch: np.ndarray) -> np.ndarray:
+        n = self._load_host(batch)
         exe = self._graph_for(n) if self._cuda_graph and not self._rtx_graphs else None
         if exe is not None:
             self._check(self._cudart.cudaGraphLaunch(exe, self._stream), "cudaGraphLaunch")

@@ -38,6 +38,11 @@ class TorchRunner(Runner):
         x = x.to(self.device, self.dtype, non_blocking=True).contiguous(memory_format=self.memory_format)
         return self._fn(x).float().cpu().numpy()
 
+    @torch.inference_mode()
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Run a tensor already on the runner's device, dtype and memory format (compute-only timing)."""
+        return self._fn(x)
+
     def describe(self) -> dict[str, Any]:
         name = torch.cuda.get_device_name(self.device) if self.device.type == "cuda" else "cpu"
         return {"backend": self.backend, "version": torch.__version__, "device": name,
