@@ -291,33 +291,50 @@ def engine_path_for(arch: str, precision: str, flavour: str, root: str | os.Path
 # --------------------------------------------------------------------------------------------
 
 
+_LOGGERS: dict[str, Any] = {}
+
+
 def _make_logger(trt, min_severity: str = "WARNING"):
-    """An ILogger that keeps errors/warnings (to quote in UserErrors) and forwards to logging."""
-    sev = trt.ILogger.Severity
-    threshold = int(getattr(sev, min_severity))
+    """The process's one ILogger for this flavour: keeps errors/warnings (to quote in UserErrors).
 
-    class _Logger(trt.ILogger):
-        def __init__(self):
-            trt.ILogger.__init__(self)
-            self.errors: list[str] = []
-            self.warnings: list[str] = []
+    One instance per flavour lives as long as the process. TensorRT holds on to the logger it
+    was first given beyond the life of the builder or runtime; a fresh Python logger per build
+    gets garbage-collected while TensorRT may still call it, which hung a later
+    ``trt.Builder(logger)`` in our tests. Each call clears the kept messages, so
+    ``last_error()`` speaks of the current build or load.
+    """
+    key = getattr(trt, "__name__", "tensorrt")
+    logger = _LOGGERS.get(key)
+    if logger is None:
+        sev = trt.ILogger.Severity
 
-        def log(self, severity, msg):  # called from TensorRT threads; keep it simple
-            level = int(severity)
-            if level <= int(sev.ERROR):
-                self.errors.append(msg)
-                log.debug("TensorRT error: %s", msg)
-            elif level == int(sev.WARNING):
-                self.warnings.append(msg)
-                if level <= threshold:
-                    log.debug("TensorRT warning: %s", msg)
-            elif level <= threshold:
-                log.debug("TensorRT: %s", msg)
+        class _Logger(trt.ILogger):
+            def __init__(self):
+                trt.ILogger.__init__(self)
+                self.errors: list[str] = []
+                self.warnings: list[str] = []
+                self.threshold = int(sev.WARNING)
 
-        def last_error(self) -> str:
-            return self.errors[-1] if self.errors else ""
+            def log(self, severity, msg):  # called from TensorRT threads; keep it simple
+                level = int(severity)
+                if level <= int(sev.ERROR):
+                    self.errors.append(msg)
+                    log.debug("TensorRT error: %s", msg)
+                elif level == int(sev.WARNING):
+                    self.warnings.append(msg)
+                    if level <= self.threshold:
+                        log.debug("TensorRT warning: %s", msg)
+                elif level <= self.threshold:
+                    log.debug("TensorRT: %s", msg)
 
-    return _Logger()
+            def last_error(self) -> str:
+                return self.errors[-1] if self.errors else ""
+
+        logger = _LOGGERS[key] = _Logger()
+    logger.threshold = int(getattr(trt.ILogger.Severity, min_severity))
+    logger.errors.clear()
+    logger.warnings.clear()
+    return logger
 
 
 def _make_progress_monitor(trt, callback: ProgressCallback | None, cancel: threading.Event | None = None):
