@@ -102,14 +102,6 @@ def preprocess_files(paths: Iterable[str | os.PathLike[str]], recipe: Preprocess
     return np.stack(arrays)
 
 
-def list_images(folder: str | os.PathLike[str]) -> list[Path]:
-    """Image files below ``folder`` (flat or one sub-folder per class), sorted for reproducibility."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise UserError(f"image folder not found: {root}")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS)
-
-
 # Real photographs that scikit-image ships inside its wheel (no download). "camera" is grayscale
 # and exercises the conversion path.
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",
