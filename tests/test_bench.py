@@ -435,3 +435,22 @@ def test_ort_runner_options_and_device_io_on_cpu(exported, monkeypatch):
         io.stage(x[0][:1])
     np.testing.assert_allclose(r.infer(x[0] - 1.0), want[0], rtol=1e-4, atol=1e-4)  # infer unchanged
     r.close()
+
+
+def test_ort_cuda_that_falls_back_to_cpu_is_unavailable(exported, monkeypatch):
+    """onnxruntime silently falls back to the CPU provider when CUDA's libraries do not load: the
+    runner must refuse, or a CPU figure would be reported as ort-cuda."""
+    import onnxruntime as ort
+
+    from resnet_deploy.errors import BackendUnavailable
+    from resnet_deploy.runners import open_runner
+    from resnet_deploy.runners import ort as ort_runner
+
+    m = exported("resnet18")
+    monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
+    monkeypatch.setattr(ort_runner, "_PRELOAD_REPORT", None)
+    monkeypatch.setattr(ort, "preload_dlls", lambda: print("Failed to load libcudnn.so.9: cannot open shared object file"),
+                        raising=False)
+    with pytest.raises(BackendUnavailable, match=r"has CUDAExecutionProvider but could not start it.*fell back to CPUExecutionProvider.*libcudnn"):
+        open_runner("ort-cuda", m["path"], precision="fp32")
+    monkeypatch.setattr(ort_runner, "_PRELOAD_REPORT", None)

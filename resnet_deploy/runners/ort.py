@@ -12,6 +12,8 @@ on the CPU provider too (the buffers are then host memory).
 
 from __future__ import annotations
 
+import contextlib
+import io as _io
 import os
 from typing import Any
 
@@ -29,6 +31,31 @@ def import_ort():
     except ImportError:
         raise BackendUnavailable("ort", "onnxruntime is not installed (pip install onnxruntime)") from None
     return onnxruntime
+
+
+_PRELOAD_REPORT: list[str] | None = None
+
+
+def preload_cuda_libraries(ort) -> list[str]:
+    """``onnxruntime.preload_dlls()`` once per process; returns the lines it printed.
+
+    onnxruntime-gpu loads CUDA and cuDNN lazily when a CUDA session starts; from pip-installed
+    ``nvidia-*`` packages (PyTorch's CUDA wheels bring them) they are only found after
+    ``preload_dlls`` (onnxruntime >= 1.21). It prints its failures on stdout, which would corrupt
+    ``--json`` output, so they are captured here and quoted if the CUDA provider then fails.
+    """
+    global _PRELOAD_REPORT
+    if _PRELOAD_REPORT is None:
+        out = _io.StringIO()
+        fn = getattr(ort, "preload_dlls", None)
+        if fn is not None:
+            try:
+                with contextlib.redirect_stdout(out):
+                    fn()
+            except Exception as e:  # noqa: BLE001 - best effort: the provider check below decides
+                out.write(f"preload_dlls failed: {e}\n")
+        _PRELOAD_REPORT = [line.strip() for line in out.getvalue().splitlines() if line.strip()]
+    return _PRELOAD_REPORT
 
 
 class OrtRunner(Runner):
@@ -68,10 +95,22 @@ class OrtRunner(Runner):
         self._io: DeviceIO | None = None
         if not os.path.isfile(self.path):
             raise UserError(f"ONNX model not found: {self.path}")
+        preload = preload_cuda_libraries(ort) if self.device_type == "cuda" else []
         try:
             self.session = ort.InferenceSession(self.path, options, providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
             raise UserError(f"onnxruntime cannot load {self.path}: {str(e).splitlines()[0][:300]}") from None
+        active = self.session.get_providers()
+        if wanted[0] not in active:
+            # ORT falls back to the next provider with only a log line when a provider's libraries
+            # do not load: a CPU figure must never be reported as ort-cuda.
+            failed = next((line for line in preload if "Failed to load" in line or "failed" in line), None)
+            raise BackendUnavailable(
+                backend,
+                f"onnxruntime has {wanted[0]} but could not start it (session fell back to {', '.join(active)})"
+                + (f": {failed}" if failed else ": its CUDA 13 / cuDNN 9 libraries did not load")
+                + "; install them (e.g. the nvidia-* wheels of a CUDA build of torch) or put them on LD_LIBRARY_PATH",
+            )
         self.input = self.session.get_inputs()[0]
         self.output = self.session.get_outputs()[0].name
         self.input_dtype = np.float16 if self.input.type == "tensor(float16)" else np.float32
