@@ -141,3 +141,24 @@ def bench(
     if rows and all(r.get("status") == "unavailable" for r in rows):
         err.print("[yellow]nothing could run here[/yellow]: every requested backend is unavailable (see the report)")
         raise typer.Exit(3)
+
+
+@app.command("bench-merge")
+def bench_merge(
+    runs: list[Path] = typer.Argument(..., help="Result folders (or their results.json) of runs on one device."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the merged results.json, CSV, report.md and plots."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Name in the merged report (default: the runs' ids)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """One report from several bench runs on the same device (a sweep split across jobs)."""
+    from .bench import load_results, merge_results
+
+    with handled(as_json):
+        files = merge_results(runs, out_dir, run_id=run_id)
+        rows = load_results(out_dir)["rows"]
+
+    def render() -> None:
+        out.print(results_table(rows, f"merged {len(runs)} runs into {out_dir}"))
+        out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in files.values()))
+
+    emit(as_json, {"out_dir": str(out_dir), "files": files, "rows": rows}, render)

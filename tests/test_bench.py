@@ -8,6 +8,7 @@ import csv
 import json
 import math
 import time
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -457,3 +458,50 @@ def test_ort_cuda_that_falls_back_to_cpu_is_unavailable(exported, monkeypatch):
     with pytest.raises(BackendUnavailable, match=r"has CUDAExecutionProvider but could not start it.*fell back to CPUExecutionProvider.*libcudnn"):
         open_runner("ort-cuda", m["path"], precision="fp32")
     monkeypatch.setattr(ort_runner, "_PRELOAD_REPORT", None)
+
+
+def test_merge_runs_from_one_device(e2e_run, tmp_path):
+    """A sweep split across calls merges into one report; a row measured twice keeps the later run's."""
+    from resnet_deploy.bench import load_results, merge_results
+
+    first = load_results(e2e_run.out_dir)
+    second = json.loads(json.dumps(first))
+    second["run_id"] = "e2e-later"
+    second["started_utc"] = "2999-01-01T00:00:00Z"
+    second["config"]["engines"] = ["ort-cuda"]
+    second["config"]["min_time"] = 9.0
+    redo = next(r for r in second["rows"] if r["backend"] == "ort" and r["batch"] == 2)
+    redo.update(run_id="e2e-later", latency_p50_ms=123.0)
+    extra = dict(redo, backend="ort-cuda", status="unavailable", batch=None, reason="no CUDA provider")
+    second["rows"] = [redo, extra]
+    later = tmp_path / "later"
+    later.mkdir()
+    (later / "results.json").write_text(json.dumps(second))
+    files = merge_results([later, e2e_run.out_dir / "results.json"], tmp_path / "merged")  # order given does not matter
+    merged = load_results(tmp_path / "merged")
+    rows = {(r["backend"], r["batch"]): r for r in merged["rows"]}
+    assert rows[("ort", 2)]["latency_p50_ms"] == 123.0 and rows[("ort", 2)]["run_id"] == "e2e-later"
+    assert rows[("ort", 1)]["run_id"] == "e2e" and rows[("ort-cuda", None)]["status"] == "unavailable"
+    assert len(merged["rows"]) == len(first["rows"]) + 1
+    assert merged["config"]["engines"] == ["torch", "ort", "trt-rtx", "ort-cuda"]
+    assert merged["environment"]["merged_from"] == ["e2e", "e2e-later"]
+    md = Path(files["report"]).read_text()
+    assert "Merged from 2 runs" in md and "min_time" in md
+    assert (tmp_path / "merged" / "throughput_resnet18.png").read_bytes()[:8] == PNG_SIGNATURE
+
+
+def test_merge_refuses_other_devices_and_bad_files(e2e_run, tmp_path):
+    from resnet_deploy.bench import load_results, merge_results
+
+    other = load_results(e2e_run.out_dir)
+    other["environment"]["gpu"] = {"present": True, "name": "NVIDIA H100 80GB HBM3"}
+    (tmp_path / "gpu").mkdir()
+    (tmp_path / "gpu" / "results.json").write_text(json.dumps(other))
+    with pytest.raises(UserError, match="different devices"):
+        merge_results([e2e_run.out_dir, tmp_path / "gpu"], tmp_path / "m")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "results.json").write_text("{not json")
+    r = CliRunner().invoke(app, ["bench-merge", str(tmp_path / "bad"), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "not a readable results.json" in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(app, ["bench-merge", str(tmp_path / "missing"), "-o", str(tmp_path / "m")])
+    assert r.exit_code == 2 and "no benchmark results" in r.output

@@ -12,8 +12,8 @@ Modules: :mod:`.timing` (the timing core), :mod:`.backends` (each backend made r
 from __future__ import annotations
 
 from .harness import ALL_DEPTHS, BenchConfig, BenchResult, defaults, parse_list, run_bench
-from .report import ROW_FIELDS, SCHEMA_VERSION, load_results
+from .report import ROW_FIELDS, SCHEMA_VERSION, load_results, merge_results
 from .timing import Stats, Timing, bare_loop, measure
 
 __all__ = ["ALL_DEPTHS", "BenchConfig", "BenchResult", "defaults", "parse_list", "run_bench", "ROW_FIELDS",
-           "SCHEMA_VERSION", "load_results", "Stats", "Timing", "bare_loop", "measure"]
+           "SCHEMA_VERSION", "load_results", "merge_results", "Stats", "Timing", "bare_loop", "measure"]

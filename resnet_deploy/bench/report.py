@@ -15,9 +15,11 @@ import math
 import re
 from datetime import datetime, timezone
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any, Iterable
 
 from ..artifacts import atomic_path, atomic_write_text, ensure_writable_dir
+from ..errors import UserError
 
 SCHEMA_VERSION = 1
 
@@ -192,6 +194,11 @@ def to_markdown(result, plots: list[str]) -> str:
         a("")
     a(f"Device: **{env.get('device')}**. Command: `{env.get('command')}`")
     a("")
+    if env.get("merged_from"):
+        a(f"Merged from {len(env['merged_from'])} runs on this device: {', '.join(map(str, env['merged_from']))} "
+          "(each row's run_id says which; the environment below is the first run's)."
+          + (f" {env['merge_note']}." if env.get("merge_note") else ""))
+        a("")
     a("## Environment")
     a("")
     a("| what | value |")
@@ -407,5 +414,62 @@ def load_results(path: str | Path) -> dict[str, Any]:
     p = Path(path)
     if p.is_dir():
         p = p / "results.json"
-    return json.loads(p.read_text())
+    if not p.is_file():
+        raise UserError(f"no benchmark results at {p}")
+    try:
+        data = json.loads(p.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise UserError(f"{p} is not a readable results.json ({type(e).__name__})") from None
+    if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("rows"), list):
+        raise UserError(f"{p} is not a resnet-deploy results.json of schema version {SCHEMA_VERSION}")
+    return data
+
+
+def _device_key(env: dict[str, Any]) -> str:
+    gpu = env.get("gpu") or {}
+    return str(gpu.get("name")) if gpu.get("present") else f"cpu: {env.get('cpu')}"
+
+
+def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id: str | None = None) -> dict[str, str]:
+    """One report from several runs on the same device (a sweep split across calls or jobs).
+
+    Rows keep their own ``run_id``; a (depth, precision, backend, batch) measured twice keeps
+    the later run's row. Runs from different devices are refused: their figures do not compare.
+    Writes results.json, results.csv, report.md and the plots into ``out_dir``; returns the files.
+    """
+    runs = [load_results(s) for s in sources]
+    if not runs:
+        raise UserError("nothing to merge: name at least one results folder")
+    devices = {_device_key(r.get("environment") or {}) for r in runs}
+    if len(devices) > 1:
+        raise UserError("these runs come from different devices (" + "; ".join(sorted(devices)) + "): not merged")
+    runs.sort(key=lambda r: r.get("started_utc") or "")
+    rows: dict[tuple, dict[str, Any]] = {}
+    for r in runs:
+        for row in r["rows"]:
+            rows[(row.get("arch"), row.get("precision"), row.get("backend"), row.get("batch"))] = row
+    env = dict(runs[0].get("environment") or {})
+    env["command"] = " ; ".join(str((r.get("environment") or {}).get("command")) for r in runs)
+    env["merged_from"] = [r.get("run_id") for r in runs]
+    config = dict(runs[0].get("config") or {})
+    for key in ("engines", "depths", "precisions", "batches"):
+        seen: list[Any] = []
+        for r in runs:
+            for v in (r.get("config") or {}).get(key) or []:
+                if v not in seen:
+                    seen.append(v)
+        config[key] = seen
+    differing = sorted(k for k in config if k not in ("engines", "depths", "precisions", "batches")
+                       and any((r.get("config") or {}).get(k) != config[k] for r in runs))
+    if differing:
+        env["merge_note"] = "settings differ between the merged runs: " + ", ".join(differing) + " (first run's shown)"
+
+    def stamp(text: str | None) -> float | None:
+        return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() if text else None
+
+    result = SimpleNamespace(run_id=run_id or "+".join(str(i) for i in env["merged_from"]), environment=env,
+                             config=config, rows=list(rows.values()), interrupted=any(r.get("interrupted") for r in runs),
+                             started=stamp(runs[0].get("started_utc")) or 0.0,
+                             finished=stamp(runs[-1].get("finished_utc")))
+    return ResultWriter(out_dir).write_final(result)
 
