@@ -17,19 +17,11 @@ import importlib
 import platform
 import shutil
 import sys
-from importlib import metadata
 from typing import Any, Callable
 
 from .engine import RTX_DEFAULT_TARGETS, _cc_tuple, cuda_device_info, load_cudart, rtx_cc_supported
+from .versions import dist_version, onnxruntime_wheel
 
-
-def _dist_version(*names: str) -> str | None:
-    for n in names:
-        try:
-            return metadata.version(n)
-        except metadata.PackageNotFoundError:
-            continue
-    return None
 
 
 def _row(name: str, *, installed: bool, version: str | None, runs: bool, why: str = "", **extra: Any) -> dict[str, Any]:
@@ -64,7 +56,7 @@ def _gpu() -> dict[str, Any]:
 
 
 def _cuda_python(gpu: dict[str, Any]) -> dict[str, Any]:
-    version = _dist_version("cuda-python", "cuda-bindings")
+    version = dist_version("cuda-python", "cuda-bindings")
     cudart = load_cudart()
     if cudart is None:
         return _row("cuda-python", installed=False, version=version, runs=False,
@@ -103,7 +95,7 @@ def _torch_compile(gpu: dict[str, Any]) -> dict[str, Any]:
     if not hasattr(torch, "compile"):
         return _row("torch.compile", installed=True, version=v, runs=False, why=f"torch {v} has no torch.compile (needs >= 2.0)")
     compiler = next((c for c in ("cc", "gcc", "clang", "c++", "g++") if shutil.which(c)), None)
-    triton = _dist_version("triton", "pytorch-triton")
+    triton = dist_version("triton", "pytorch-triton")
     cuda_ok = bool(getattr(torch.version, "cuda", None)) and _safe(lambda: torch.cuda.is_available())
     devices = []
     if compiler:
@@ -132,7 +124,7 @@ def _onnxruntime(gpu: dict[str, Any]) -> list[dict[str, Any]]:
     if ort is None:
         return [_row("ONNX Runtime", installed=False, version=None, runs=False, why=why)]
     v = ort.__version__
-    dist = "onnxruntime-gpu" if _dist_version("onnxruntime-gpu") else "onnxruntime"
+    dist = onnxruntime_wheel()[1] or "onnxruntime"
     providers = list(_safe(ort.get_available_providers) or [])
     rows = [_row("ONNX Runtime", installed=True, version=v, runs="CPUExecutionProvider" in providers,
                  why="CPUExecutionProvider missing", package=dist, providers=providers)]
@@ -203,7 +195,7 @@ def _modelopt() -> dict[str, Any]:
     except Exception as e:  # precision's own imports failing
         return _row("ModelOpt", installed=False, version=None, runs=False, why=f"cannot check: {e}")
     ok, detail = modelopt_available()
-    version = _dist_version("nvidia-modelopt")
+    version = dist_version("nvidia-modelopt")
     return _row("ModelOpt", installed=version is not None, version=version, runs=bool(ok), why=str(detail),
                 role="FP16/BF16 AutoCast and INT8 Q/DQ PTQ on ONNX (runs on the CPU)")
 

@@ -26,7 +26,6 @@ import os
 import tempfile
 import time
 from collections import Counter
-from importlib import metadata
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -34,6 +33,7 @@ import numpy as np
 
 from .artifacts import atomic_path, ensure_writable_dir
 from .errors import BackendUnavailable, UserError
+from .versions import dist_version, onnxruntime_wheel
 
 INSTALL_HINT = "pip install 'resnet-deploy[precision]'"
 LOW_PRECISIONS = ("fp16", "bf16")
@@ -78,12 +78,6 @@ def _modelopt(module: str):
         raise BackendUnavailable("modelopt", f"cannot import {module} ({first}); {INSTALL_HINT}") from None
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return metadata.version(dist)
-    except metadata.PackageNotFoundError:
-        return None
-
 
 def modelopt_available() -> tuple[bool, str]:
     """``(True, version)`` if ModelOpt's ONNX tools import, else ``(False, reason)`` (for ``doctor``)."""
@@ -92,7 +86,7 @@ def modelopt_available() -> tuple[bool, str]:
         _modelopt("modelopt.onnx.quantization")
     except BackendUnavailable as e:
         return False, e.reason
-    return True, _version("nvidia-modelopt") or "unknown"
+    return True, dist_version("nvidia-modelopt") or "unknown"
 
 
 # --------------------------------------------------------------------------- inspection
@@ -344,9 +338,9 @@ def convert_fp16(
         "precision": low_precision,
         "source": str(src),
         "tool": "nvidia-modelopt",
-        "tool_version": _version("nvidia-modelopt"),
+        "tool_version": dist_version("nvidia-modelopt"),
         "tool_function": "modelopt.onnx.autocast.convert_to_mixed_precision",
-        "onnx_version": _version("onnx"),
+        "onnx_version": dist_version("onnx"),
         "keep_io_types": keep_io_types,
         "data_max": float(data_max),
         "init_max": float(init_max),
@@ -512,10 +506,10 @@ def quantize_int8(
         "precision": "int8",
         "source": str(src),
         "tool": "nvidia-modelopt",
-        "tool_version": _version("nvidia-modelopt"),
+        "tool_version": dist_version("nvidia-modelopt"),
         "tool_function": "modelopt.onnx.quantization.quantize",
-        "onnx_version": _version("onnx"),
-        "onnxruntime_version": _version("onnxruntime") or _version("onnxruntime-gpu"),
+        "onnx_version": dist_version("onnx"),
+        "onnxruntime_version": onnxruntime_wheel()[0],
         "calibration_method": CALIBRATION_METHODS[key],
         **({"percentile": percentile, "calibrator": "onnxruntime HistogramCalibrater (percentile) -> TensorRT "
             "calibration cache -> ModelOpt"} if key == "percentile" else {}),

@@ -76,3 +76,27 @@ def test_real_process_exit_code_and_no_traceback():
     p = subprocess.run([sys.executable, "-m", "resnet_deploy.cli", "info", "--depth", "nine"],
                        capture_output=True, text=True)
     assert p.returncode == 2 and "Traceback" not in p.stderr and p.stderr.startswith("error: unknown depth")
+
+
+def test_onnxruntime_wheel_is_the_one_the_import_loads(tmp_path):
+    """A carried onnxruntime-gpu on PYTHONPATH shadows site-packages' onnxruntime (the device
+    machine's set-up): reports must name the wheel that runs, not the first one installed."""
+    site = tmp_path / "site"
+    (site / "onnxruntime").mkdir(parents=True)
+    (site / "onnxruntime" / "__init__.py").write_text("__version__ = '9.9.9'\n")
+    info = site / "onnxruntime_gpu-9.9.9.dist-info"
+    info.mkdir()
+    (info / "METADATA").write_text("Metadata-Version: 2.1\nName: onnxruntime-gpu\nVersion: 9.9.9\n")
+    (info / "RECORD").write_text("onnxruntime/__init__.py,,\n")
+    code = ("from resnet_deploy.versions import onnxruntime_wheel; import onnxruntime; "
+            "print(onnxruntime_wheel(), onnxruntime.__version__)")
+    import os
+
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
+    assert out.strip() == "('9.9.9', 'onnxruntime-gpu') 9.9.9"
+    from resnet_deploy.versions import onnxruntime_wheel
+
+    import onnxruntime
+
+    assert onnxruntime_wheel() == (onnxruntime.__version__, "onnxruntime")  # this machine: the CPU wheel

@@ -12,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from ..versions import dist_version, onnxruntime_wheel
 from .timing import cpu_pressure, load_average
 
 
@@ -37,21 +38,16 @@ def _mem_total_gib() -> float | None:
     return None
 
 
-_DISTS = {"onnxruntime": ("onnxruntime", "onnxruntime-gpu"), "tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
+_DISTS = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
           "tensorrt_rtx": ("tensorrt-rtx",), "cuda": ("cuda-python", "cuda-bindings")}
 
 
 def _version(module: str) -> str | None:
-    """Installed distribution version; for onnxruntime also which wheel (CPU or -gpu)."""
-    from importlib import metadata
-
-    for dist in _DISTS.get(module, (module,)):
-        try:
-            v = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            continue
-        return f"{v} ({dist})" if module == "onnxruntime" else v
-    return None
+    """Installed distribution version; for onnxruntime also which wheel (CPU or -gpu) the import loads."""
+    if module == "onnxruntime":
+        v, dist = onnxruntime_wheel()
+        return f"{v} ({dist})" if v else None
+    return dist_version(*_DISTS.get(module, (module,)))
 
 
 def _nvidia_smi() -> list[dict[str, str]] | None:
