@@ -90,12 +90,7 @@ def export(depth: int | str, *, weights: str | os.PathLike[str] | None = None, n
     t_model = time.perf_counter() - t0
     progress(f"exporting {path}")
     manifest = export_onnx(model, path, facts=model_facts(model), batch=batch, opset=opset or DEFAULT_OPSET,
-                           exporter=exporter)
-    manifest["timings_s"]["model"] = round(t_model, 3)
-    manifest["timings_s"]["total"] = round(time.perf_counter() - t0, 3)
-    from .artifacts import write_manifest
-
-    write_manifest(path, manifest)
+                           exporter=exporter, timings={"model": t_model}, started=t0)
     return {"path": str(path), **manifest}
 
 

@@ -97,11 +97,15 @@ def export_onnx(
     image_size: int = 224,
     exporter: str = "torchscript",
     recipe: Preprocess = DEFAULT,
+    timings: dict[str, float] | None = None,
+    started: float | None = None,
 ) -> dict[str, Any]:
     """Export ``model`` to ``path`` atomically; return the manifest written beside it.
 
     ``facts`` carries what the caller knows about the model (arch, depth, classes, weights
-    source and sha256); they go into the ONNX metadata and the manifest.
+    source and sha256); they go into the ONNX metadata and the manifest. ``timings`` (seconds
+    the caller spent before, e.g. ``{"model": 6.1}``) join the manifest's ``timings_s``, whose
+    ``total`` counts from ``started`` (a ``time.perf_counter()`` value) when given.
     """
     validate_options(opset, exporter, batch)
     t0 = time.perf_counter()
@@ -148,8 +152,10 @@ def export_onnx(
         "onnx_version": onnx.__version__,
         "sha256": sha256_file(path),
         "bytes": path.stat().st_size,
-        "timings_s": {"fold": round(t_fold - t0, 3), "export": round(t_export - t_fold, 3),
-                      "check": round(t_check - t_export, 3), "save": round(t_save - t_check, 3)},
+        "timings_s": {**{k: round(v, 3) for k, v in (timings or {}).items()},
+                      "fold": round(t_fold - t0, 3), "export": round(t_export - t_fold, 3),
+                      "check": round(t_check - t_export, 3), "save": round(t_save - t_check, 3),
+                      "total": round(time.perf_counter() - (t0 if started is None else started), 3)},
     }
     write_manifest(path, manifest)
     return manifest
