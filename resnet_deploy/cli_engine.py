@@ -73,6 +73,12 @@ def build(
                                                   "GPU) or same_cc (any GPU of this compute capability)."),
     version_compatible: bool = typer.Option(False, "--version-compatible", help="trt: engine runs on later TensorRT "
                                             "versions (lean runtime embedded)."),
+    legacy_precision_flags: bool = typer.Option(False, "--legacy-precision-flags", help="trt on TensorRT 10 only: weak "
+                                                "typing with the FP16/INT8 builder flags (removed in TensorRT 11)."),
+    dla_core: Optional[int] = typer.Option(None, "--dla-core", help="trt on a Jetson with DLA (AGX/NX Orin): run on this "
+                                           "DLA core (0 or 1); FP16 or INT8 only."),
+    gpu_fallback: bool = typer.Option(True, "--gpu-fallback/--no-gpu-fallback", help="With --dla-core: layers DLA cannot "
+                                      "run go to the GPU (default) instead of failing the build."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Compile this ONNX instead of the precision's default one."),
     weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,
     preact: bool = PreactOpt, seed: int = SeedOpt,
@@ -86,7 +92,8 @@ def build(
         opts = eng.BuildOptions(flavour=engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
                                 workspace_mib=workspace, opt_level=opt_level, timing_cache=timing_cache,
                                 compute_capabilities=_parse_ccs(cc), hardware_compatibility=hardware_compat,
-                                version_compatible=version_compatible)
+                                version_compatible=version_compatible, legacy_precision_flags=legacy_precision_flags,
+                                dla_core=dla_core, gpu_fallback=gpu_fallback)
         with _build_bar(not as_json) as bar:
             m = eng.build(depth, precision=precision, options=opts, onnx=onnx, out_dir=out_dir, weights=weights,
                           num_classes=num_classes, preact=preact, seed=seed, force=force, progress=progress,
@@ -99,6 +106,8 @@ def build(
         else:
             tgt = (f"hardware compatibility {target['hardware_compatibility']}" if target.get("hardware_compatibility")
                    else f"{target.get('gpu')} (compute capability {target.get('compute_capability')})")
+            if m.get("dla_core") is not None:
+                tgt += f", DLA core {m['dla_core']}" + (" + GPU fallback" if m.get("gpu_fallback") else "")
         lp = m.get("layer_precision") or {}
         status = "reused (manifest matches)" if m["reused"] else f"built in {m['build_seconds']:.1f} s ({m['rebuild_reason']})"
         out.print(kv_table(f"{'reused' if m['reused'] else 'built'} {m['path']}", [

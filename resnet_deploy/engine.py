@@ -85,7 +85,10 @@ REUSE_KEYS = (
     "hardware_compatibility",
     "version_compatible",
     "legacy_precision_flags",
+    "dla_core",
+    "gpu_fallback",
 )
+DLA_PRECISIONS = ("fp16", "int8")
 
 ProgressCallback = Callable[[str, int, int], Any]
 """``progress(phase, step, total)``; called when a phase starts (step 0) and after each step.
@@ -217,9 +220,21 @@ class BuildOptions:
     hardware_compatibility: str | None = None  # trt only: "ampere+" or "same_cc"
     version_compatible: bool = False  # trt only: BuilderFlag.VERSION_COMPATIBLE
     legacy_precision_flags: bool = False  # TRT 10 only: weak typing with FP16/INT8/BF16 flags
+    dla_core: int | None = None  # trt only: run on this DLA core (Jetson AGX/NX Orin); FP16/INT8 only
+    gpu_fallback: bool = True  # with dla_core: layers DLA cannot run go to the GPU (else the build fails)
 
     def requested_profile(self) -> list[int | None]:
         return [self.min_batch, self.opt_batch, self.max_batch]
+
+    def check_precision(self, precision: str) -> None:
+        """Checks that need the precision: DLA runs FP16 and INT8 only."""
+        if self.dla_core is not None and precision not in DLA_PRECISIONS:
+            raise UserError(f"DLA runs FP16 and INT8 only, not {precision}: build --precision fp16 or int8 for --dla-core")
+
+    def dla_facts(self) -> dict[str, Any]:
+        """What a manifest and a reuse check record of DLA (``None`` for GPU engines)."""
+        dla = self.dla_core is not None
+        return {"dla_core": self.dla_core, "gpu_fallback": self.gpu_fallback if dla else None}
 
     def validate(self) -> None:
         if self.flavour not in FLAVOURS:
@@ -232,6 +247,11 @@ class BuildOptions:
             raise UserError(f"builder optimization level must be 0..{MAX_OPT_LEVEL} (got {self.opt_level!r})")
         if self.workspace_mib is not None and (not isinstance(self.workspace_mib, int) or self.workspace_mib < 1):
             raise UserError(f"workspace must be a positive number of MiB (got {self.workspace_mib!r})")
+        if self.dla_core is not None and (isinstance(self.dla_core, bool) or not isinstance(self.dla_core, int)
+                                          or self.dla_core < 0):
+            raise UserError(f"DLA core must be an integer >= 0 (got {self.dla_core!r})")
+        if self.dla_core is None and not self.gpu_fallback:
+            raise UserError("GPU fallback only applies to DLA builds: add --dla-core N, or drop --no-gpu-fallback")
         if self.flavour == "trt":
             if self.compute_capabilities:
                 raise UserError("compute capability targets apply to trt-rtx engines; for trt use hardware compatibility (ampere+ / same_cc)")
@@ -242,6 +262,8 @@ class BuildOptions:
                 raise UserError("TensorRT-RTX engines are not compatible between releases, so version-compatible builds are not offered for trt-rtx")
             if self.legacy_precision_flags:
                 raise UserError("TensorRT-RTX has no weak typing: precision must be in the ONNX (legacy precision flags are TensorRT 10 only)")
+            if self.dla_core is not None:
+                raise UserError("TensorRT-RTX has no DLA: DLA engines are TensorRT (--engine trt) built on a Jetson with DLA cores")
         if self.hardware_compatibility is not None and self.hardware_compatibility not in HARDWARE_COMPAT:
             raise UserError(f"hardware compatibility must be one of {', '.join(HARDWARE_COMPAT)} (got {self.hardware_compatibility!r})")
         if self.compute_capabilities is not None:
@@ -577,6 +599,7 @@ def request_facts(onnx_path: str | os.PathLike[str], opts: BuildOptions, *, prec
     opts.validate()
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    opts.check_precision(precision)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
         raise UserError(f"ONNX file not found: {onnx_path}")
@@ -594,6 +617,7 @@ def request_facts(onnx_path: str | os.PathLike[str], opts: BuildOptions, *, prec
         "hardware_compatibility": opts.hardware_compatibility,
         "version_compatible": opts.version_compatible,
         "legacy_precision_flags": opts.legacy_precision_flags,
+        **opts.dla_facts(),
     }
 
 
@@ -673,6 +697,9 @@ def _apply_config(trt, builder, config, opts: BuildOptions, precision: str, devi
             raise UserError(f"{trt.__name__} {trt.__version__} has no version-compatible builds")
         config.set_flag(flag)
 
+    if opts.dla_core is not None:
+        _apply_dla(trt, builder, config, opts, notes)
+
     if opts.legacy_precision_flags:
         wanted = {"fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8", "FP16"], "fp32": []}[precision]
         for name in wanted:
@@ -685,6 +712,26 @@ def _apply_config(trt, builder, config, opts: BuildOptions, precision: str, devi
             config.set_flag(flag)
         if precision == "int8":
             notes.append("legacy INT8 flag set without a calibrator: the ONNX must carry Q/DQ scales")
+
+
+def _apply_dla(trt, builder, config, opts: BuildOptions, notes: list[str]) -> None:
+    """Default device DLA on core ``opts.dla_core`` (IBuilderConfig.default_device_type / DLA_core)."""
+    cores = int(getattr(builder, "num_DLA_cores", 0) or 0)
+    if cores == 0:
+        raise UserError(
+            f"{trt.__name__} {trt.__version__} sees no DLA here: DLA cores are on Jetson AGX Orin and Orin NX "
+            "(not Orin Nano, Thor or discrete GPUs); TensorRT 10.7 was the last 10.x release with DLA"
+        )
+    if opts.dla_core >= cores:
+        raise UserError(f"DLA core {opts.dla_core} does not exist: this device has {cores} (0..{cores - 1})")
+    config.default_device_type = trt.DeviceType.DLA
+    config.DLA_core = opts.dla_core
+    if opts.gpu_fallback:
+        config.set_flag(trt.BuilderFlag.GPU_FALLBACK)
+        notes.append(f"DLA core {opts.dla_core} with GPU fallback: layers DLA cannot run (or batches beyond its "
+                     "limit) run on the GPU; the engine inspector's layer list shows which")
+    else:
+        notes.append(f"DLA core {opts.dla_core} without GPU fallback: every layer runs on the DLA")
 
 
 def _load_timing_cache(trt, config, opts: BuildOptions, notes: list[str]):
@@ -756,6 +803,7 @@ def build_engine(
     opts.validate()
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    opts.check_precision(precision)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():
         raise UserError(f"ONNX file not found: {onnx_path}")
@@ -835,7 +883,11 @@ def build_engine(
         if monitor is not None and monitor.cancelled:
             raise UserError(f"engine build cancelled: nothing was written to {engine_path}")
         detail = _parser_error_line(logger.errors, limit=2) or "no reason given"
-        raise UserError(f"TensorRT could not build {engine_path.name}: {detail}")
+        hint = ""
+        if opts.dla_core is not None and strongly_typed and not is_rtx(trt):
+            hint = ("; if this TensorRT 10 refuses a strongly typed DLA build, add --legacy-precision-flags "
+                    "(TensorRT 10's FP16/INT8 flags; INT8 scales still come from the Q/DQ nodes)")
+        raise UserError(f"TensorRT could not build {engine_path.name}: {detail}{hint}")
 
     view = memoryview(serialized)
     engine_sha = hashlib.sha256(view).hexdigest()
@@ -886,6 +938,7 @@ def build_engine(
         "opt_level": opts.opt_level,
         "hardware_compatibility": opts.hardware_compatibility,
         "version_compatible": opts.version_compatible,
+        **opts.dla_facts(),
         "target": target,
         "build_gpu": device,
         "build_seconds": round(build_seconds, 3),
@@ -946,9 +999,11 @@ def ensure_engine(
     return build_engine(onnx_path, engine_path, opts, precision=precision, progress=progress), reason
 
 
-def preflight(opts: BuildOptions) -> Any:
+def preflight(opts: BuildOptions, precision: str | None = None) -> Any:
     """Fail fast (before any ONNX is made) when ``opts`` cannot be built here; return the module."""
     opts.validate()
+    if precision is not None:
+        opts.check_precision(precision)
     trt = import_flavour(opts.flavour)
     if not is_rtx(trt):
         device, why = cuda_device_info()
@@ -983,7 +1038,7 @@ def build(
     opts = options if options is not None else BuildOptions()
     if precision not in PRECISIONS:
         raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    preflight(opts)  # a missing TensorRT or GPU is reported before minutes of ONNX work
+    preflight(opts, precision)  # a missing TensorRT or GPU is reported before minutes of ONNX work
     from .models import resolve_arch
 
     arch = resolve_arch(depth, preact)

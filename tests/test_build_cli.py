@@ -125,6 +125,10 @@ def test_unwritable_out_is_one_line(built18, tmp_path):
     (("--engine", "trt-rtx", "--opt-level", 7), 2, "optimization level must be 0..5"),
     (("--engine", "onnxruntime"), 2, "unknown engine flavour"),
     (("--engine", "trt-rtx", "--precision", "fp8"), 2, "unknown precision"),
+    (("--engine", "trt-rtx", "--dla-core", 0), 2, "TensorRT-RTX has no DLA"),
+    (("--engine", "trt", "--dla-core", 0, "--precision", "fp32"), 2, "DLA runs FP16 and INT8 only"),
+    (("--engine", "trt", "--no-gpu-fallback"), 2, "only applies to DLA builds"),
+    (("--engine", "trt-rtx", "--legacy-precision-flags"), 2, "no weak typing"),
 ])
 def test_bad_build_options_are_one_line(built18, tmp_path, args, code, text):
     root, _ = built18

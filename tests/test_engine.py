@@ -302,6 +302,10 @@ def test_precision_comes_from_the_onnx(rtx, models_dir, tmp_path):
         (dict(flavour="trt-rtx", opt_level=9), "optimization level must be 0..5"),
         (dict(flavour="tensorflow"), "unknown engine flavour"),
         (dict(flavour="trt-rtx", compute_capabilities=["current", "8.6"]), "only target"),
+        (dict(flavour="trt-rtx", dla_core=0), "TensorRT-RTX has no DLA"),
+        (dict(flavour="trt", dla_core=-1), "DLA core must be an integer >= 0"),
+        (dict(flavour="trt", dla_core=True), "DLA core must be an integer >= 0"),
+        (dict(flavour="trt", gpu_fallback=False), "only applies to DLA builds"),
     ],
 )
 def test_option_validation(kw, match):
@@ -553,6 +557,8 @@ def _fake_trt(cudart: _FakeCudart):
     """A 'TensorRT' whose engine maps input [N,3,4,4] to per-channel means [N,3]."""
     import ctypes
 
+    runtimes = []
+
     profile = [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
 
     class ILogger:
@@ -609,14 +615,17 @@ def _fake_trt(cudart: _FakeCudart):
             return Context()
 
     class Runtime:
+        num_DLA_cores = 2  # a Jetson AGX Orin
+
         def __init__(self, logger):
-            pass
+            self.DLA_core = -1
+            runtimes.append(self)
 
         def deserialize_cuda_engine(self, blob):
             return Engine() if blob == b"fake-engine" else None
 
     return types.SimpleNamespace(
-        __name__="tensorrt", __version__="10.9.0.34", ILogger=ILogger, Runtime=Runtime,
+        __name__="tensorrt", __version__="10.9.0.34", ILogger=ILogger, Runtime=Runtime, runtimes=runtimes,
         TensorIOMode=types.SimpleNamespace(INPUT="IN", OUTPUT="OUT"), nptype=lambda dt: dt,
     )
 
@@ -628,7 +637,8 @@ def fake_runner_env(tmp_path, monkeypatch):
     cudart = _FakeCudart()
     monkeypatch.setattr(rt, "load_cudart", lambda: cudart)
     monkeypatch.setattr(rt, "cuda_device_info", lambda i=0: ({"index": i, "name": "Fake A10", "compute_capability": "8.6"}, ""))
-    monkeypatch.setattr(rt, "import_flavour", lambda f: _fake_trt(cudart))
+    fake = _fake_trt(cudart)
+    monkeypatch.setattr(rt, "import_flavour", lambda f: fake)
     path = tmp_path / "fake.fp32.trt.engine"
     path.write_bytes(b"fake-engine")
     write_manifest(path, {"flavour": "trt", "builder_version": "10.9.0.34", "precision": "fp32",
@@ -947,3 +957,71 @@ def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
     prep.close()
     with pytest.raises(UserError, match="outside the engine's profile"):
         bb.TensorRTPrepared("trt", str(path), "fp32", RssProbe()).bind(8, inputs)
+
+
+# ------------------------------------------------------------------------------------------
+# DLA (Jetson AGX/NX Orin): builder configuration and runtime core, against fakes
+# ------------------------------------------------------------------------------------------
+
+
+def _fake_builder_config(cores: int):
+    flags = []
+    trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.3.0.30",
+                                DeviceType=types.SimpleNamespace(GPU="GPU", DLA="DLA"),
+                                BuilderFlag=types.SimpleNamespace(GPU_FALLBACK="GPU_FALLBACK", FP16="FP16", INT8="INT8"))
+    builder = types.SimpleNamespace(num_DLA_cores=cores)
+    config = types.SimpleNamespace(default_device_type="GPU", DLA_core=-1, set_flag=flags.append, flags=flags)
+    return trt, builder, config
+
+
+def test_dla_builder_configuration():
+    trt, builder, config = _fake_builder_config(cores=2)
+    notes: list[str] = []
+    eng._apply_dla(trt, builder, config, eng.BuildOptions(flavour="trt", dla_core=1), notes)
+    assert (config.default_device_type, config.DLA_core, config.flags) == ("DLA", 1, ["GPU_FALLBACK"])
+    assert "GPU fallback" in notes[0]
+    trt, builder, config = _fake_builder_config(cores=2)
+    eng._apply_dla(trt, builder, config, eng.BuildOptions(flavour="trt", dla_core=0, gpu_fallback=False), notes)
+    assert (config.DLA_core, config.flags) == (0, [])
+    with pytest.raises(UserError, match=r"DLA core 2 does not exist: this device has 2 \(0..1\)"):
+        eng._apply_dla(*_fake_builder_config(cores=2), eng.BuildOptions(flavour="trt", dla_core=2), [])
+    with pytest.raises(UserError, match="sees no DLA here"):
+        eng._apply_dla(*_fake_builder_config(cores=0), eng.BuildOptions(flavour="trt", dla_core=0), [])
+
+
+def test_dla_precision_and_reuse_facts():
+    opts = eng.BuildOptions(flavour="trt", dla_core=0)
+    for p in ("fp16", "int8"):
+        opts.check_precision(p)
+    for p in ("fp32", "bf16"):
+        with pytest.raises(UserError, match="DLA runs FP16 and INT8 only"):
+            opts.check_precision(p)
+    assert opts.dla_facts() == {"dla_core": 0, "gpu_fallback": True}
+    assert eng.BuildOptions(flavour="trt").dla_facts() == {"dla_core": None, "gpu_fallback": None}
+    assert {"dla_core", "gpu_fallback"} <= set(eng.REUSE_KEYS)
+
+
+def test_dla_core_change_means_rebuild(tmp_path):
+    engine = tmp_path / "e.engine"
+    engine.write_bytes(b"x" * 10)
+    base = {"flavour": "trt", "precision": "fp16", "dla_core": None, "gpu_fallback": None}
+    write_manifest(engine, {**base, "engine_bytes": 10, "engine_sha256": sha256_file(engine)})
+    assert eng.needs_rebuild(engine, base) is None  # old manifests without DLA keys also compare equal
+    assert "dla core changed" in eng.needs_rebuild(engine, {**base, "dla_core": 0, "gpu_fallback": True})
+
+
+def test_runner_sets_the_dla_core_before_deserializing(fake_runner_env):
+    rt, path, _ = fake_runner_env
+    manifest = read_manifest(path)
+    with pytest.raises(UserError, match="built for the GPU, not a DLA"):
+        rt.TensorRTRunner(path, dla_core=0)
+    write_manifest(path, {**manifest, "dla_core": 1, "precision": "fp16"})
+    fake = rt.import_flavour("trt")
+    r = rt.TensorRTRunner(path)
+    assert r.dla_core == 1 and fake.runtimes[-1].DLA_core == 1 and r.describe()["dla_core"] == 1
+    r.close()
+    r = rt.TensorRTRunner(path, dla_core=0)  # the other core of the same Orin
+    assert fake.runtimes[-1].DLA_core == 0
+    r.close()
+    with pytest.raises(UserError, match=r"runs on DLA core 2, but this device's DLA cores: 2 \(0..1\)"):
+        rt.TensorRTRunner(path, dla_core=2)

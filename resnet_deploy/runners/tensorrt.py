@@ -11,7 +11,9 @@ Before anything is deserialized the runner checks, in this order, and says exact
 3. the installed library version can run the engine (TensorRT: same version, or newer if the engine
    was built version-compatible; TensorRT-RTX: same release, engines are not portable across them);
 4. a CUDA device exists (else ``BackendUnavailable(flavour, "no CUDA device ...")``);
-5. the device's compute capability is one the engine was built for.
+5. the device's compute capability is one the engine was built for;
+6. a DLA engine (manifest ``dla_core``) has its DLA core on this device; ``IRuntime.DLA_core`` is
+   set to it (or to the ``dla_core`` asked for) before the engine is deserialized.
 
 Execution follows the name-based TensorRT 10+/11/RTX API: ``num_io_tensors`` /
 ``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``, ``get_tensor_profile_shape``,
@@ -140,6 +142,7 @@ class TensorRTRunner(Runner):
         device: int = 0,
         cuda_graph: bool = False,
         verify: bool = True,
+        dla_core: int | None = None,
     ):
         self._closed = True  # close() is safe even if __init__ fails half way
         self._dev_ptrs: list[int] = []
@@ -180,6 +183,7 @@ class TensorRTRunner(Runner):
 
         self._logger = _make_logger(trt)
         self._runtime = trt.Runtime(self._logger)
+        self.dla_core = self._select_dla_core(dla_core)
         if self.manifest.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
             # version-compatible plans embed the lean runtime (host code); we built it, so trust it.
             self._runtime.engine_host_code_allowed = True
@@ -218,6 +222,27 @@ class TensorRTRunner(Runner):
         except BaseException:
             self.close()
             raise
+
+    def _select_dla_core(self, requested: int | None) -> int | None:
+        """The DLA core a DLA engine runs on (``IRuntime.DLA_core``, set before deserializing).
+
+        Default: the core its manifest says it was built for (``build --dla-core`` or the Jetson
+        bundle's ``build_engine.sh --dla``). Another core may be asked for; a GPU engine takes none.
+        """
+        built = self.manifest.get("dla_core")
+        if built is None:
+            if requested is not None:
+                raise UserError(f"{self.engine_path.name} was built for the GPU, not a DLA: rebuild it with --dla-core")
+            return None
+        core = built if requested is None else requested
+        if isinstance(core, bool) or not isinstance(core, int) or core < 0:
+            raise UserError(f"DLA core must be an integer >= 0 (got {core!r})")
+        cores = int(getattr(self._runtime, "num_DLA_cores", 0) or 0)
+        if core >= cores:
+            have = f"{cores} (0..{cores - 1})" if cores else "none"
+            raise UserError(f"{self.engine_path.name} runs on DLA core {core}, but this device's DLA cores: {have}")
+        self._runtime.DLA_core = core
+        return core
 
     # ---------------------------------------------------------------------------------------
     def _diagnostics(self, diag) -> str:
@@ -437,6 +462,7 @@ class TensorRTRunner(Runner):
             "gpu": (getattr(self, "device", None) or {}).get("name"),
             "compute_capability": (getattr(self, "device", None) or {}).get("compute_capability"),
             "precision": m.get("precision"),
+            "dla_core": getattr(self, "dla_core", None),
             "profile": getattr(self, "profile", None) or {"min": m.get("min_batch"), "opt": m.get("opt_batch"), "max": m.get("max_batch")},
             "cuda_graph": ("rtx-whole-graph" if getattr(self, "_rtx_graphs", False) else "per-batch-capture")
             if getattr(self, "_cuda_graph", False)

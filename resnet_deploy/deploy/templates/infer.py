@@ -79,7 +79,7 @@ class Classifier:
     """The engine, its preprocessing and labels: ``classify(paths)`` -> top-k per image."""
 
     def __init__(self, engine=DEFAULT_ENGINE, *, labels=None, device: int = 0, cuda_graph: bool = False,
-                 runner=None, manifest: dict | None = None):
+                 runner=None, manifest: dict | None = None, dla_core: int | None = None):
         self.manifest = manifest or read_bundle_manifest()
         self.recipe = recipe_from_manifest(self.manifest)
         classes = int(self.manifest["model"]["num_classes"])
@@ -90,7 +90,8 @@ class Classifier:
                 raise UserError(f"engine not found: {engine}; build it on this device first: ./build_engine.sh")
             from resnet_deploy_edge.runners.tensorrt import TensorRTRunner
 
-            runner = TensorRTRunner(engine, device=device, cuda_graph=cuda_graph)
+            # a DLA engine (build_engine.sh --dla N) runs on the core its manifest names unless dla_core says otherwise
+            runner = TensorRTRunner(engine, device=device, cuda_graph=cuda_graph, dla_core=dla_core)
         self.runner = runner
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
@@ -119,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--labels", type=Path, default=None, help="one class name per line (default: the bundle's labels)")
     ap.add_argument("--top", type=int, default=5, help="how many classes to show (default 5)")
     ap.add_argument("--device", type=int, default=0, help="CUDA device index (default 0)")
+    ap.add_argument("--dla", type=int, default=None, metavar="N",
+                    help="DLA core for a DLA engine (default: the core it was built for)")
     ap.add_argument("--json", action="store_true", help="print one JSON object")
     ap.add_argument("--save-input", type=Path, default=None, metavar="FILE.npy",
                     help="only preprocess: write the float32 NCHW batch (.npy) for the C++ example, then exit")
@@ -139,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         for p in a.images:  # fail on a bad image before loading the engine
             load_image(p)
-        with Classifier(a.engine, labels=a.labels, device=a.device, manifest=manifest) as clf:
+        with Classifier(a.engine, labels=a.labels, device=a.device, manifest=manifest, dla_core=a.dla) as clf:
             rows = clf.classify(a.images, a.top)
             described = clf.runner.describe()
     except UserError as e:
