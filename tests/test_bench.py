@@ -505,3 +505,26 @@ def test_merge_refuses_other_devices_and_bad_files(e2e_run, tmp_path):
     assert r.exit_code == 2 and "not a readable results.json" in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(app, ["bench-merge", str(tmp_path / "missing"), "-o", str(tmp_path / "m")])
     assert r.exit_code == 2 and "no benchmark results" in r.output
+
+
+def test_ort_cuda_graph_refused_at_session_creation_falls_back(exported):
+    """ONNX Runtime refuses enable_cuda_graph when the graph is not wholly on the CUDA provider,
+    already when the session is made: the row is then timed without graphs and says so."""
+    from resnet_deploy.bench.backends import OrtCudaPrepared
+
+    m = exported("resnet18")
+    prep = OrtCudaPrepared(m["path"], "fp32", RssProbe(), cuda_graph=True, device_type="cpu")
+    real_open = prep._open
+
+    def open_(graph):
+        if graph:
+            raise UserError("onnxruntime cannot load x.onnx: This session cannot use the CUDA Graph feature as requested")
+        return real_open(graph)
+
+    prep._open = open_
+    x = [np.random.default_rng(i).standard_normal((1, 3, 224, 224), dtype=np.float32) for i in range(2)]
+    bound = prep.bind(1, x)
+    assert bound.e2e(0).shape == (1, 1000)
+    assert any(n.startswith("CUDA graph capture failed (onnxruntime cannot load") for n in bound.notes)
+    assert any(n.startswith("I/O binding,") and "CUDA graph" not in n for n in bound.notes)
+    bound.close()

@@ -412,15 +412,17 @@ class OrtCudaPrepared(Prepared):
         notes = []
         graph = self.cuda_graph
         for attempt in (graph, False) if graph else (False,):
-            runner = self._open(attempt)
-            io = runner.bind_device_io(staged[0].shape)
-            io.stage(staged[0])
             try:
+                # With enable_cuda_graph the session itself refuses a graph that is not wholly on
+                # the CUDA provider, and the first bound Runs capture it: either failure falls back.
+                runner = self._open(attempt)
+                io = runner.bind_device_io(staged[0].shape)
+                io.stage(staged[0])
                 runner.run_bound(io)  # with enable_cuda_graph: this Run captures the graph
                 runner.run_bound(io)  # and this one replays it
                 break
             except Exception as e:  # noqa: BLE001
-                if not attempt:
+                if not attempt or isinstance(e, BackendUnavailable):
                     raise
                 notes.append(f"CUDA graph capture failed ({str(e).splitlines()[0][:160]}); timed without graphs")
         notes.append("I/O binding" + (", CUDA graph" if attempt else "") + (", prefer_nhwc" if self.nhwc else "")
