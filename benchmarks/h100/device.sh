@@ -24,7 +24,6 @@ export PYTHONUNBUFFERED=1 MPLBACKEND=Agg COLUMNS=${COLUMNS:-160}
 export PYTHONPATH="$top:$site${PYTHONPATH:+:$PYTHONPATH}"
 date_tag=${DATE_TAG:-$(date -u +%Y-%m-%d)}
 log="$out/$phase.log"
-exec > >(tee -a "$log") 2>&1
 
 collect() {
   [ -d .devstage ] || return 0
@@ -95,32 +94,37 @@ bench() {  # bench RUN_ID ARGS...: one resnet-deploy bench run, packed into $out
   return 0
 }
 
-collect
-install_bundle || exit 1
-environment
+run_phase() {
+  collect
+  install_bundle || return 1
+  environment
 
-case "$phase" in
-  torch-a)  # GPU tests that need no onnxruntime-gpu; torch eager everywhere; torch.compile FP16 at 18 and 50
-    python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py -k "torch and not bench" || true
-    bench "h100-$date_tag-torch" --engine=torch --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
-    bench "h100-$date_tag-compile-a" --engine=torch-compile --depth=18,50 --precision=fp16 --batch=1,256
-    ;;
-  torch-b)  # torch.compile FP16 at 152 (the anchors' grid: batch 1 and 256), and FP32 at 50 beside it
-    bench "h100-$date_tag-compile-b" --engine=torch-compile --depth=152 --precision=fp16 --batch=1,256
-    bench "h100-$date_tag-compile-c" --engine=torch-compile --depth=50 --precision=fp32 --batch=1,256
-    ;;
-  stage)    # only carries a part of the wheel bundle
-    ;;
-  ort)      # needs the bundle: every GPU test, ONNX Runtime CUDA at every depth, torchvision on the GPU
-    python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py || true
-    bench "h100-$date_tag-ort" --engine=ort-cuda --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
-    if python3 -c "import torchvision" 2>/dev/null; then
-      python3 benchmarks/torchvision-equivalence/check.py --device cuda --csv "$out/torchvision-h100-$date_tag.csv" || true
-    fi
-    ;;
-  *)
-    echo "unknown phase $phase (torch-a, torch-b, stage, ort)"
-    exit 2
-    ;;
-esac
-ls -la "$out"
+  case "$phase" in
+    torch-a)  # GPU tests that need no onnxruntime-gpu; torch eager everywhere; torch.compile FP16 at 18 and 50
+      python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py -k "torch and not bench" || true
+      bench "h100-$date_tag-torch" --engine=torch --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
+      bench "h100-$date_tag-compile-a" --engine=torch-compile --depth=18,50 --precision=fp16 --batch=1,256
+      ;;
+    torch-b)  # torch.compile FP16 at 152 (the anchors' grid: batch 1 and 256), and FP32 at 50 beside it
+      bench "h100-$date_tag-compile-b" --engine=torch-compile --depth=152 --precision=fp16 --batch=1,256
+      bench "h100-$date_tag-compile-c" --engine=torch-compile --depth=50 --precision=fp32 --batch=1,256
+      ;;
+    stage)    # only carries a part of the wheel bundle
+      ;;
+    ort)      # needs the bundle: every GPU test, ONNX Runtime CUDA at every depth, torchvision on the GPU
+      python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py || true
+      bench "h100-$date_tag-ort" --engine=ort-cuda --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
+      if python3 -c "import torchvision" 2>/dev/null; then
+        python3 benchmarks/torchvision-equivalence/check.py --device cuda --csv "$out/torchvision-h100-$date_tag.csv" || true
+      fi
+      ;;
+    *)
+      echo "unknown phase $phase (torch-a, torch-b, stage, ort)"
+      return 2
+      ;;
+  esac
+  ls -la "$out"
+}
+
+run_phase 2>&1 | tee -a "$log"
+exit "${PIPESTATUS[0]}"
