@@ -23,7 +23,6 @@ from .engine import RTX_DEFAULT_TARGETS, _cc_tuple, cuda_device_info, load_cudar
 from .versions import dist_version, onnxruntime_wheel
 
 
-
 def _row(name: str, *, installed: bool, version: str | None, runs: bool, why: str = "", **extra: Any) -> dict[str, Any]:
     return {"name": name, "installed": installed, "version": version, "runs": runs, "why": "" if runs else why, **extra}
 

@@ -90,6 +90,12 @@ REUSE_KEYS = (
 )
 DLA_PRECISIONS = ("fp16", "int8")
 
+
+def check_dla_core(core: Any) -> None:
+    """A DLA core number is an integer >= 0 (what the builder and the runtime both take)."""
+    if isinstance(core, bool) or not isinstance(core, int) or core < 0:
+        raise UserError(f"DLA core must be an integer >= 0 (got {core!r})")
+
 ProgressCallback = Callable[[str, int, int], Any]
 """``progress(phase, step, total)``; called when a phase starts (step 0) and after each step.
 Returning ``False`` asks the builder to cancel (``IProgressMonitor.step_complete``)."""
@@ -227,7 +233,9 @@ class BuildOptions:
         return [self.min_batch, self.opt_batch, self.max_batch]
 
     def check_precision(self, precision: str) -> None:
-        """Checks that need the precision: DLA runs FP16 and INT8 only."""
+        """The precision is one this module builds, and one these options can build (DLA: FP16, INT8)."""
+        if precision not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         if self.dla_core is not None and precision not in DLA_PRECISIONS:
             raise UserError(f"DLA runs FP16 and INT8 only, not {precision}: build --precision fp16 or int8 for --dla-core")
 
@@ -247,9 +255,8 @@ class BuildOptions:
             raise UserError(f"builder optimization level must be 0..{MAX_OPT_LEVEL} (got {self.opt_level!r})")
         if self.workspace_mib is not None and (not isinstance(self.workspace_mib, int) or self.workspace_mib < 1):
             raise UserError(f"workspace must be a positive number of MiB (got {self.workspace_mib!r})")
-        if self.dla_core is not None and (isinstance(self.dla_core, bool) or not isinstance(self.dla_core, int)
-                                          or self.dla_core < 0):
-            raise UserError(f"DLA core must be an integer >= 0 (got {self.dla_core!r})")
+        if self.dla_core is not None:
+            check_dla_core(self.dla_core)
         if self.dla_core is None and not self.gpu_fallback:
             raise UserError("GPU fallback only applies to DLA builds: add --dla-core N, or drop --no-gpu-fallback")
         if self.flavour == "trt":
@@ -597,8 +604,6 @@ def _target(trt, opts: BuildOptions, device: dict[str, Any] | None) -> dict[str,
 def request_facts(onnx_path: str | os.PathLike[str], opts: BuildOptions, *, precision: str) -> dict[str, Any]:
     """What a build of ``onnx_path`` with ``opts`` would record; feed it to :func:`needs_rebuild`."""
     opts.validate()
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     opts.check_precision(precision)
     onnx_path = Path(onnx_path)
     if not onnx_path.is_file():
@@ -801,8 +806,6 @@ def build_engine(
 ) -> dict[str, Any]:
     """Build ``onnx_path`` into ``engine_path`` and write its manifest; return the manifest."""
     opts.validate()
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
     opts.check_precision(precision)
     onnx_path, engine_path = Path(onnx_path), Path(engine_path)
     if not onnx_path.is_file():

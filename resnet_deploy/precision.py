@@ -78,7 +78,6 @@ def _modelopt(module: str):
         raise BackendUnavailable("modelopt", f"cannot import {module} ({first}); {INSTALL_HINT}") from None
 
 
-
 def modelopt_available() -> tuple[bool, str]:
     """``(True, version)`` if ModelOpt's ONNX tools import, else ``(False, reason)`` (for ``doctor``)."""
     try:

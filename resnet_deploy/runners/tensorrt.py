@@ -56,6 +56,7 @@ from ..artifacts import read_manifest, sha256_file
 from ..engine import (
     FLAVOURS,
     _cc_tuple,
+    check_dla_core,
     cuda_device_info,
     cuda_error_name,
     import_flavour,
@@ -235,8 +236,7 @@ class TensorRTRunner(Runner):
                 raise UserError(f"{self.engine_path.name} was built for the GPU, not a DLA: rebuild it with --dla-core")
             return None
         core = built if requested is None else requested
-        if isinstance(core, bool) or not isinstance(core, int) or core < 0:
-            raise UserError(f"DLA core must be an integer >= 0 (got {core!r})")
+        check_dla_core(core)
         cores = int(getattr(self._runtime, "num_DLA_cores", 0) or 0)
         if core >= cores:
             have = f"{cores} (0..{cores - 1})" if cores else "none"
