@@ -458,12 +458,12 @@ def test_ort_cuda_that_falls_back_to_cpu_is_unavailable(exported, monkeypatch):
 
     m = exported("resnet18")
     monkeypatch.setattr(ort, "get_available_providers", lambda: ["CUDAExecutionProvider", "CPUExecutionProvider"])
-    monkeypatch.setattr(ort_runner, "_PRELOAD_REPORT", None)
+    ort_runner.preload_cuda_libraries.cache_clear()
     monkeypatch.setattr(ort, "preload_dlls", lambda: print("Failed to load libcudnn.so.9: cannot open shared object file"),
                         raising=False)
     with pytest.raises(BackendUnavailable, match=r"has CUDAExecutionProvider but could not start it.*fell back to CPUExecutionProvider.*libcudnn"):
         open_runner("ort-cuda", m["path"], precision="fp32")
-    monkeypatch.setattr(ort_runner, "_PRELOAD_REPORT", None)
+    ort_runner.preload_cuda_libraries.cache_clear()
 
 
 def test_merge_runs_from_one_device(e2e_run, tmp_path):

@@ -13,6 +13,7 @@ on the CPU provider too (the buffers are then host memory).
 from __future__ import annotations
 
 import contextlib
+import functools
 import io as _io
 import os
 from typing import Any
@@ -33,10 +34,8 @@ def import_ort():
     return onnxruntime
 
 
-_PRELOAD_REPORT: list[str] | None = None
-
-
-def preload_cuda_libraries(ort) -> list[str]:
+@functools.cache
+def preload_cuda_libraries(ort) -> tuple[str, ...]:
     """``onnxruntime.preload_dlls()`` once per process; returns the lines it printed.
 
     onnxruntime-gpu loads CUDA and cuDNN lazily when a CUDA session starts; from pip-installed
@@ -44,18 +43,15 @@ def preload_cuda_libraries(ort) -> list[str]:
     ``preload_dlls`` (onnxruntime >= 1.21). It prints its failures on stdout, which would corrupt
     ``--json`` output, so they are captured here and quoted if the CUDA provider then fails.
     """
-    global _PRELOAD_REPORT
-    if _PRELOAD_REPORT is None:
-        out = _io.StringIO()
-        fn = getattr(ort, "preload_dlls", None)
-        if fn is not None:
-            try:
-                with contextlib.redirect_stdout(out):
-                    fn()
-            except Exception as e:  # noqa: BLE001 - best effort: the provider check below decides
-                out.write(f"preload_dlls failed: {e}\n")
-        _PRELOAD_REPORT = [line.strip() for line in out.getvalue().splitlines() if line.strip()]
-    return _PRELOAD_REPORT
+    out = _io.StringIO()
+    fn = getattr(ort, "preload_dlls", None)
+    if fn is not None:
+        try:
+            with contextlib.redirect_stdout(out):
+                fn()
+        except Exception as e:  # noqa: BLE001 - best effort: the provider check below decides
+            out.write(f"preload_dlls failed: {e}\n")
+    return tuple(line.strip() for line in out.getvalue().splitlines() if line.strip())
 
 
 class OrtRunner(Runner):
@@ -95,7 +91,7 @@ class OrtRunner(Runner):
         self._io: DeviceIO | None = None
         if not os.path.isfile(self.path):
             raise UserError(f"ONNX model not found: {self.path}")
-        preload = preload_cuda_libraries(ort) if self.device_type == "cuda" else []
+        preload = preload_cuda_libraries(ort) if self.device_type == "cuda" else ()
         try:
             self.session = ort.InferenceSession(self.path, options, providers=providers)
         except Exception as e:  # noqa: BLE001 - ORT raises its own exception types for bad models
@@ -104,7 +100,7 @@ class OrtRunner(Runner):
         if wanted[0] not in active:
             # ORT falls back to the next provider with only a log line when a provider's libraries
             # do not load: a CPU figure must never be reported as ort-cuda.
-            failed = next((line for line in preload if "Failed to load" in line or "failed" in line), None)
+            failed = next((line for line in preload if "failed" in line.lower()), None)
             raise BackendUnavailable(
                 backend,
                 f"onnxruntime has {wanted[0]} but could not start it (session fell back to {', '.join(active)})"
