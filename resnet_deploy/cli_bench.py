@@ -151,14 +151,13 @@ def bench_merge(
     as_json: bool = JsonOpt,
 ) -> None:
     """One report from several bench runs on the same device (a sweep split across jobs)."""
-    from .bench import load_results, merge_results
+    from .bench import merge_results
 
     with handled(as_json):
-        files = merge_results(runs, out_dir, run_id=run_id)
-        rows = load_results(out_dir)["rows"]
+        merged = merge_results(runs, out_dir, run_id=run_id)
 
     def render() -> None:
-        out.print(results_table(rows, f"merged {len(runs)} runs into {out_dir}"))
-        out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in files.values()))
+        out.print(results_table(merged.rows, f"merged {len(runs)} runs into {out_dir}"))
+        out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in merged.files.values()))
 
-    emit(as_json, {"out_dir": str(out_dir), "files": files, "rows": rows}, render)
+    emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": merged.rows}, render)

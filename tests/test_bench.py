@@ -483,15 +483,16 @@ def test_merge_runs_from_one_device(e2e_run, tmp_path):
     later = tmp_path / "later"
     later.mkdir()
     (later / "results.json").write_text(json.dumps(second))
-    files = merge_results([later, e2e_run.out_dir / "results.json"], tmp_path / "merged")  # order given does not matter
+    result = merge_results([later, e2e_run.out_dir / "results.json"], tmp_path / "merged")  # order given does not matter
     merged = load_results(tmp_path / "merged")
+    assert [r["run_id"] for r in result.rows] == [r["run_id"] for r in merged["rows"]]
     rows = {(r["backend"], r["batch"]): r for r in merged["rows"]}
     assert rows[("ort", 2)]["latency_p50_ms"] == 123.0 and rows[("ort", 2)]["run_id"] == "e2e-later"
     assert rows[("ort", 1)]["run_id"] == "e2e" and rows[("ort-cuda", None)]["status"] == "unavailable"
     assert len(merged["rows"]) == len(first["rows"]) + 1
     assert merged["config"]["engines"] == ["torch", "ort", "trt-rtx", "ort-cuda"]
     assert merged["environment"]["merged_from"] == ["e2e", "e2e-later"]
-    md = Path(files["report"]).read_text()
+    md = Path(result.files["report"]).read_text()
     assert "Merged from 2 runs" in md and "min_time" in md
     assert (tmp_path / "merged" / "throughput_resnet18.png").read_bytes()[:8] == PNG_SIGNATURE
 

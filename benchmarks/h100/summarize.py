@@ -22,7 +22,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from resnet_deploy.bench import load_results, merge_results  # noqa: E402
+from resnet_deploy.bench import merge_results  # noqa: E402
+from resnet_deploy.bench.report import throughput  # noqa: E402
 
 OVERHEAD_BAR_PCT = 3.0
 
@@ -53,7 +54,7 @@ def anchor_best(path: Path) -> dict[int, tuple[float, str]]:
 
 
 def ips(row: dict | None) -> float | None:
-    return None if row is None else (row.get("compute_throughput_ips") or row.get("latency_throughput_ips"))
+    return None if row is None else throughput(row)
 
 
 def main() -> int:
@@ -65,9 +66,8 @@ def main() -> int:
     out = Path(args.out)
     with tempfile.TemporaryDirectory() as tmp:
         runs = unpack(args.runs, Path(tmp))
-        merge_results(runs, out, run_id=out.name)
-    data = load_results(out)
-    rows = [r for r in data["rows"] if r["status"] in ("ok", "failed")]
+        merged = merge_results(runs, out, run_id=out.name)
+    rows = [r for r in merged.rows if r["status"] in ("ok", "failed")]
 
     def get(backend: str, depth: int, precision: str, batch: int) -> dict | None:
         return next((r for r in rows if r["backend"] == backend and r["arch"] == f"resnet{depth}"
@@ -105,7 +105,7 @@ def main() -> int:
     checks.append((f"parity of every measured row ({len(rows)})", f"{len(failed)} failed", "0 failed",
                    None if not rows else not failed))
 
-    env = data["environment"]
+    env = merged.environment
     lines = [f"# Issue 5 on the H100: targets ({out.name})", "",
              f"Device: {env.get('device')}; runs: {', '.join(env.get('merged_from') or [])}. "
              "Throughput is compute-only (device-resident inputs), end to end beside it. Full table: report.md.", "",

@@ -430,12 +430,14 @@ def _device_key(env: dict[str, Any]) -> str:
     return str(gpu.get("name")) if gpu.get("present") else f"cpu: {env.get('cpu')}"
 
 
-def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id: str | None = None) -> dict[str, str]:
+def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id: str | None = None) -> SimpleNamespace:
     """One report from several runs on the same device (a sweep split across calls or jobs).
 
     Rows keep their own ``run_id``; a (depth, precision, backend, batch) measured twice keeps
     the later run's row. Runs from different devices are refused: their figures do not compare.
-    Writes results.json, results.csv, report.md and the plots into ``out_dir``; returns the files.
+    Writes results.json, results.csv, report.md and the plots into ``out_dir``. Returns the
+    merged run like :func:`~resnet_deploy.bench.run_bench` does: ``.rows``, ``.environment``,
+    ``.config``, ``.out_dir`` and ``.files`` (what was written).
     """
     runs = [load_results(s) for s in sources]
     if not runs:
@@ -470,6 +472,7 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
     result = SimpleNamespace(run_id=run_id or "+".join(str(i) for i in env["merged_from"]), environment=env,
                              config=config, rows=list(rows.values()), interrupted=any(r.get("interrupted") for r in runs),
                              started=stamp(runs[0].get("started_utc")) or 0.0,
-                             finished=stamp(runs[-1].get("finished_utc")))
-    return ResultWriter(out_dir).write_final(result)
+                             finished=stamp(runs[-1].get("finished_utc")), out_dir=Path(out_dir))
+    result.files = ResultWriter(out_dir).write_final(result)
+    return result
 
