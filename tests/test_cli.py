@@ -95,6 +95,13 @@ def test_onnxruntime_wheel_is_the_one_the_import_loads(tmp_path):
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(site), os.environ.get("PYTHONPATH", "")])}
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True).stdout
     assert out.strip() == "('9.9.9', 'onnxruntime-gpu') 9.9.9"
+    # The same -gpu wheel installed but *behind* site-packages: the import loads the CPU wheel,
+    # and that is the one to name (not whichever distribution is looked up first).
+    behind = (f"import sys; sys.path.append({str(site)!r}); " + code)
+    out = subprocess.run([sys.executable, "-c", behind], capture_output=True, text=True, check=True,
+                         env={k: v for k, v in os.environ.items() if k != "PYTHONPATH"}).stdout
+    version, loaded = out.strip().rsplit(" ", 1)
+    assert version == f"({loaded!r}, 'onnxruntime')" and loaded != "9.9.9"
     from resnet_deploy.versions import onnxruntime_wheel
 
     import onnxruntime

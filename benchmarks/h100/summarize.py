@@ -24,6 +24,7 @@ sys.path.insert(0, str(ROOT))
 
 from resnet_deploy.bench import merge_results  # noqa: E402
 from resnet_deploy.bench.report import throughput  # noqa: E402
+from resnet_deploy.errors import UserError  # noqa: E402
 
 OVERHEAD_BAR_PCT = 3.0
 
@@ -64,9 +65,14 @@ def main() -> int:
     ap.add_argument("--out", required=True)
     args = ap.parse_args()
     out = Path(args.out)
-    with tempfile.TemporaryDirectory() as tmp:
-        runs = unpack(args.runs, Path(tmp))
-        merged = merge_results(runs, out, run_id=out.name)
+    try:
+        best = anchor_best(Path(args.anchors))
+        with tempfile.TemporaryDirectory() as tmp:
+            runs = unpack(args.runs, Path(tmp))
+            merged = merge_results(runs, out, run_id=out.name)
+    except (UserError, OSError, tarfile.TarError, KeyError, ValueError) as e:
+        print(f"summarize.py: error: {e}", file=sys.stderr)
+        return 2
     rows = [r for r in merged.rows if r["status"] in ("ok", "failed")]
 
     def get(backend: str, depth: int, precision: str, batch: int) -> dict | None:
@@ -89,7 +95,7 @@ def main() -> int:
     checks.append(("ResNet-50 FP16 b1, torch.compile latency p50",
                    "not measured" if not v else f"{v:.3f} ms (end to end {b1['latency_p50_ms']:.3f})", "<= 0.47 ms",
                    None if not v else v <= 0.47 and b1["status"] == "ok"))
-    for depth, (bar, who) in sorted(anchor_best(Path(args.anchors)).items()):
+    for depth, (bar, who) in sorted(best.items()):
         cands = [r for r in rows if r["arch"] == f"resnet{depth}" and r["precision"] == "fp16" and r["batch"] == 256
                  and r["status"] == "ok"]
         top = max(cands, key=lambda r: ips(r) or 0, default=None)
