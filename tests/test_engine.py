@@ -622,6 +622,7 @@ def _fake_trt(cudart: _FakeCudart):
             runtimes.append(self)
 
         def deserialize_cuda_engine(self, blob):
+            self.core_at_deserialize = self.DLA_core  # IRuntime.DLA_core must be set before this
             return Engine() if blob == b"fake-engine" else None
 
     return types.SimpleNamespace(
@@ -1018,10 +1019,10 @@ def test_runner_sets_the_dla_core_before_deserializing(fake_runner_env):
     write_manifest(path, {**manifest, "dla_core": 1, "precision": "fp16"})
     fake = rt.import_flavour("trt")
     r = rt.TensorRTRunner(path)
-    assert r.dla_core == 1 and fake.runtimes[-1].DLA_core == 1 and r.describe()["dla_core"] == 1
+    assert r.dla_core == 1 and fake.runtimes[-1].core_at_deserialize == 1 and r.describe()["dla_core"] == 1
     r.close()
     r = rt.TensorRTRunner(path, dla_core=0)  # the other core of the same Orin
-    assert fake.runtimes[-1].DLA_core == 0
+    assert fake.runtimes[-1].core_at_deserialize == 0
     r.close()
     with pytest.raises(UserError, match=r"runs on DLA core 2, but this device's DLA cores: 2 \(0..1\)"):
         rt.TensorRTRunner(path, dla_core=2)
