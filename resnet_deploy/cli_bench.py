@@ -21,9 +21,10 @@ def _fmt(v: Any, spec: str) -> str:
 def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Measured rows in a table; the compute-only column only where a GPU backend measured one."""
     gpu = any(r.get("compute_throughput_ips") for r in rows)
+    streams = any(r.get("streams_throughput_ips") is not None for r in rows)
     t = Table(title=title, title_justify="left")
-    cols = ["model", "prec", "backend", "batch", "p50 ms", "p99 ms", "img/s"] + (["compute img/s"] if gpu else []) + [
-        "rel L2", "top-1", "overhead", "verdict"]
+    cols = ["model", "prec", "backend", "batch", "p50 ms", "p99 ms", "img/s"] + (["compute img/s"] if gpu else []) + (
+        ["streams img/s"] if streams else []) + ["rel L2", "top-1", "overhead", "verdict"]
     for c in cols:
         t.add_column(c, justify="right" if c not in ("model", "prec", "backend", "verdict") else "left")
     for r in rows:
@@ -36,6 +37,10 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
                      _fmt(r["latency_throughput_ips"], ",.1f")]
             if gpu:
                 cells.append(_fmt(r.get("compute_throughput_ips"), ",.1f"))
+            if streams:
+                cells.append("-" if r.get("streams_throughput_ips") is None else
+                             f"{r['streams']}: {r['streams_throughput_ips']:,.1f}"
+                             + ("" if r.get("streams_gain_pct") is None else f" ({r['streams_gain_pct']:+.0f}%)"))
             cells += [_fmt(r.get("parity_rel_l2"), ".1e"), _fmt(r.get("parity_top1"), ".0%"),
                       "-" if oh is None else f"{oh:+.1f}%", verdict]
             t.add_row(*cells)
@@ -68,6 +73,8 @@ def bench(
     buffers: int = typer.Option(4, "--buffers", help="Pre-made random input buffers rotated between calls."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and ONNX Runtime (default: theirs)."),
     bare: bool = typer.Option(True, "--bare/--no-bare", help="Also time a bare loop and report the harness overhead."),
+    streams: int = typer.Option(1, "--streams", help="Also time N instances of each backend at once, each in its own "
+                                "thread (and CUDA stream): offline throughput with several streams. 1: off."),
     ort_cuda_graph: bool = typer.Option(True, "--ort-cuda-graph/--no-ort-cuda-graph", help="CUDA graphs for ort-cuda."),
     tf32: bool = typer.Option(False, "--tf32/--no-tf32", help="Let GPU FP32 use TF32 math (torch, ort-cuda): faster, "
                               "but FP32 rows then usually miss the FP32 parity bar."),
@@ -94,7 +101,7 @@ def bench(
             raise UserError(f"--run-id must be a plain folder name, got {run_id!r}")
         cfg = BenchConfig(engines=engines, depths=depths, precisions=precisions, batches=batches, min_time=min_time,
                           min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
-                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32)
+                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams)
         cfg.validate()
         command = "resnet-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if as_json:

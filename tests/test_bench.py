@@ -20,8 +20,8 @@ from typer.testing import CliRunner
 from resnet_deploy.bench import ROW_FIELDS, SCHEMA_VERSION, BenchConfig, parse_list, run_bench
 from resnet_deploy.bench import harness as H
 from resnet_deploy.bench.backends import Bound, MemoryProbe, is_oom, padded_infer, torch_cuda
-from resnet_deploy.bench.timing import (RssProbe, Stats, bare_loop, measure, overhead_pct, paired_overhead,
-                                        percentile)
+from resnet_deploy.bench.timing import (RssProbe, Stats, bare_loop, measure, measure_concurrent, overhead_pct,
+                                        paired_overhead, percentile)
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 
@@ -99,6 +99,51 @@ def test_bare_loop_and_paired_overhead_on_a_known_sleep():
     assert overhead_pct(11.0, 10.0) == pytest.approx(10.0) and math.isnan(overhead_pct(1.0, 0.0))
 
 
+def test_concurrent_sleepers_overlap():
+    """Two streams that sleep 10 ms per call: one stream can never exceed 100 calls/s (a sleep
+    never returns early), so a total above that shows they really ran at once."""
+    import threading
+
+    where: list[int] = []
+
+    def ctx():
+        where.append(threading.get_ident())
+        import contextlib
+
+        return contextlib.nullcontext()
+
+    def call(i):
+        time.sleep(0.01)
+        return np.full((1, 2), i, dtype=np.float32)
+
+    t = measure_concurrent([call, call], 3, warmup=1, min_time=0.3, min_iters=5, contexts=[ctx, ctx])
+    assert t.streams == 2 and all(c >= 5 for c in t.calls) and t.total_calls == len(t.samples_ms)
+    assert all(ms >= 10.0 for ms in t.samples_ms)
+    assert 100 < t.throughput(1) <= 200
+    assert t.throughput(4) == pytest.approx(4 * t.throughput(1))
+    # each context was entered inside its own stream's thread, not the caller's
+    assert len(set(where)) == 2 and threading.get_ident() not in where
+    # each stream's last output is kept with the buffer it came from
+    for idx, out in t.last:
+        assert 0 <= idx < 3 and out[0, 0] == idx
+
+
+@pytest.mark.parametrize("when", ["warm-up", "timed"])
+def test_concurrent_failure_in_one_stream_is_raised_without_a_hang(when):
+    calls = {"n": 0}
+
+    def bad(i):
+        calls["n"] += 1
+        if when == "warm-up" or calls["n"] > 3:
+            raise RuntimeError("stream broke")
+        time.sleep(0.001)
+
+    t0 = time.perf_counter()
+    with pytest.raises(RuntimeError, match="stream broke"):
+        measure_concurrent([sleeper(0.001), bad], 2, warmup=1, min_time=30.0, min_iters=2)
+    assert time.perf_counter() - t0 < 10  # the other stream and the timer stopped at once
+
+
 def test_percentiles_match_numpy():
     rng = np.random.default_rng(1)
     x = rng.exponential(size=101).tolist()
@@ -170,7 +215,11 @@ class Tiny(nn.Module):
 
 
 class FakePrep:
-    """A backend that behaves as told: correct, wrong, out of memory, or interrupted."""
+    """A backend that behaves as told: correct, wrong, out of memory, interrupted, or (``clash``)
+    correct alone but wrong whenever two of its instances run at once."""
+
+    in_flight = 0
+    lock = __import__("threading").Lock()
 
     def __init__(self, model, mode, rss):
         self.backend, self.device, self.load_s, self.notes = "fake", "cpu", 0.0, ["fake"]
@@ -192,8 +241,18 @@ class FakePrep:
             raise KeyboardInterrupt
 
         def e2e(i):
-            time.sleep(0.001)
-            return self.run(inputs[i])
+            if self.mode != "clash":
+                time.sleep(0.001)
+                return self.run(inputs[i])
+            with FakePrep.lock:
+                FakePrep.in_flight += 1
+                crowd = FakePrep.in_flight
+            time.sleep(0.003)
+            with FakePrep.lock:
+                crowd = max(crowd, FakePrep.in_flight)
+                FakePrep.in_flight -= 1
+            y = self.run(inputs[i])
+            return y * 0.0 if crowd > 1 else y  # e.g. an output buffer the instances share
 
         return Bound(batch=batch, e2e=e2e, infer=padded_infer(self.run, batch))
 
@@ -232,8 +291,8 @@ def fake_sweep(monkeypatch):
 
 
 def quick_cfg(engines, batches=(1, 2, 4), **kw):
-    return BenchConfig(engines=list(engines), depths=[18], precisions=["fp32"], batches=list(batches), min_time=0.0,
-                       min_iters=3, warmup=1, bare_rounds=2, **kw)
+    kw = {"min_time": 0.0, "min_iters": 3, "warmup": 1, "bare_rounds": 2, **kw}
+    return BenchConfig(engines=list(engines), depths=[18], precisions=["fp32"], batches=list(batches), **kw)
 
 
 def test_sweep_marks_parity_failures_oom_and_goes_on(fake_sweep, tmp_path):
@@ -258,6 +317,55 @@ def test_sweep_marks_parity_failures_oom_and_goes_on(fake_sweep, tmp_path):
             assert row["parity_rel_l2"] is not None and row["parity_top1"] is not None
     report = (tmp_path / "fake" / "report.md").read_text()
     assert "**FAILED**" in report and "unavailable: not here" in report and "skipped: out of memory" in report
+
+
+def test_several_streams_figures_and_what_they_check(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "good", "ort": "clash", "torch-compile": "good"})
+    r = run_bench(quick_cfg(["torch", "ort", "torch-compile"], batches=(1, 2), streams=3, min_time=0.05), out=tmp_path,
+                  run_id="st")
+    by = {(row["backend"], row["batch"]): row for row in r.rows}
+    for b in (1, 2):
+        good = by[("torch", b)]
+        assert good["status"] == "ok" and good["streams"] == 3 and good["streams_calls"] >= 9
+        assert good["streams_throughput_ips"] > 0 and good["streams_p50_ms"] > 0
+        assert good["streams_gain_pct"] == pytest.approx(
+            (good["streams_throughput_ips"] / good["latency_throughput_ips"] - 1) * 100)
+        assert good["streams_note"].startswith("3 streams, each a Python thread")
+        # instances that are right alone but corrupt each other under load fail the row
+        bad = by[("ort", b)]
+        assert bad["status"] == "failed" and bad["parity_passed"] is False
+        assert "under load differs from the same input run alone" in bad["parity_failures"]
+        assert bad["latency_p50_ms"] > 0 and bad["streams_throughput_ips"] > 0  # figures kept, marked failed
+        # not measured where it is not known to work, and the row says why
+        tc = by[("torch-compile", b)]
+        assert tc["status"] == "ok" and tc["streams"] is None and "single-stream only" in tc["streams_note"]
+    # the single-stream instance plus three fresh ones per backend, all closed
+    assert len(fake_sweep.opened) == 3 * 4 - 3 and all(p.closed for p in fake_sweep.opened)
+    md = (tmp_path / "st" / "report.md").read_text()
+    assert "streams: img/s (gain)" in md and "several streams img/s" in md and "--streams 3" in md
+    assert "| 3: " in md and "**FAILED**" in md and "single-stream only" in md
+    data = json.loads((tmp_path / "st" / "results.json").read_text())
+    assert {"streams", "streams_throughput_ips", "streams_gain_pct", "streams_note"} <= set(data["row_fields"])
+    assert {s["backend"]: s["offline_streams"] for s in data["scenarios"]} == {"torch": 3, "ort": 3, "torch-compile": None}
+
+
+def test_several_streams_that_cannot_open_are_noted(fake_sweep, tmp_path, monkeypatch):
+    fake_sweep.update({"torch": "good"})
+    real = H.prepare
+    n = {"opened": 0}
+
+    def prepare(backend, **kw):
+        n["opened"] += 1
+        if n["opened"] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(backend, **kw)
+
+    monkeypatch.setattr(H, "prepare", prepare)
+    r = run_bench(quick_cfg(["torch"], batches=(1,), streams=2), out=tmp_path, run_id="no")
+    row = r.rows[0]
+    assert row["status"] == "ok" and row["streams"] is None
+    assert row["streams_note"].startswith("could not open 2 instances: out of memory")
+    assert all(p.closed for p in fake_sweep.opened)
 
 
 def test_ctrl_c_writes_what_was_measured(fake_sweep, tmp_path):
@@ -292,6 +400,7 @@ def test_cli_json_and_exit_codes(fake_sweep, tmp_path):
     (["-d", "17"], "17"),
     (["--min-time", "-1"], "min-time"),
     (["--run-id", "../x"], "run-id"),
+    (["--streams", "0"], "streams"),
 ])
 def test_cli_bad_input_is_one_line(args, words, tmp_path):
     res = cli.invoke(app, ["bench", *args, "--out", str(tmp_path)])
@@ -535,3 +644,21 @@ def test_ort_cuda_graph_refused_at_session_creation_falls_back(exported):
     assert any(n.startswith("CUDA graph capture failed (onnxruntime cannot load") for n in bound.notes)
     assert any(n.startswith("I/O binding,") and "CUDA graph" not in n for n in bound.notes)
     bound.close()
+
+
+def test_several_streams_end_to_end(exported, tmp_path):
+    """Real backends, two instances at once: each passes parity alone and under load, the
+    figures and the note are filled in, and torch's CPU thread count is put back afterwards."""
+    exported("resnet18")
+    threads = torch.get_num_threads()
+    cfg = BenchConfig(engines=["torch", "ort"], depths=[18], precisions=["fp32"], batches=[1], min_time=0.05,
+                      min_iters=2, warmup=1, bare=False, streams=2, artifacts=str(exported.root))
+    r = run_bench(cfg, out=tmp_path, run_id="s", command="pytest")
+    for row in r.rows:
+        assert row["status"] == "ok", row["reason"]
+        assert row["streams"] == 2 and row["streams_calls"] >= 4 and row["streams_throughput_ips"] > 0
+        assert row["streams_note"].startswith("2 streams")
+        if not (row["backend"] == "torch" and torch_cuda()):
+            cores = H.usable_cores()
+            assert f"and {max(1, cores // 2)} CPU thread" in row["streams_note"]
+    assert torch.get_num_threads() == threads

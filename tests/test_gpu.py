@@ -121,3 +121,22 @@ def test_bench_gpu_rows(exported, tmp_path):
     torch_rows = [r for r in rows if r["backend"] == "torch"]
     assert all(r["compute_clock"] == "cuda-events (torch)" for r in torch_rows), {r["compute_clock"] for r in torch_rows}
     assert result.environment["gpu"]["present"] is True, result.environment["gpu"]
+
+
+@needs_cuda
+def test_bench_several_streams_on_the_gpu(exported, tmp_path):
+    """Two instances at once, each on its own CUDA stream (torch) or session (ort-cuda): parity
+    alone and under load, and the aggregate figure."""
+    from resnet_deploy.bench import BenchConfig, run_bench
+
+    exported("resnet18")
+    engines = ["torch"] + (["ort-cuda"] if _ort_cuda_reason() is None else [])
+    cfg = BenchConfig(engines=engines, depths=[18], precisions=["fp16"], batches=[8], min_time=0.3, min_iters=5,
+                      warmup=3, bare=False, streams=2, artifacts=str(exported.root))
+    result = run_bench(cfg, out=tmp_path, run_id="gpu-streams", command="pytest")
+    rows = [r for r in result.rows if r["backend"] in engines]
+    assert len(rows) == len(engines), [(r["backend"], r["status"], r["reason"]) for r in result.rows]
+    for r in rows:
+        assert r["status"] == "ok", (r["backend"], r["reason"], r["streams_note"])
+        assert r["streams"] == 2 and r["streams_throughput_ips"] > 0, r["streams_note"]
+        assert "CUDA stream" in r["streams_note"]

@@ -292,8 +292,23 @@ class TorchPrepared(Prepared):
         self.load_s = time.perf_counter() - t0
         self.device = self.runner.describe().get("device", "cpu")
 
+    stream = None  # a CUDA stream of its own (several streams); None: torch's default stream
+
+    def use_own_stream(self) -> None:
+        """Run on a CUDA stream of this instance's own (several-streams timing), not the default."""
+        if self.gpu:
+            self.stream = _torch().cuda.Stream()
+
     def context(self):
-        return _torch().inference_mode()
+        """Entered in the thread that runs this instance: inference mode and, if it has one, its stream."""
+        import contextlib
+
+        torch = _torch()
+        stack = contextlib.ExitStack()
+        stack.enter_context(torch.inference_mode())
+        if self.stream is not None:
+            stack.enter_context(torch.cuda.stream(self.stream))
+        return stack
 
     def bind(self, batch: int, inputs: list[np.ndarray]) -> Bound:
         torch = _torch()

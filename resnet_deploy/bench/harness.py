@@ -13,6 +13,11 @@ FP16/INT8 ONNX by :func:`resnet_deploy.quantize.ensure_precision_onnx`, engines 
    ``min_iters`` (end-to-end; plus compute-only on GPU backends);
 3. optionally the bare loop on the same call and inputs, for the harness-overhead figure.
 
+With ``streams > 1`` (:func:`streams_pass`), after a backend's single-stream rows, that many
+fresh instances of it run at once, one thread each, and each row gains the ``streams_*``
+figures (aggregate images/s, latency under load) after the same parity checks, plus one more:
+each stream's output under load must match the same input run alone.
+
 A backend that cannot run here gives one ``unavailable`` row with the reason; an error or an
 out-of-memory at one batch is recorded and the sweep goes on (after an out-of-memory the
 larger batches of that backend are ``skipped``). Ctrl-C stops the sweep; what was measured is
@@ -35,10 +40,15 @@ from ..artifacts import DEFAULT_ROOT
 from ..errors import BackendUnavailable, UserError
 from ..runners import BACKENDS
 from .backends import availability, is_gpu, is_oom, prepare
-from .timing import RssProbe, cpu_pressure, load_average, measure, paired_overhead
+from .timing import RssProbe, cpu_pressure, load_average, measure, measure_concurrent, paired_overhead
 
 ALL_DEPTHS = (18, 34, 50, 101, 152)
 BENCH_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+MAX_STREAMS = 16
+STREAMS_UNSUPPORTED = {
+    "torch-compile": ("not measured with several streams: torch.compile's CUDA graphs have not been checked from "
+                      "several threads at once; single-stream only"),
+}
 Progress = Callable[[str], None]
 
 
@@ -84,6 +94,7 @@ class BenchConfig:
     ort_cuda_graph: bool = True
     tf32: bool = False                 # GPU FP32 with TF32 math (faster; misses the FP32 parity bar)
     parity_random: int = 4
+    streams: int = 1                   # > 1: also time this many instances at once (offline, several streams)
 
     def validate(self) -> None:
         if not self.engines:
@@ -114,6 +125,8 @@ class BenchConfig:
             raise UserError("bare rounds must be at least 1")
         if self.threads is not None and self.threads < 1:
             raise UserError("--threads must be at least 1")
+        if not 1 <= self.streams <= MAX_STREAMS:
+            raise UserError(f"--streams must be within 1..{MAX_STREAMS}, got {self.streams}")
 
     def warmup_for(self, backend: str) -> int:
         if self.warmup is not None:
@@ -292,6 +305,146 @@ def bench_row(row: dict[str, Any], prep, batch: int, inputs: list[np.ndarray], r
 
 
 # ------------------------------------------------------------------------------------------
+# several streams (offline throughput with concurrent instances)
+# ------------------------------------------------------------------------------------------
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def streams_row(row: dict[str, Any], preps: list, inputs: list[np.ndarray], reference: np.ndarray,
+                parity_inputs: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
+    """Time ``len(preps)`` instances of one backend at once on one batch size; add the
+    ``streams_*`` figures to ``row`` (whose single-stream figures are already measured).
+
+    Correctness comes first here too: every instance passes parity on its own, and after the
+    concurrent run each stream's last output is compared with the same input run alone, so
+    that streams which corrupt each other's buffers fail the row instead of flattering it.
+    """
+    from ..compare import compare
+
+    batch, precision = row["batch"], row["precision"]
+    bounds = []
+    try:
+        for p in preps:
+            bounds.append(p.bind(batch, inputs))
+        failures = []
+        for k, (p, b) in enumerate(zip(preps, bounds)):
+            with p.context():
+                res = compare(reference, b.infer(parity_inputs), precision)
+            if not res.passed:
+                failures.append(f"stream {k} alone: " + "; ".join(res.failures))
+        with preps[0].context():
+            alone = [bounds[0].infer(x) for x in inputs]
+        ct = measure_concurrent([b.e2e for b in bounds], len(inputs), warmup=cfg.warmup_for(row["backend"]),
+                                min_time=cfg.min_time, min_iters=cfg.min_iters, contexts=[p.context for p in preps])
+        for k, (idx, out) in enumerate(ct.last):
+            res = compare(alone[idx], np.asarray(out, dtype=np.float32), precision)
+            if not res.passed:
+                failures.append(f"stream {k} under load differs from the same input run alone: "
+                                + "; ".join(res.failures))
+        ips = ct.throughput(batch)
+        single = row.get("latency_throughput_ips")
+        row.update(streams=len(preps), streams_throughput_ips=ips, streams_p50_ms=ct.stats.p50,
+                   streams_p99_ms=ct.stats.p99, streams_calls=ct.total_calls,
+                   streams_gain_pct=(ips / single - 1) * 100 if single else None)
+        if failures:
+            row["status"] = "failed"
+            row["parity_passed"] = False
+            row["parity_failures"] = "; ".join(f for f in [row.get("parity_failures"), *failures] if f)
+            row["reason"] = "parity failed: " + row["parity_failures"]
+    finally:
+        for b in bounds:
+            b.close()
+    return row
+
+
+def _streams_how(n: int, backend: str, gpu: bool, threads: int | None) -> str:
+    each = {"torch": "its own copy of the model" + (" on its own CUDA stream" if gpu else ""),
+            "ort": "its own InferenceSession", "ort-cuda": "its own InferenceSession (its own CUDA stream, I/O binding)",
+            "trt": "its own engine, execution context and CUDA stream",
+            "trt-rtx": "its own engine, execution context and CUDA stream"}.get(backend, "its own instance")
+    cpu = f" and {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ""
+    return f"{n} streams, each a Python thread with {each}{cpu}, timed end to end"
+
+
+def streams_pass(rows: list[dict[str, Any]], *, backend: str, model: Any, artifact: str | None, precision: str,
+                 reference: np.ndarray, parity_inputs: np.ndarray, cfg: BenchConfig, progress: Progress) -> None:
+    """The several-streams figure for every measured row of one (depth, precision, backend).
+
+    Runs after the single-stream rows (whose memory figures it must not disturb) and after
+    their instance is closed: ``cfg.streams`` fresh instances, on a CPU each with an equal
+    share of the cores (or ``--threads`` each). A failure here is recorded in ``streams_note``;
+    the single-stream figures stand.
+    """
+    if not rows:
+        return
+    why = STREAMS_UNSUPPORTED.get(backend)
+    if why is not None:
+        for r in rows:
+            r["streams_note"] = why
+        return
+    n = cfg.streams
+    gpu = is_gpu(backend)
+    per = None if gpu else (cfg.threads or max(1, usable_cores() // n))
+    torch_threads = None
+    preps: list = []
+    arch = rows[0]["arch"]
+    try:
+        if backend == "torch" and not gpu:
+            import torch
+
+            torch_threads = torch.get_num_threads()
+            torch.set_num_threads(per)
+        scratch = RssProbe()  # the rows' memory figures are taken; these instances are not measured for memory
+        for k in range(n):
+            progress(f"{arch} {precision} {backend}: opening instance {k + 1} of {n} for several streams")
+            p = prepare(backend, model=model, artifact=artifact, precision=precision, rss=scratch,
+                        ort_cuda_graph=cfg.ort_cuda_graph, threads=per, tf32=cfg.tf32)
+            preps.append(p)
+            if gpu and backend == "torch":
+                p.use_own_stream()
+        how = _streams_how(n, backend, gpu, per)
+        oom_at = None
+        for row in rows:
+            if oom_at is not None:
+                row["streams_note"] = f"skipped: out of memory with {n} streams at batch {oom_at}"
+                continue
+            progress(f"{arch} {precision} {backend} batch {row['batch']}: {n} streams")
+            try:
+                streams_row(row, preps, _inputs(row["batch"], cfg.buffers, cfg.seed), reference, parity_inputs, cfg)
+                row["streams_note"] = how
+            except KeyboardInterrupt:
+                raise
+            except Exception as e:  # noqa: BLE001 - recorded; the single-stream figures stand
+                oom = is_oom(e)
+                if oom:
+                    oom_at = row["batch"]
+                row["streams_note"] = ("out of memory: " if oom else "error: ") + _fmt_exc(e)
+                gc.collect()
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:  # noqa: BLE001 - could not open the instances
+        text = e.reason if isinstance(e, BackendUnavailable) else _fmt_exc(e)
+        for r in rows:
+            if not r.get("streams_note"):
+                r["streams_note"] = f"could not open {n} instances: " + ("out of memory: " if is_oom(e) else "") + text
+    finally:
+        for p in preps:
+            p.close()
+        preps.clear()
+        if torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(torch_threads)
+        gc.collect()
+
+
+# ------------------------------------------------------------------------------------------
 # the sweep
 # ------------------------------------------------------------------------------------------
 
@@ -394,6 +547,7 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                         emit(row, n_b)
                         continue
                     oom_at = None
+                    measured: list[dict[str, Any]] = []
                     try:
                         for batch in cfg.batches:
                             row = new_row(run_id, arch, depth, precision, backend, batch)
@@ -418,11 +572,18 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                                 row.update(status="error", reason=("out of memory: " if oom else "") + _fmt_exc(e))
                                 _clear_numbers(row)
                                 gc.collect()
+                            if row["status"] == "ok":
+                                measured.append(row)
                             emit(row)
                     finally:
                         prep.close()
                         del prep
                         gc.collect()
+                    if cfg.streams > 1 and measured:
+                        streams_pass(measured, backend=backend, model=model, artifact=artifact, precision=precision,
+                                     reference=reference, parity_inputs=parity_inputs, cfg=cfg, progress=progress)
+                        if writer is not None:
+                            writer.write_partial(result)
             del model
             gc.collect()
     except KeyboardInterrupt:

@@ -38,6 +38,9 @@ ROW_FIELDS = (
     "parity_failures", "parity_bar_rel_l2", "parity_bar_top1",
     # does the harness cost speed?
     "bare_mean_ms", "harness_mean_ms", "harness_overhead_pct",
+    # several streams at once (offline; end to end; --streams N)
+    "streams", "streams_throughput_ips", "streams_p50_ms", "streams_p99_ms", "streams_calls", "streams_gain_pct",
+    "streams_note",
     "load_avg_1m", "cpu_pressure_pct", "notes",
 )
 STATUSES = ("ok", "failed", "unavailable", "error", "skipped")
@@ -81,6 +84,8 @@ def scenarios(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
             "single_stream_compute_p50_ms": one and one.get("compute_p50_ms"),
             "offline_batch": big["batch"], "offline_ips": big.get("latency_throughput_ips"),
             "offline_compute_ips": big.get("compute_throughput_ips"),
+            "offline_streams": big.get("streams") if big.get("streams_throughput_ips") else None,
+            "offline_streams_ips": big.get("streams_throughput_ips"),
             "parity_ok": all(r["status"] == "ok" for r in rs),
         })
     return out
@@ -149,6 +154,13 @@ def _build(r: dict[str, Any]) -> str:
     if r.get("artifact_reused") is None:
         return "-"
     return "reused" if r.get("artifact_reused") else _f(r.get("build_s"), "{:.1f}")
+
+
+def _streams(r: dict[str, Any]) -> str:
+    """``"2: 61.2 (+13%)"``: streams, images/s of all of them together, gain over one stream end to end."""
+    if r.get("streams_throughput_ips") is None:
+        return "-"
+    return f"{r.get('streams')}: {_ips(r['streams_throughput_ips'])} ({_f(r.get('streams_gain_pct'), '{:+.0f}%')})"
 
 
 def _verdict(r: dict[str, Any]) -> str:
@@ -244,41 +256,59 @@ def to_markdown(result, plots: list[str]) -> str:
           "Overhead = median over the pairs of (harness block mean / bare block mean - 1); negative means the "
           "harness figure is the lower one. Pairs run back to back so that slow changes of machine load cancel; "
           "on a shared machine a few percent either way is still load noise.")
+    if (cfg.get("streams") or 1) > 1:
+        a("")
+        a(f"Several streams (`--streams {cfg.get('streams')}`): after a backend's single-stream rows, "
+          f"{cfg.get('streams')} fresh instances of it run at once, each in its own thread (on a CPU each with an "
+          "equal share of the cores unless `--threads` is given; on a GPU each with its own CUDA stream), end to "
+          "end, every stream waiting for its own results, for the same minimum time. Each instance passes parity "
+          "alone first, and each stream's last output under load must match the same input run alone. Streams "
+          "img/s = the sum over streams of (calls x batch / that stream's own span); the gain is over the same "
+          "backend's single-stream end-to-end img/s. Memory is not measured for this figure.")
+    streams = any(r.get("streams_throughput_ips") is not None for r in rows)
     a("")
     a("## Results")
     a("")
     a("| depth | precision | backend | batch | p50 ms | p90 ms | p99 ms | img/s | compute p50 ms | compute img/s "
-      "| memory MiB | build / load / first call s | rel L2 | top-1 | harness overhead | calls | load / CPU wait | verdict |")
-    a("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+      + ("| streams: img/s (gain) " if streams else "")
+      + "| memory MiB | build / load / first call s | rel L2 | top-1 | harness overhead | calls | load / CPU wait | verdict |")
+    a("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if streams else "") + "---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("status") in ("ok", "failed"):
             cpu_same = r.get("compute_p50_ms") is None
             a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r['batch']} | {_ms(r['latency_p50_ms'])} | "
               f"{_ms(r['latency_p90_ms'])} | {_ms(r['latency_p99_ms'])} | {_ips(r['latency_throughput_ips'])} | "
               f"{'= e2e' if cpu_same else _ms(r['compute_p50_ms'])} | "
-              f"{'= e2e' if cpu_same else _ips(r['compute_throughput_ips'])} | {_f(r.get('memory_mib'), '{:.0f}')} | "
+              f"{'= e2e' if cpu_same else _ips(r['compute_throughput_ips'])} | "
+              + (f"{_streams(r)} | " if streams else "") + f"{_f(r.get('memory_mib'), '{:.0f}')} | "
               f"{_build(r)} / {_f(r.get('load_s'), '{:.2f}')} / "
               f"{_f(r.get('first_call_s'), '{:.2f}')} | {_f(r.get('parity_rel_l2'), '{:.2e}')} | "
               f"{_f(r.get('parity_top1'), '{:.0%}')} | {_f(r.get('harness_overhead_pct'), '{:+.1f}%')} | "
               f"{r.get('iterations')} | {_load(r)} | {_verdict(r)} |")
         else:
-            a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r.get('batch') or 'all'} | | | | | | | | | | | | | "
-              f"{_load(r)} | {_verdict(r)} |")
+            a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r.get('batch') or 'all'} | | | | | | | "
+              + ("| " if streams else "") + f"| | | | | | {_load(r)} | {_verdict(r)} |")
     sc = scenarios(rows)
     if sc:
         a("")
         a("## Scenarios")
         a("")
-        a("Single-stream: batch-1 latency. Offline: throughput at the largest batch that ran.")
+        a("Single-stream: batch-1 latency. Offline: throughput at the largest batch that ran"
+          + (", one stream and several at once (end to end)." if streams else "."))
         a("")
         a("| model | precision | backend | single-stream p50 ms | p99 ms | compute p50 ms | offline batch | offline img/s "
-          "| compute img/s | parity |")
-        a("|---|---|---|---|---|---|---|---|---|---|")
+          "| compute img/s " + ("| several streams img/s " if streams else "") + "| parity |")
+        a("|---|---|---|---|---|---|---|---|---|" + ("---|" if streams else "") + "---|")
         for s in sc:
+            several = (f"{s['offline_streams']}: {_ips(s['offline_streams_ips'])} | " if s.get("offline_streams_ips")
+                       else "- | ") if streams else ""
             a(f"| {s['arch']} | {s['precision']} | {s['backend']} | {_ms(s['single_stream_p50_ms'])} | "
               f"{_ms(s['single_stream_p99_ms'])} | {_ms(s['single_stream_compute_p50_ms'])} | {s['offline_batch']} | "
-              f"{_ips(s['offline_ips'])} | {_ips(s['offline_compute_ips'])} | {'ok' if s['parity_ok'] else '**FAILED**'} |")
-    notes = [(r, r.get("notes")) for r in rows if r.get("notes")]
+              f"{_ips(s['offline_ips'])} | {_ips(s['offline_compute_ips'])} | {several}"
+              f"{'ok' if s['parity_ok'] else '**FAILED**'} |")
+    notes = [(r, r.get("notes")) for r in rows if r.get("notes")] + [
+        (r, f"several streams, batch {r['batch']}: {r['streams_note']}") if r.get("streams_throughput_ips") is None
+        else (r, f"several streams: {r['streams_note']}") for r in rows if r.get("streams_note")]
     if notes:
         a("")
         a("## Notes per backend")
@@ -340,8 +370,13 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
             pts = sorted(pts, key=lambda r: r["batch"])
             failed = any(p["status"] == "failed" for p in pts)
             label = f"{backend} {precision}" + (" (parity FAILED)" if failed else "")
-            ax.plot([p["batch"] for p in pts], [throughput(p) for p in pts], marker="o",
-                    linestyle="--" if failed else "-", label=label)
+            line, = ax.plot([p["batch"] for p in pts], [throughput(p) for p in pts], marker="o",
+                            linestyle="--" if failed else "-", label=label)
+            several = [p for p in pts if p.get("streams_throughput_ips") is not None]
+            if several:
+                ax.plot([p["batch"] for p in several], [p["streams_throughput_ips"] for p in several], marker="s",
+                        linestyle=":", color=line.get_color(),
+                        label=f"{backend} {precision}, {several[0]['streams']} streams (end to end)")
         ax.set_xscale("log", base=2)
         from matplotlib.ticker import NullFormatter, ScalarFormatter
 

@@ -226,6 +226,117 @@ def measure(call: Call, n_inputs: int, *, warmup: int = 3, min_time: float = 1.0
 
 
 @dataclass
+class ConcurrentTiming:
+    """What :func:`measure_concurrent` saw: ``streams`` callers running at once."""
+
+    streams: int
+    warmup: int
+    calls: list[int]                 # timed calls per stream
+    wall_s: list[float]              # per stream: from the start line to its last completion
+    samples_ms: list[float] = field(repr=False)   # every timed call of every stream
+    last: list[tuple[int, Any]] = field(repr=False, default_factory=list)  # per stream: (buffer, last output)
+    stats: Stats | None = None
+
+    def __post_init__(self) -> None:
+        if self.stats is None:
+            self.stats = Stats.of(self.samples_ms)
+
+    @property
+    def total_calls(self) -> int:
+        return sum(self.calls)
+
+    def throughput(self, batch: int) -> float:
+        """Images per second of all streams together: the sum of each stream's own rate over its
+        own span from the start line, so that no stream's figure includes time it spent waiting
+        for the others to finish."""
+        return sum(n * batch / w for n, w in zip(self.calls, self.wall_s) if w > 0)
+
+
+def measure_concurrent(calls: Sequence[Call], n_inputs: int, *, warmup: int = 3, min_time: float = 1.0,
+                       min_iters: int = 10, contexts: Sequence[Callable[[], Any]] | None = None) -> ConcurrentTiming:
+    """Run every ``calls[k]`` in its own thread at once (one stream each) and time them together.
+
+    Each thread warms up on its own, then all start on a barrier and call back to back,
+    rotating the input buffers from a different offset, until ``min_time`` seconds have passed
+    on the common clock and the thread has made ``min_iters`` calls. ``contexts[k]()`` is
+    entered inside thread ``k`` (thread-local state: ``torch.inference_mode``, a CUDA stream).
+    The backends must release the GIL while they compute (ONNX Runtime, PyTorch and TensorRT
+    do), or the figure shows that they do not. An exception in any thread stops all of them
+    and is raised here; so is Ctrl-C.
+    """
+    import contextlib
+    import threading
+
+    n = len(calls)
+    if n < 1:
+        raise ValueError("need at least one call")
+    if n_inputs < 1:
+        raise ValueError("need at least one input buffer")
+    if min_iters < 1:
+        raise ValueError("min_iters must be >= 1")
+    contexts = list(contexts) if contexts is not None else [contextlib.nullcontext] * n
+    start_line = threading.Barrier(n + 1)
+    stop = threading.Event()
+    errors: list[BaseException | None] = [None] * n
+    samples: list[list[float]] = [[] for _ in range(n)]
+    spans = [0.0] * n
+    last: list[tuple[int, Any]] = [(0, None)] * n
+
+    def worker(k: int) -> None:
+        call = calls[k]
+        try:
+            with contexts[k]():
+                for j in range(max(0, warmup)):
+                    call((k + j) % n_inputs)
+                start_line.wait()
+                t_start = time.perf_counter()
+                mine = samples[k]
+                i = 0
+                while True:
+                    idx = (k + i) % n_inputs
+                    t0 = time.perf_counter()
+                    out = call(idx)
+                    t1 = time.perf_counter()
+                    mine.append((t1 - t0) * 1e3)
+                    i += 1
+                    if i >= min_iters and stop.is_set():
+                        break
+                spans[k] = t1 - t_start
+                last[k] = (idx, out)
+        except threading.BrokenBarrierError:
+            pass  # another thread failed before the start
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            errors[k] = e
+            stop.set()
+            start_line.abort()
+
+    threads = [threading.Thread(target=worker, args=(k,), name=f"stream-{k}", daemon=True) for k in range(n)]
+    for t in threads:
+        t.start()
+    try:
+        try:
+            start_line.wait()
+            stop.wait(max(0.0, min_time))
+        except threading.BrokenBarrierError:
+            pass
+        stop.set()
+        for t in threads:
+            t.join()
+    except BaseException:
+        stop.set()
+        start_line.abort()
+        for t in threads:
+            t.join()
+        raise
+    for e in errors:
+        if e is not None:
+            raise e
+    return ConcurrentTiming(streams=n, warmup=max(0, warmup), calls=[len(s) for s in samples],
+                            wall_s=spans, samples_ms=[x for s in samples for x in s],
+                            last=last)
+
+
+@dataclass
 class BareResult:
     """A bare loop: one clock pair around ``rounds`` blocks of ``iters`` calls each."""
 
@@ -406,5 +517,5 @@ def load_average() -> list[float] | None:
         return None
 
 
-__all__ = ["Stats", "Timing", "HostClock", "TorchEventClock", "CudartEventClock", "measure", "bare_loop",
+__all__ = ["Stats", "Timing", "ConcurrentTiming", "measure_concurrent", "HostClock", "TorchEventClock", "CudartEventClock", "measure", "bare_loop",
            "BareResult", "OverheadCheck", "paired_overhead", "overhead_pct", "percentile", "RssProbe", "load_average", "cpu_pressure"]
