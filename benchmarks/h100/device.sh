@@ -3,7 +3,7 @@
 #
 #   bash benchmarks/h100/device.sh PHASE
 #
-# PHASE: torch-a | torch-b | stage | ort   (RUNBOOK.md says which call carries what)
+# PHASE: torch-a | torch-b | streams | stage | ort   (RUNBOOK.md says which call carries what)
 #
 # Every phase first collects the .devstage part it was carried with (benchmarks/h100/stage.sh),
 # and installs the wheel bundle into /tmp/site once all parts are there. Results go under $OUT:
@@ -13,7 +13,7 @@
 # QUICK=1 shrinks every sweep to ResNet-18, batch 1 and 0.1 s per row: a dry run of the
 # script's logic on any machine (CPU included: GPU backends then give "unavailable" rows).
 set -uo pipefail
-phase=${1:?usage: device.sh torch-a|torch-b|stage|ort}
+phase=${1:?usage: device.sh torch-a|torch-b|streams|stage|ort}
 top=$(cd "$(dirname "$0")/../.." && pwd)
 cd "$top" || exit 1
 out=${OUT:-/tmp/device-out}
@@ -111,15 +111,19 @@ run_phase() {
       ;;
     stage)    # only carries a part of the wheel bundle
       ;;
+    streams)  # carries a part, and uses the call: torch eager with several CUDA streams, FP16, 50 and 152
+      bench "h100-$date_tag-torch-streams" --engine=torch --depth=50,152 --precision=fp16 --batch=32,256 --streams=2 --no-bare
+      ;;
     ort)      # needs the bundle: every GPU test, ONNX Runtime CUDA at every depth, torchvision on the GPU
       python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py || true
       bench "h100-$date_tag-ort" --engine=ort-cuda --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
+      bench "h100-$date_tag-ort-streams" --engine=ort-cuda --depth=50 --precision=fp16 --batch=32,256 --streams=2 --no-bare
       if python3 -c "import torchvision" 2>/dev/null; then
         python3 benchmarks/torchvision-equivalence/check.py --device cuda --csv "$out/torchvision-h100-$date_tag.csv" || true
       fi
       ;;
     *)
-      echo "unknown phase $phase (torch-a, torch-b, stage, ort)"
+      echo "unknown phase $phase (torch-a, torch-b, streams, stage, ort)"
       return 2
       ;;
   esac
