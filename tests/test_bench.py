@@ -144,6 +144,25 @@ def test_concurrent_failure_in_one_stream_is_raised_without_a_hang(when):
     assert time.perf_counter() - t0 < 10  # the other stream and the timer stopped at once
 
 
+def test_concurrent_ctrl_c_stops_every_stream():
+    import _thread
+    import threading
+
+    n = {"calls": 0}
+
+    def call(i):
+        n["calls"] += 1
+        if n["calls"] == 5:
+            _thread.interrupt_main()  # what Ctrl-C does: KeyboardInterrupt in the main thread
+        time.sleep(0.002)
+
+    t0 = time.perf_counter()
+    with pytest.raises(KeyboardInterrupt):
+        measure_concurrent([call, sleeper(0.002)], 2, warmup=0, min_time=30.0, min_iters=1)
+    assert time.perf_counter() - t0 < 10  # not the 30 s asked for
+    assert not [t for t in threading.enumerate() if t.name.startswith("stream-")]
+
+
 def test_percentiles_match_numpy():
     rng = np.random.default_rng(1)
     x = rng.exponential(size=101).tolist()

@@ -316,7 +316,10 @@ def measure_concurrent(calls: Sequence[Call], n_inputs: int, *, warmup: int = 3,
     try:
         try:
             start_line.wait()
-            stop.wait(max(0.0, min_time))
+            deadline = time.perf_counter() + max(0.0, min_time)
+            # short waits: the main thread stays responsive to Ctrl-C however long min_time is
+            while not stop.is_set() and (left := deadline - time.perf_counter()) > 0:
+                stop.wait(min(left, 0.1))
         except threading.BrokenBarrierError:
             pass
         stop.set()
