@@ -387,6 +387,20 @@ def test_several_streams_that_cannot_open_are_noted(fake_sweep, tmp_path, monkey
     assert all(p.closed for p in fake_sweep.opened)
 
 
+def test_ctrl_c_during_several_streams_keeps_the_rows(fake_sweep, tmp_path, monkeypatch):
+    fake_sweep.update({"torch": "good"})
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(H, "streams_row", interrupted)
+    r = run_bench(quick_cfg(["torch"], batches=(1, 2), streams=2), out=tmp_path, run_id="sc")
+    assert r.interrupted and [row["status"] for row in r.rows] == ["ok", "ok"]
+    d = json.loads((tmp_path / "sc" / "results.json").read_text())
+    assert d["interrupted"] is True and all(row["latency_p50_ms"] > 0 for row in d["rows"])
+    assert all(p.closed for p in fake_sweep.opened) and len(fake_sweep.opened) == 3
+
+
 def test_ctrl_c_writes_what_was_measured(fake_sweep, tmp_path):
     fake_sweep.update({"torch": "interrupt"})
     r = run_bench(quick_cfg(["torch"]), out=tmp_path, run_id="int")
