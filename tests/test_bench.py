@@ -619,7 +619,8 @@ def test_merge_runs_from_one_device(e2e_run, tmp_path):
     second["config"]["engines"] = ["ort-cuda"]
     second["config"]["min_time"] = 9.0
     redo = next(r for r in second["rows"] if r["backend"] == "ort" and r["batch"] == 2)
-    redo.update(run_id="e2e-later", latency_p50_ms=123.0)
+    second["config"]["newer_setting"] = 1  # a setting the first run's version did not have
+    redo.update(run_id="e2e-later", latency_p50_ms=123.0, streams=2, streams_throughput_ips=99.0, streams_gain_pct=5.0)
     extra = dict(redo, backend="ort-cuda", status="unavailable", batch=None, reason="no CUDA provider")
     second["rows"] = [redo, extra]
     later = tmp_path / "later"
@@ -635,7 +636,8 @@ def test_merge_runs_from_one_device(e2e_run, tmp_path):
     assert merged["config"]["engines"] == ["torch", "ort", "trt-rtx", "ort-cuda"]
     assert merged["environment"]["merged_from"] == ["e2e", "e2e-later"]
     md = Path(result.files["report"]).read_text()
-    assert "Merged from 2 runs" in md and "min_time" in md
+    assert "Merged from 2 runs" in md and "min_time" in md and "newer_setting" in md
+    assert "Several streams (`--streams 2`)" in md and "| 2: 99.0 (+5%) |" in md  # from the rows, not the first config
     assert (tmp_path / "merged" / "throughput_resnet18.png").read_bytes()[:8] == PNG_SIGNATURE
 
 

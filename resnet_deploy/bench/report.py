@@ -256,10 +256,12 @@ def to_markdown(result, plots: list[str]) -> str:
           "Overhead = median over the pairs of (harness block mean / bare block mean - 1); negative means the "
           "harness figure is the lower one. Pairs run back to back so that slow changes of machine load cancel; "
           "on a shared machine a few percent either way is still load noise.")
-    if (cfg.get("streams") or 1) > 1:
+    # from the rows, not the config: a merged report's config is its first run's
+    n_streams = max([r["streams"] for r in rows if r.get("streams")] or [cfg.get("streams") or 1])
+    if n_streams > 1:
         a("")
-        a(f"Several streams (`--streams {cfg.get('streams')}`): after a backend's single-stream rows, "
-          f"{cfg.get('streams')} fresh instances of it run at once, each in its own thread (on a CPU each with an "
+        a(f"Several streams (`--streams {n_streams}`): after a backend's single-stream rows, "
+          f"{n_streams} fresh instances of it run at once, each in its own thread (on a CPU each with an "
           "equal share of the cores unless `--threads` is given; on a GPU each with its own CUDA stream), end to "
           "end, every stream waiting for its own results, for the same minimum time. Each instance passes parity "
           "alone first, and each stream's last output under load must match the same input run alone. Streams "
@@ -496,8 +498,9 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
                 if v not in seen:
                     seen.append(v)
         config[key] = seen
-    differing = sorted(k for k in config if k not in ("engines", "depths", "precisions", "batches")
-                       and any((r.get("config") or {}).get(k) != config[k] for r in runs))
+    keys = {k for r in runs for k in (r.get("config") or {})}  # a newer run may have settings an older one lacks
+    differing = sorted(k for k in keys if k not in ("engines", "depths", "precisions", "batches")
+                       and any((r.get("config") or {}).get(k) != config.get(k) for r in runs))
     if differing:
         env["merge_note"] = "settings differ between the merged runs: " + ", ".join(differing) + " (first run's shown)"
 
