@@ -676,6 +676,38 @@ def test_runner_data_path_with_fake_backend(fake_runner_env, graph):
         r.infer(np.zeros((1, 3, 4, 4), np.float32))
 
 
+def test_runner_makes_its_device_current_in_each_new_thread(fake_runner_env):
+    """CUDA's current device is per host thread: a runner used from a worker thread (a server,
+    bench --streams) sets its device there once, and not on every call."""
+    import threading
+
+    rt, path, cudart = fake_runner_env
+    calls = []
+    cudart.cudaSetDevice = lambda i: calls.append((threading.get_ident(), i)) or (0,)
+    x = np.ones((2, 3, 4, 4), np.float32)
+    with rt.TensorRTRunner(path, device=1) as r:
+        r.infer(x)
+        r.infer(x)
+        assert calls == [(threading.get_ident(), 1)]
+        errors = []
+
+        def work():
+            try:
+                for _ in range(2):
+                    np.testing.assert_allclose(r.infer(x), np.ones((2, 3)), rtol=1e-6)
+                r.stage(x)
+                r.enqueue()
+                r.synchronize()
+            except Exception as e:  # noqa: BLE001
+                errors.append(e)
+
+        t = threading.Thread(target=work)
+        t.start()
+        t.join()
+        assert not errors, errors
+        assert len(calls) == 2 and calls[1][0] != calls[0][0] and calls[1][1] == 1
+
+
 def test_runner_undeserializable_engine_with_fake_backend(fake_runner_env):
     rt, path, _ = fake_runner_env
     path.write_bytes(b"other-bytes")

@@ -47,6 +47,7 @@ CUDA graphs (``cuda_graph=True``):
 from __future__ import annotations
 
 import ctypes
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -179,6 +180,8 @@ class TensorRTRunner(Runner):
         self.device = info
         check_manifest_against_runtime(self.manifest, trt, info, self.engine_path)
         self._check(cudart.cudaSetDevice(device), "cudaSetDevice")
+        self._device_index = device
+        self._threads = {threading.get_ident()}  # host threads whose current CUDA device is ours
 
         from ..engine import _make_logger  # shared ILogger adapter that keeps error text
 
@@ -381,10 +384,19 @@ class TensorRTRunner(Runner):
         self._graphs[n] = (graph, exe)
         return exe
 
-    def _load_host(self, batch: np.ndarray) -> int:
-        """Check ``batch``, copy it into the pinned input buffer and set the input shape; its size."""
+    def _on_device(self) -> None:
+        """CUDA's current device belongs to each host thread: in a thread that has not used this
+        runner before (a server's worker, bench's several streams), make it this runner's device."""
         if self._closed:
             raise UserError("this TensorRT runner is closed")
+        tid = threading.get_ident()
+        if tid not in self._threads:
+            self._check(self._cudart.cudaSetDevice(self._device_index), "cudaSetDevice")
+            self._threads.add(tid)
+
+    def _load_host(self, batch: np.ndarray) -> int:
+        """Check ``batch``, copy it into the pinned input buffer and set the input shape; its size."""
+        self._on_device()
         x = np.asarray(batch)
         if x.ndim != 4 or tuple(x.shape[1:]) != self._sample_shape:
             raise UserError(f"expected a batch of shape [N, {', '.join(map(str, self._sample_shape))}], got {list(x.shape)}")
@@ -419,14 +431,12 @@ class TensorRTRunner(Runner):
 
         The output stays on the device (the next :meth:`infer` overwrites it).
         """
-        if self._closed:
-            raise UserError("this TensorRT runner is closed")
+        self._on_device()
         self._execute()
 
     def synchronize(self) -> None:
         """Wait for everything queued on :attr:`stream`."""
-        if self._closed:
-            raise UserError("this TensorRT runner is closed")
+        self._on_device()
         self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
     # ---------------------------------------------------------------------------------------
