@@ -994,11 +994,20 @@ def ensure_engine(
     precision: str,
     force: bool = False,
     progress: ProgressCallback | None = None,
+    say: Callable[[str], Any] | None = None,
 ) -> tuple[dict[str, Any], str | None]:
-    """Reuse the engine if its manifest matches, else build. Returns ``(manifest, rebuild reason or None)``."""
-    reason = "forced" if force else needs_rebuild(engine_path, request_facts(onnx_path, opts, precision=precision))
+    """Reuse the engine if its manifest matches, else build. Returns ``(manifest, rebuild reason or None)``.
+
+    ``say`` gets one line per decision (checking, reusing, or building and why) before the
+    work starts; ``progress(phase, step, total)`` TensorRT's build phases.
+    """
+    say = say or (lambda _msg: None)
+    say(f"checking {engine_path} against the request")
+    reason = "forced (--force)" if force else needs_rebuild(engine_path, request_facts(onnx_path, opts, precision=precision))
     if reason is None:
+        say(f"reusing {engine_path}: its manifest matches (same ONNX, precision, profile, builder, target)")
         return read_manifest(engine_path), None
+    say(f"building {engine_path} with {FLAVOURS[opts.flavour]} ({reason})")
     return build_engine(onnx_path, engine_path, opts, precision=precision, progress=progress), reason
 
 
@@ -1063,14 +1072,8 @@ def build(
         onnx_status = "reused" if existed and made.get("reused", True) else "made"
     engine_path = engine_path_for(arch, precision, opts.flavour, out_dir)
     ensure_writable_dir(engine_path.parent)
-    progress(f"checking {engine_path} against the request")
-    reason = "forced (--force)" if force else needs_rebuild(engine_path, request_facts(onnx_path, opts, precision=precision))
-    if reason is None:
-        progress(f"reusing {engine_path}: its manifest matches (same ONNX, precision, profile, builder, target)")
-        manifest = read_manifest(engine_path)
-    else:
-        progress(f"building {engine_path} with {FLAVOURS[opts.flavour]} ({reason})")
-        manifest = build_engine(onnx_path, engine_path, opts, precision=precision, progress=build_progress)
+    manifest, reason = ensure_engine(onnx_path, engine_path, opts, precision=precision, force=force,
+                                     progress=build_progress, say=progress)
     return {**manifest, "path": str(engine_path), "reused": reason is None, "rebuild_reason": reason,
             "onnx_status": onnx_status}
 

@@ -218,9 +218,8 @@ def make_engine(arch: str, precision: str, flavour: str, cfg: BenchConfig, progr
     onnx_path, t_onnx, _ = make_onnx(arch, precision, cfg, progress)
     engine = engine_path_for(arch, precision, flavour, cfg.artifacts)
     opts = BuildOptions(flavour=flavour, min_batch=1, opt_batch=max(cfg.batches), max_batch=max(cfg.batches))
-    progress(f"building or reusing {engine}")
     t0 = time.perf_counter()
-    _, reason = ensure_engine(onnx_path, engine, opts, precision=precision)
+    _, reason = ensure_engine(onnx_path, engine, opts, precision=precision, say=progress)
     return str(engine), time.perf_counter() - t0 + t_onnx, reason is None
 
 
