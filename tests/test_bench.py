@@ -549,6 +549,28 @@ def test_ort_io_binding_path_on_cpu(exported):
     bound.close()
 
 
+def test_ort_io_binding_path_with_several_streams_on_cpu(exported):
+    """The ort-cuda I/O-binding path with two instances at once (on the CPU provider): each
+    instance's bound buffers are its own, so every stream's output under load matches."""
+    import resnet_deploy as rd
+    from resnet_deploy.bench.backends import OrtCudaPrepared
+    from resnet_deploy.compare import parity_batch
+    from resnet_deploy.runners.torch_runner import TorchRunner
+
+    m = exported("resnet18")
+    _, parity_inputs = parity_batch(n_random=1)
+    reference = TorchRunner(rd.create_model(18)).infer(parity_inputs)
+    preps = [OrtCudaPrepared(m["path"], "fp32", RssProbe(), cuda_graph=False, device_type="cpu") for _ in range(2)]
+    inputs = [np.random.default_rng(i).standard_normal((1, 3, 224, 224), dtype=np.float32) for i in range(3)]
+    row = {"batch": 1, "precision": "fp32", "backend": "ort-cuda", "status": "ok", "latency_throughput_ips": 50.0}
+    cfg = BenchConfig(engines=["ort-cuda"], depths=[18], precisions=["fp32"], batches=[1], min_time=0.1, min_iters=3,
+                      warmup=1)
+    H.streams_row(row, preps, inputs, reference, parity_inputs, cfg)
+    assert row["status"] == "ok" and row["streams"] == 2 and row["streams_calls"] >= 6, row.get("parity_failures")
+    assert row["streams_throughput_ips"] > 0 and row["streams_p50_ms"] > 0
+    assert all(p._runner is None for p in preps)  # every bound session closed
+
+
 def test_ort_runner_options_and_device_io_on_cpu(exported, monkeypatch):
     """OrtRunner's public hooks bench uses: provider/session options, bind_device_io + run_bound."""
     from resnet_deploy.runners import open_runner
