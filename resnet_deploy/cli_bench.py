@@ -20,6 +20,8 @@ def _fmt(v: Any, spec: str) -> str:
 
 def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Measured rows in a table; the compute-only column only where a GPU backend measured one."""
+    from .bench.report import streams_cell
+
     gpu = any(r.get("compute_throughput_ips") for r in rows)
     streams = any(r.get("streams_throughput_ips") is not None for r in rows)
     t = Table(title=title, title_justify="left")
@@ -38,9 +40,7 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
             if gpu:
                 cells.append(_fmt(r.get("compute_throughput_ips"), ",.1f"))
             if streams:
-                cells.append("-" if r.get("streams_throughput_ips") is None else
-                             f"{r['streams']}: {r['streams_throughput_ips']:,.1f}"
-                             + ("" if r.get("streams_gain_pct") is None else f" ({r['streams_gain_pct']:+.0f}%)"))
+                cells.append(streams_cell(r))
             cells += [_fmt(r.get("parity_rel_l2"), ".1e"), _fmt(r.get("parity_top1"), ".0%"),
                       "-" if oh is None else f"{oh:+.1f}%", verdict]
             t.add_row(*cells)

@@ -108,12 +108,17 @@ def gpu_facts() -> dict[str, Any]:
     return facts
 
 
+def usable_cores() -> int:
+    """CPU cores this process may run on (its affinity mask where the OS has one)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
 def environment(command: str | None = None) -> dict[str, Any]:
     """CPU, cores, memory, load, GPU/driver/CUDA and library versions, for every report."""
-    try:
-        affinity = len(os.sched_getaffinity(0))
-    except AttributeError:
-        affinity = os.cpu_count()
+    affinity = usable_cores()
     env: dict[str, Any] = {
         "time_utc": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "host": platform.node(),

@@ -40,6 +40,7 @@ from ..artifacts import DEFAULT_ROOT
 from ..errors import BackendUnavailable, UserError
 from ..runners import BACKENDS
 from .backends import availability, is_gpu, is_oom, prepare
+from .env import usable_cores
 from .timing import RssProbe, cpu_pressure, load_average, measure, measure_concurrent, paired_overhead
 
 ALL_DEPTHS = (18, 34, 50, 101, 152)
@@ -306,13 +307,6 @@ def bench_row(row: dict[str, Any], prep, batch: int, inputs: list[np.ndarray], r
 # ------------------------------------------------------------------------------------------
 # several streams (offline throughput with concurrent instances)
 # ------------------------------------------------------------------------------------------
-
-
-def usable_cores() -> int:
-    try:
-        return len(os.sched_getaffinity(0))
-    except (AttributeError, OSError):
-        return os.cpu_count() or 1
 
 
 def streams_row(row: dict[str, Any], preps: list, inputs: list[np.ndarray], reference: np.ndarray,

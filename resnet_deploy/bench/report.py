@@ -156,7 +156,7 @@ def _build(r: dict[str, Any]) -> str:
     return "reused" if r.get("artifact_reused") else _f(r.get("build_s"), "{:.1f}")
 
 
-def _streams(r: dict[str, Any]) -> str:
+def streams_cell(r: dict[str, Any]) -> str:
     """``"2: 61.2 (+13%)"``: streams, images/s of all of them together, gain over one stream end to end."""
     if r.get("streams_throughput_ips") is None:
         return "-"
@@ -282,7 +282,7 @@ def to_markdown(result, plots: list[str]) -> str:
               f"{_ms(r['latency_p90_ms'])} | {_ms(r['latency_p99_ms'])} | {_ips(r['latency_throughput_ips'])} | "
               f"{'= e2e' if cpu_same else _ms(r['compute_p50_ms'])} | "
               f"{'= e2e' if cpu_same else _ips(r['compute_throughput_ips'])} | "
-              + (f"{_streams(r)} | " if streams else "") + f"{_f(r.get('memory_mib'), '{:.0f}')} | "
+              + (f"{streams_cell(r)} | " if streams else "") + f"{_f(r.get('memory_mib'), '{:.0f}')} | "
               f"{_build(r)} / {_f(r.get('load_s'), '{:.2f}')} / "
               f"{_f(r.get('first_call_s'), '{:.2f}')} | {_f(r.get('parity_rel_l2'), '{:.2e}')} | "
               f"{_f(r.get('parity_top1'), '{:.0%}')} | {_f(r.get('harness_overhead_pct'), '{:+.1f}%')} | "
@@ -309,8 +309,9 @@ def to_markdown(result, plots: list[str]) -> str:
               f"{_ips(s['offline_ips'])} | {_ips(s['offline_compute_ips'])} | {several}"
               f"{'ok' if s['parity_ok'] else '**FAILED**'} |")
     notes = [(r, r.get("notes")) for r in rows if r.get("notes")] + [
-        (r, f"several streams, batch {r['batch']}: {r['streams_note']}") if r.get("streams_throughput_ips") is None
-        else (r, f"several streams: {r['streams_note']}") for r in rows if r.get("streams_note")]
+        # a note on a figure that is missing (why) is per batch; on a measured one (how) per backend
+        (r, "several streams" + ("" if r.get("streams_throughput_ips") is not None else f", batch {r['batch']}")
+         + f": {r['streams_note']}") for r in rows if r.get("streams_note")]
     if notes:
         a("")
         a("## Notes per backend")

@@ -230,7 +230,6 @@ class ConcurrentTiming:
     """What :func:`measure_concurrent` saw: ``streams`` callers running at once."""
 
     streams: int
-    warmup: int
     calls: list[int]                 # timed calls per stream
     wall_s: list[float]              # per stream: from the start line to its last completion
     samples_ms: list[float] = field(repr=False)   # every timed call of every stream
@@ -334,7 +333,7 @@ def measure_concurrent(calls: Sequence[Call], n_inputs: int, *, warmup: int = 3,
     for e in errors:
         if e is not None:
             raise e
-    return ConcurrentTiming(streams=n, warmup=max(0, warmup), calls=[len(s) for s in samples],
+    return ConcurrentTiming(streams=n, calls=[len(s) for s in samples],
                             wall_s=spans, samples_ms=[x for s in samples for x in s],
                             last=last)
 
