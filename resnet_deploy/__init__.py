@@ -11,10 +11,8 @@ from __future__ import annotations
 __version__ = "0.1.0"
 
 _LAZY = {
-    "create_model": "resnet_deploy.api",
-    "export": "resnet_deploy.api",
-    "parity": "resnet_deploy.api",
-    "describe": "resnet_deploy.api",
+    # (evaluate and predict are modules of this package too: they stay resnet_deploy.api.evaluate / .predict)
+    **{name: "resnet_deploy.api" for name in ("create_model", "describe", "export", "quantize", "build", "parity")},
     "UserError": "resnet_deploy.errors",
 }
 

@@ -3,7 +3,8 @@
 Every stage of the pipeline (export, precision conversion, engine build, packaging) takes
 its paths from :func:`artifact_path` and writes through :func:`atomic_write_bytes` or
 :func:`atomic_path`, so an interrupted step never leaves a half-written file where a later
-step would read it. Torch-free.
+step would read it. :func:`verify` is the one check that a file is the one its manifest
+describes. Torch-free and onnx-free: the edge bundle vendors this module.
 """
 
 from __future__ import annotations
@@ -23,6 +24,14 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MANIFEST_SUFFIX = ".json"
 
 
+def check_precision(precision: str) -> str:
+    """``" FP16 "`` -> ``"fp16"``; anything that is not one of :data:`PRECISIONS` is a :class:`UserError`."""
+    p = str(precision).strip().lower()
+    if p not in PRECISIONS:
+        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    return p
+
+
 def model_dir(arch: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
     """``engines/resnet50`` for arch ``resnet50``."""
     return Path(root) / arch
@@ -39,8 +48,7 @@ def artifact_path(
     ``kind`` is ``onnx`` (``resnet50.fp16.onnx``) or an engine flavour such as ``trt`` or
     ``trt-rtx`` (``resnet50.int8.trt.engine``).
     """
-    if precision not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    precision = check_precision(precision)
     name = f"{arch}.{precision}.onnx" if kind == "onnx" else f"{arch}.{precision}.{kind}.engine"
     return model_dir(arch, root) / name
 
@@ -130,3 +138,21 @@ def read_manifest(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"manifest {path} is not a JSON object")
     return data
+
+
+def verify(path: str | os.PathLike[str], manifest: dict[str, Any], *, what: str = "artifact",
+           fix: str = "make it again") -> None:
+    """Raise a one-line :class:`UserError` unless ``path`` is the file ``manifest`` describes.
+
+    Engine manifests record ``engine_bytes`` / ``engine_sha256``, the others ``bytes`` /
+    ``sha256``; the size is compared first (cheap, catches truncation), then the digest.
+    """
+    p = Path(path)
+    size_key, sha_key = ("engine_bytes", "engine_sha256") if manifest.get("kind") == "engine" else ("bytes", "sha256")
+    size = p.stat().st_size
+    want = manifest.get(size_key)
+    if want is not None and size != want:
+        raise UserError(f"{what} {p} is {size} bytes but its manifest says {want}: truncated or replaced, {fix}")
+    sha = manifest.get(sha_key)
+    if sha is not None and sha256_file(p) != sha:
+        raise UserError(f"{what} {p} does not match its manifest (sha256 differs): corrupted or replaced, {fix}")

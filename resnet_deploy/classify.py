@@ -67,4 +67,12 @@ def infer_in_batches(runner, batch: np.ndarray, *, min_batch: int = 1, max_batch
     return np.concatenate(outs) if outs else np.zeros((0, 0), np.float32)
 
 
-__all__ = ["infer_in_batches", "softmax", "top_k"]
+def infer_all(runner, batch: np.ndarray) -> np.ndarray:
+    """Run any number of images through an open runner, in the chunks its input spec accepts."""
+    spec = getattr(runner, "input_spec", None)
+    if spec is None:
+        return np.asarray(runner.infer(batch), dtype=np.float32)
+    return infer_in_batches(runner, batch, min_batch=spec.min_batch, max_batch=spec.max_batch)
+
+
+__all__ = ["infer_all", "infer_in_batches", "softmax", "top_k"]

@@ -10,6 +10,7 @@ from typing import Any
 
 import numpy as np
 
+from .classify import infer_all
 from .preprocess import DEFAULT, Preprocess, sample_photos
 
 
@@ -107,11 +108,6 @@ def parity_batch(recipe: Preprocess = DEFAULT, n_random: int = 4, seed: int = 0)
     return names, np.concatenate([photos.batch, noise]).astype(np.float32)
 
 
-def run_parity(reference, candidate, batch: np.ndarray, precision: str = "fp32", chunk: int | None = None) -> ParityResult:
-    """Run ``batch`` through two runners and compare. ``chunk`` splits for fixed-batch models."""
-    def run(runner) -> np.ndarray:
-        if not chunk:
-            return runner.infer(batch)
-        return np.concatenate([runner.infer(batch[i:i + chunk]) for i in range(0, len(batch), chunk)])
-
-    return compare(run(reference), run(candidate), precision)
+def run_parity(reference, candidate, batch: np.ndarray, precision: str = "fp32") -> ParityResult:
+    """Run ``batch`` through two open runners (each in the chunks it accepts) and compare."""
+    return compare(infer_all(reference, batch), infer_all(candidate, batch), precision)

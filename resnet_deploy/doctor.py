@@ -19,7 +19,10 @@ import shutil
 import sys
 from typing import Any, Callable
 
-from .engine import RTX_DEFAULT_TARGETS, _cc_tuple, cuda_device_info, load_cudart, rtx_cc_supported
+from . import __version__
+from ._native.cuda import cuda_device_info, driver_and_runtime, load_cudart
+from ._native.trt import RTX_DEFAULT_TARGETS, cc_tuple, rtx_cc_supported
+from .precision import modelopt_available
 from .versions import dist_version, onnxruntime_wheel
 
 
@@ -33,7 +36,7 @@ def _import(module: str):
         return importlib.import_module(module), None
     except ImportError as e:
         return None, f"not installed ({e})"
-    except Exception as e:  # bindings present but a shared library missing, and the like
+    except Exception as e:  # noqa: BLE001 - bindings present but a shared library missing, and the like
         return None, f"fails to load: {type(e).__name__}: {e}"
 
 
@@ -45,12 +48,8 @@ def _gpu() -> dict[str, Any]:
     cudart = load_cudart()
     driver = None
     if cudart is not None:
-        try:
-            err, v = cudart.cudaDriverGetVersion()
-            if int(err) == 0 and v:
-                driver = f"CUDA {v // 1000}.{(v % 1000) // 10}"
-        except Exception:
-            pass
+        version = driver_and_runtime(cudart)[0]
+        driver = f"CUDA {version}" if version else None
     return {"device": device, "why": why if device is None else "", "driver_supports": driver}
 
 
@@ -80,7 +79,7 @@ def _torch_rows() -> list[dict[str, Any]]:
             ok = bool(torch.cuda.is_available())
             reason = "" if ok else "no CUDA device visible to torch"
             name = torch.cuda.get_device_name(0) if ok else None
-        except Exception as e:
+        except Exception as e:  # noqa: BLE001 - doctor reports every failure, it never raises
             ok, reason, name = False, f"CUDA initialisation failed: {e}", None
         rows.append(_row("PyTorch CUDA", installed=True, version=v, runs=ok, why=reason, cuda=cuda_build, device=name))
     return rows
@@ -114,7 +113,7 @@ def _torch_compile(gpu: dict[str, Any]) -> dict[str, Any]:
 def _safe(fn: Callable[[], Any]) -> Any:
     try:
         return fn()
-    except Exception:
+    except Exception:  # noqa: BLE001 - doctor reports every failure, it never raises
         return False
 
 
@@ -146,7 +145,7 @@ def rtx_supported_ccs(trt) -> list[str]:
         if k.startswith("SM"):
             n = int(val)
             out.append(f"{n // 10}.{n % 10}")
-    return sorted(out, key=_cc_tuple)
+    return sorted(out, key=cc_tuple)
 
 
 def _tensorrt(gpu: dict[str, Any]) -> dict[str, Any]:
@@ -178,8 +177,8 @@ def _tensorrt_rtx(gpu: dict[str, Any]) -> dict[str, Any]:
         return _row("TensorRT-RTX", installed=True, version=v, runs=False,
                     why=f"running an engine needs a CUDA GPU: {gpu['why'] or 'no CUDA device'}", **extra)
     cc = dev["compute_capability"]
-    newest = max((_cc_tuple(c) for c in ccs), default=(12, 0))
-    if not (cc in ccs or _cc_tuple(cc) > newest):
+    newest = max((cc_tuple(c) for c in ccs), default=(12, 0))
+    if not (cc in ccs or cc_tuple(cc) > newest):
         return _row("TensorRT-RTX", installed=True, version=v, runs=False,
                     why=f"compute capability {cc} ({dev['name']}) is not supported by TensorRT-RTX "
                         f"(it targets {', '.join(ccs)} and later than {ccs[-1] if ccs else '12.0'})", **extra)
@@ -189,10 +188,6 @@ def _tensorrt_rtx(gpu: dict[str, Any]) -> dict[str, Any]:
 
 
 def _modelopt() -> dict[str, Any]:
-    try:
-        from .precision import modelopt_available
-    except Exception as e:  # precision's own imports failing
-        return _row("ModelOpt", installed=False, version=None, runs=False, why=f"cannot check: {e}")
     ok, detail = modelopt_available()
     version = dist_version("nvidia-modelopt")
     return _row("ModelOpt", installed=version is not None, version=version, runs=bool(ok), why=str(detail),
@@ -213,8 +208,6 @@ def check() -> dict[str, Any]:
     backends.append(_tensorrt_rtx(gpu))
     backends.append(_modelopt())
     backends.append(_cuda_python(gpu))
-    from . import __version__
-
     return {
         "toolkit_version": __version__,
         "python": sys.version.split()[0],

@@ -17,99 +17,22 @@ from __future__ import annotations
 import contextlib
 import os
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from .artifacts import DEFAULT_ROOT, artifact_path, read_manifest
-from .calib import image_files, progress_bar, read_image, recipe_from_metadata
+from .artifacts import DEFAULT_ROOT, artifact_path, check_precision
+from .classify import infer_all
+from .datasets import labelled_folder, read_image
 from .errors import UserError
-from .preprocess import Preprocess, preprocess_image
+from .onnx_meta import artifact_facts
+from .preprocess import Preprocess, preprocess_image, recipe_from_metadata
+from .progress import Progress, progress_bar, quiet
+from .runners import artifact_kind, open_runner
 
-Progress = Callable[[str], None]
 LABELS_FILE = "labels.txt"   # optional, beside the artifacts (<out>/<arch>/labels.txt)
-METADATA_PREFIX = "resnet_deploy."  # as onnx_export writes it (not imported: that module needs torch)
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
-@dataclass
-class LabelledFolder:
-    root: Path
-    classes: list[str]                 # class folder names, sorted
-    files: list[Path]
-    labels: np.ndarray                 # model class index of each file
-    label_source: str                  # "sorted folder names" or the labels file
-    other_files: int = 0
-    notes: list[str] = field(default_factory=list)
-
-
-def read_labels_file(path: str | os.PathLike[str]) -> list[str]:
-    """Class names, one per line, line number = class index (the shared :mod:`resnet_deploy.labels` format)."""
-    from .labels import read_labels
-
-    return read_labels(Path(path).expanduser())
-
-
-def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLike[str] | None = None) -> LabelledFolder:
-    """Find the class sub-folders and their images; map each folder to a class index."""
-    root = Path(folder).expanduser()
-    if not root.exists():
-        raise UserError(f"data folder not found: {root}")
-    if not root.is_dir():
-        raise UserError(f"--data must be a folder with one sub-folder per class, got the file {root}")
-    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
-    if not class_dirs:
-        loose, _ = image_files(root)
-        hint = f" (it holds {len(loose)} loose image(s): labels come from sub-folder names)" if loose else ""
-        raise UserError(f"{root} has no class sub-folders{hint}; eval needs <data>/<class>/<image>")
-    index: dict[str, int]
-    source = "sorted folder names (ImageFolder convention)"
-    if labels_file is not None:
-        names = read_labels_file(labels_file)
-        index = {n: i for i, n in reversed(list(enumerate(names)))}
-        missing = [d.name for d in class_dirs if d.name not in index]
-        if missing:
-            raise UserError(f"{len(missing)} class folder(s) are not in the labels file {labels_file}: "
-                            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
-        source = f"labels file {labels_file}"
-    else:
-        index = {d.name: i for i, d in enumerate(class_dirs)}
-    files, labels, others = [], [], 0
-    empty = []
-    for d in class_dirs:
-        found, other = image_files(d)
-        others += other
-        if not found:
-            empty.append(d.name)
-        files += found
-        labels += [index[d.name]] * len(found)
-    if not files:
-        raise UserError(f"no image files in the class folders of {root}")
-    notes = [f"{len(empty)} class folder(s) hold no images: {', '.join(empty[:5])}"] if empty else []
-    return LabelledFolder(root, [d.name for d in class_dirs], files, np.asarray(labels, dtype=np.int64), source,
-                          others, notes)
-
-
-def _facts(artifact: Path, kind: str) -> dict[str, str]:
-    """The artifact's recorded facts without torch: ONNX metadata, or an engine manifest's copy of it."""
-    if kind == "onnx":
-        import onnx
-
-        try:
-            model = onnx.load(str(artifact), load_external_data=False)
-        except Exception as e:  # noqa: BLE001 - protobuf raises several types for a damaged file
-            raise UserError(f"cannot read ONNX model {artifact}: {str(e).splitlines()[0] if str(e) else e}") from None
-        return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
-                if p.key.startswith(METADATA_PREFIX)}
-    manifest = read_manifest(artifact)
-    facts = {k: str(v) for k, v in manifest.get("source_metadata", {}).items()}
-    facts.setdefault("precision", str(manifest.get("precision", "fp32")))
-    return facts
 
 
 def topk_correct(logits: np.ndarray, labels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
@@ -125,7 +48,6 @@ class _Column:
     artifact: Path
     recipe: Preprocess
     runner: Any
-    fixed_batch: int | None
     num_classes: int | None
     correct1: int = 0
     correct5: int = 0
@@ -133,23 +55,10 @@ class _Column:
     seconds: float = 0.0
 
 
-def _infer(col: _Column, x: np.ndarray) -> np.ndarray:
-    if not col.fixed_batch:
-        return col.runner.infer(x)
-    b, outs = col.fixed_batch, []
-    for i in range(0, len(x), b):
-        part = x[i:i + b]
-        n = len(part)
-        if n < b:  # pad the last step of a fixed-batch model by repeating its last image
-            part = np.concatenate([part, np.repeat(part[-1:], b - n, axis=0)])
-        outs.append(col.runner.infer(part)[:n])
-    return np.concatenate(outs)
-
-
-def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: str | os.PathLike[str],
+def evaluate(arch: str, *, precisions: Sequence[str] = ("fp32",), data: str | os.PathLike[str],
              backend: str = "ort", out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
              artifacts: dict[str, str | os.PathLike[str]] | None = None, batch: int = 32, limit: int | None = None,
-             labels_file: str | os.PathLike[str] | None = None, preact: bool = False, progress: Progress = _quiet,
+             labels_file: str | os.PathLike[str] | None = None, progress: Progress = quiet,
              progress_bar_enabled: bool = False, **runner_options: Any) -> dict[str, Any]:
     """Top-1/top-5 of each precision's artifact on ``data`` (``<data>/<class>/<image>``).
 
@@ -159,28 +68,23 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
     ``labels_file`` (default: ``<out_dir>/<arch>/labels.txt`` if it exists) maps class folder
     names to model class indices.
     """
-    from .models import resolve_arch
-    from .quantize import normalize_precision
-    from .runners import artifact_kind, open_runner
-
     if batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
     if limit is not None and limit < 1:
         raise UserError(f"--limit must be at least 1, got {limit}")
-    precisions = list(dict.fromkeys(normalize_precision(p) for p in precisions))
+    precisions = list(dict.fromkeys(check_precision(p) for p in precisions))
     if not precisions:
         raise UserError("give at least one precision")
-    arch = resolve_arch(depth, preact)
     kind = artifact_kind(backend)
     if kind == "torch":
         raise UserError("eval runs exported artifacts; choose --engine ort, ort-cuda, trt or trt-rtx")
-    artifacts = {normalize_precision(k): Path(v).expanduser() for k, v in (artifacts or {}).items()}
+    artifacts = {check_precision(k): Path(v).expanduser() for k, v in (artifacts or {}).items()}
     paths = {p: artifacts.get(p, artifact_path(arch, p, kind, out_dir)) for p in precisions}
     for p, path in paths.items():
         if not path.is_file():
             step = ("export" if p == "fp32" else f"quantize --precision {p}") if kind == "onnx" \
                 else f"build --engine {backend} --precision {p}"
-            raise UserError(f"{path} does not exist; create it with `resnet-deploy {step} --depth {depth}`")
+            raise UserError(f"{path} does not exist; create it with `resnet-deploy {step} --depth {arch}`")
     if labels_file is None and (Path(out_dir) / arch / LABELS_FILE).is_file():
         labels_file = Path(out_dir) / arch / LABELS_FILE
     folder = labelled_folder(data, labels_file)
@@ -193,7 +97,7 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
     with contextlib.ExitStack() as stack:
         columns: list[_Column] = []
         for p in precisions:
-            facts = _facts(paths[p], kind)
+            facts = artifact_facts(paths[p], kind)
             recorded = facts.get("precision")
             if recorded and recorded != p:
                 raise UserError(f"{paths[p]} records precision {recorded}, not {p}")
@@ -206,9 +110,7 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
                                 f"{paths[p].name} has {n_cls} classes; give a --labels file that maps folders to classes")
             progress(f"loading {paths[p]} on {backend}")
             runner = stack.enter_context(open_runner(backend, paths[p], precision=p, **runner_options))
-            fixed = facts.get("batch", "dynamic")
-            columns.append(_Column(p, paths[p], recipe_from_metadata(facts), runner,
-                                   int(fixed) if fixed.isdigit() else None, n_cls))
+            columns.append(_Column(p, paths[p], recipe_from_metadata(facts), runner, n_cls))
         if len({c.recipe for c in columns}) > 1:
             progress("the artifacts record different preprocessing; each gets its own")
         progress(f"evaluating {len(files)} images of {len(folder.classes)} classes from {folder.root}")
@@ -233,7 +135,7 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
                         if col.recipe not in cache:
                             cache[col.recipe] = np.stack([preprocess_image(im, col.recipe) for im in images])
                         t = time.perf_counter()
-                        logits = _infer(col, cache[col.recipe])
+                        logits = infer_all(col.runner, cache[col.recipe])
                         col.seconds += time.perf_counter() - t
                         if not np.isfinite(logits).all():
                             col.finite = False
@@ -269,4 +171,4 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
             "seconds": round(time.perf_counter() - t0, 3), "results": results}
 
 
-__all__ = ["evaluate", "labelled_folder", "topk_correct", "read_labels_file", "LabelledFolder"]
+__all__ = ["LABELS_FILE", "evaluate", "topk_correct"]

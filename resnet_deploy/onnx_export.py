@@ -1,4 +1,8 @@
-"""PyTorch -> FP32 ONNX: BatchNorm folded, checked, shape-inferred, with metadata and manifest."""
+"""nn.Module -> FP32 ONNX: BatchNorm folded, checked, shape-inferred, with metadata and manifest.
+
+The first stage after the model. It knows nothing of the stages after it: they read the file
+and its ``resnet_deploy.*`` metadata (:mod:`resnet_deploy.onnx_meta`).
+"""
 
 from __future__ import annotations
 
@@ -11,18 +15,17 @@ from typing import Any
 import onnx
 import torch
 from torch import nn
+from torch.fx.experimental.optimization import fuse
 
 from . import __version__
 from .artifacts import atomic_path, sha256_file, write_manifest
 from .errors import UserError
+from .onnx_meta import INPUT_NAME, OUTPUT_NAME, count_ops, set_metadata
 from .preprocess import DEFAULT, Preprocess
 
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 DEFAULT_OPSET = 17
 OPSETS = range(13, 22)
 EXPORTERS = ("torchscript", "dynamo")
-METADATA_PREFIX = "resnet_deploy."
 
 
 def fold_batchnorm(model: nn.Module) -> nn.Module:
@@ -31,13 +34,7 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     Pre-activation BNs follow a ReLU or a sum, not a conv, and stay (TensorRT turns them into
     a scale layer).
     """
-    from torch.fx.experimental.optimization import fuse
-
     return fuse(model.eval(), inplace=False)
-
-
-def count_ops(model: onnx.ModelProto, op_type: str) -> int:
-    return sum(1 for n in model.graph.node if n.op_type == op_type)
 
 
 def _export_proto(model: nn.Module, sample: torch.Tensor, opset: int, dynamic: bool, exporter: str) -> onnx.ModelProto:
@@ -55,20 +52,6 @@ def _export_proto(model: nn.Module, sample: torch.Tensor, opset: int, dynamic: b
                           output_names=[OUTPUT_NAME], dynamic_axes=axes, opset_version=opset,
                           do_constant_folding=True)
         return onnx.load_from_string(buf.getvalue())
-
-
-def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> None:
-    """Record facts as ``resnet_deploy.*`` metadata properties (strings), replacing old ones."""
-    keep = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
-    del model.metadata_props[:]
-    model.metadata_props.extend(keep)
-    for key, value in facts.items():
-        entry = model.metadata_props.add()
-        entry.key, entry.value = METADATA_PREFIX + key, str(value)
-
-
-def read_metadata(model: onnx.ModelProto) -> dict[str, str]:
-    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
 
 
 def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
@@ -161,12 +144,4 @@ def export_onnx(
     return manifest
 
 
-def load_onnx(path: str | Path) -> onnx.ModelProto:
-    """Load an ONNX file; a missing or corrupt file is a one-line :class:`UserError`."""
-    p = Path(path)
-    if not p.is_file():
-        raise UserError(f"ONNX model not found: {p} (create it with `resnet-deploy export`)")
-    try:
-        return onnx.load(str(p))
-    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a damaged file
-        raise UserError(f"cannot read ONNX model {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "OPSETS", "check_onnx", "export_onnx", "fold_batchnorm", "validate_options"]

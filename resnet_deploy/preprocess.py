@@ -8,12 +8,13 @@ engine is checked with is what it is fed in production.
 
 from __future__ import annotations
 
+import ast
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Iterable
+from typing import Any, Iterable
 
 import numpy as np
+from PIL import Image, UnidentifiedImageError
 
 from .errors import UserError
 
@@ -44,10 +45,35 @@ class Preprocess:
 DEFAULT = Preprocess()
 
 
+def recipe_from_metadata(meta: dict[str, Any]) -> Preprocess:
+    """The preprocessing an artifact records (ONNX ``resnet_deploy.*`` metadata, an engine's
+    ``source_metadata``, a bundle manifest); ImageNet's where it records none.
+
+    Values may be strings as ONNX metadata stores them (``"[0.485, 0.456, 0.406]"``) or lists.
+    """
+    def floats(key: str, default: tuple) -> tuple:
+        raw = meta.get(key)
+        if raw is None or raw == "":
+            return default
+        try:
+            values = tuple(float(v) for v in (ast.literal_eval(raw) if isinstance(raw, str) else raw))
+        except (ValueError, TypeError, SyntaxError):
+            raise UserError(f"the model records an unreadable {key!r}: {raw!r}") from None
+        if len(values) != 3:
+            raise UserError(f"the model records {key!r} with {len(values)} values, expected 3")
+        return values
+
+    base = DEFAULT
+    try:
+        size = int(meta.get("image_size", base.image_size))
+        resize = int(meta.get("resize", round(size * base.resize / base.image_size)))
+    except (ValueError, TypeError):
+        raise UserError(f"the model records an unreadable image size: {meta.get('image_size')!r}") from None
+    return Preprocess(image_size=size, resize=resize, mean=floats("mean", base.mean), std=floats("std", base.std))
+
+
 def to_rgb_pil(image):
     """Any PIL image or numpy array (gray, RGB, RGBA, bool, float) -> an RGB PIL image."""
-    from PIL import Image
-
     if isinstance(image, np.ndarray):
         arr = image
         if arr.dtype == bool:
@@ -64,8 +90,6 @@ def to_rgb_pil(image):
 
 def preprocess_image(image, recipe: Preprocess = DEFAULT) -> np.ndarray:
     """One image -> float32 [3, size, size]."""
-    from PIL import Image
-
     img = to_rgb_pil(image)
     w, h = img.size
     short, long = (w, h) if w <= h else (h, w)
@@ -82,8 +106,6 @@ def preprocess_image(image, recipe: Preprocess = DEFAULT) -> np.ndarray:
 
 def load_image(path: str | os.PathLike[str]):
     """Open and fully decode an image file; a missing or undecodable file is a :class:`UserError`."""
-    from PIL import Image, UnidentifiedImageError
-
     try:
         with Image.open(path) as im:
             im.load()
@@ -130,8 +152,7 @@ def augmented_photos(n: int, recipe: Preprocess = DEFAULT, seed: int = 0) -> np.
     Used where more distinct real images are needed than scikit-image ships, e.g. to
     re-estimate BatchNorm statistics of a random-weight model.
     """
-    import skimage.data
-    from PIL import Image
+    import skimage.data  # a dependency of the toolkit, not of the edge bundle that vendors this module
 
     rng = np.random.default_rng(seed)
     sources = [to_rgb_pil(getattr(skimage.data, name)()) for name in SAMPLE_IMAGES]

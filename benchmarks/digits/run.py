@@ -48,7 +48,7 @@ def write_split(images: np.ndarray, labels: np.ndarray, root: Path, indices: np.
 
 def load_split(root: Path, recipe) -> tuple[np.ndarray, np.ndarray]:
     """Read a split back exactly as eval does (file -> RGB -> recipe), for training."""
-    from resnet_deploy.evaluate import labelled_folder
+    from resnet_deploy.datasets import labelled_folder
     from resnet_deploy.preprocess import load_image, preprocess_image
 
     folder = labelled_folder(root)
@@ -58,11 +58,13 @@ def load_split(root: Path, recipe) -> tuple[np.ndarray, np.ndarray]:
 
 def train(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 64, lr: float = 0.05,
           log=print):
+    from dataclasses import replace
+
     import torch
     from torch import nn
 
     import resnet_deploy as rd
-    from resnet_deploy.weights import WeightsInfo, state_dict_sha256
+    from resnet_deploy.model.weights import WeightsInfo, state_dict_sha256
 
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
@@ -93,8 +95,8 @@ def train(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 
         log(f"epoch {epoch + 1}/{epochs}: loss {total / seen:.4f}, train top-1 {correct / seen:.2%} "
             f"({time.perf_counter() - t0:.1f} s)")
     model.eval()
-    model.weights_info = WeightsInfo(f"digits-trained(seed={seed},epochs={epochs})",
-                                     state_dict_sha256(model.state_dict()))
+    model.card = replace(model.card, weights=WeightsInfo(f"digits-trained(seed={seed},epochs={epochs})",
+                                                         state_dict_sha256(model.state_dict())))
     return model
 
 
@@ -122,10 +124,11 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
 
     from resnet_deploy import api
     from resnet_deploy.artifacts import artifact_path
-    from resnet_deploy.evaluate import evaluate
     from resnet_deploy.onnx_export import export_onnx
+    from resnet_deploy.pipeline import ensure_precision as ensure_precision_onnx
     from resnet_deploy.preprocess import Preprocess
-    from resnet_deploy.quantize import ensure_precision_onnx
+
+    evaluate = api.evaluate
 
     if threads:
         torch.set_num_threads(threads)
@@ -147,7 +150,7 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     torch.save(model.state_dict(), work / "digits_resnet18.pth")
 
     fp32 = artifact_path("resnet18", "fp32", "onnx", engines)
-    export_onnx(model, fp32, facts=api.model_facts(model), image_size=recipe.image_size, recipe=recipe)
+    export_onnx(model, fp32, facts=model.card.facts(), image_size=recipe.image_size, recipe=recipe)
     timings = {"train": round(t_train, 1)}
     manifests = {}
     for precision in ("fp16", "int8"):

@@ -101,7 +101,7 @@ run_phase() {
 
   case "$phase" in
     torch-a)  # GPU tests that need no onnxruntime-gpu; torch eager everywhere; torch.compile FP16 at 18 and 50
-      python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py -k "torch and not bench" || true
+      python3 -m pytest -q -rs -p no:cacheprovider tests/gpu/test_gpu.py -k "torch and not bench" || true
       bench "h100-$date_tag-torch" --engine=torch --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
       bench "h100-$date_tag-compile-a" --engine=torch-compile --depth=18,50 --precision=fp16 --batch=1,256
       ;;
@@ -115,7 +115,7 @@ run_phase() {
       bench "h100-$date_tag-torch-streams" --engine=torch --depth=50,152 --precision=fp16 --batch=32,256 --streams=2 --no-bare
       ;;
     ort)      # needs the bundle: every GPU test, ONNX Runtime CUDA at every depth, torchvision on the GPU
-      python3 -m pytest -q -rs -p no:cacheprovider tests/test_gpu.py || true
+      python3 -m pytest -q -rs -p no:cacheprovider tests/gpu/test_gpu.py || true
       bench "h100-$date_tag-ort" --engine=ort-cuda --depth=18,50,152 --precision=fp32,fp16 --batch=1,32,256
       bench "h100-$date_tag-ort-streams" --engine=ort-cuda --depth=50 --precision=fp16 --batch=32,256 --streams=2 --no-bare
       if python3 -c "import torchvision" 2>/dev/null; then

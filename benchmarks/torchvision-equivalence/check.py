@@ -33,7 +33,7 @@ if args.no_ops:
 import torchvision  # noqa: E402
 import torchvision.models as tvm  # noqa: E402
 
-from resnet_deploy.models import ARCHS, build_network  # noqa: E402
+from resnet_deploy.model import ARCHS, build_network  # noqa: E402
 
 torch.manual_seed(0)
 x = torch.randn(2, 3, 224, 224, device=args.device)

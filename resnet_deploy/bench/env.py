@@ -12,6 +12,7 @@ import sys
 from datetime import datetime, timezone
 from typing import Any
 
+from .._native.cuda import cuda_device_info, driver_and_runtime, load_cudart
 from ..versions import dist_version, onnxruntime_wheel
 from .timing import cpu_pressure, load_average
 
@@ -75,18 +76,14 @@ def gpu_facts() -> dict[str, Any]:
     if smi:
         facts["nvidia_smi"] = smi
     try:
-        from ..engine import cuda_device_info, load_cudart
-
         info, why = cuda_device_info(0)
         if info is not None:
             facts.update(present=True, **info)
-            cudart = load_cudart()
-            err, drv = cudart.cudaDriverGetVersion()
-            if int(err) == 0:
-                facts["cuda_driver_api"] = f"{drv // 1000}.{drv % 1000 // 10}"
-            err, rt = cudart.cudaRuntimeGetVersion()
-            if int(err) == 0:
-                facts["cuda_runtime"] = f"{rt // 1000}.{rt % 1000 // 10}"
+            drv, rt = driver_and_runtime(load_cudart())
+            if drv:
+                facts["cuda_driver_api"] = drv
+            if rt:
+                facts["cuda_runtime"] = rt
         else:
             facts["why"] = why
     except Exception as e:  # noqa: BLE001

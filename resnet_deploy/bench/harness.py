@@ -1,9 +1,9 @@
 """The sweep: depths x precisions x backends x batch sizes, one result row each.
 
-For every (depth, precision, backend) the artifact is made or reused (FP32 ONNX by export,
-FP16/INT8 ONNX by :func:`resnet_deploy.quantize.ensure_precision_onnx`, engines by
-:func:`resnet_deploy.engine.ensure_engine`), the backend is opened once through
-:func:`resnet_deploy.runners.open_runner`, and for each batch size:
+For every (depth, precision, backend) the artifact is made or reused by the pipeline
+(:func:`resnet_deploy.pipeline.ensure_precision`, :func:`~resnet_deploy.pipeline.ensure_engine`),
+the backend is opened once through :func:`resnet_deploy.runners.make_runner` with its
+:func:`~resnet_deploy.runners.timing_options`, and for each batch size:
 
 1. parity first: the photographs + random tensors of :func:`resnet_deploy.compare.parity_batch`
    through the timed path, against PyTorch FP32 on the same inputs, at the precision's bars
@@ -36,35 +36,35 @@ from typing import Any, Callable, Sequence
 
 import numpy as np
 
-from ..artifacts import DEFAULT_ROOT
+from .._native.cuda import cuda_device_info
+from ..artifacts import DEFAULT_ROOT, PRECISIONS
+from ..compare import compare, parity_batch
+from ..engine import BuildOptions
 from ..errors import BackendUnavailable, UserError
-from ..runners import BACKENDS
-from .backends import availability, is_gpu, is_oom, prepare
-from .env import usable_cores
+from ..model import resolve_arch
+from ..pipeline import ensure_engine, ensure_precision, load_model
+from ..progress import Progress, quiet
+from ..runners import BACKENDS, ENGINE_BACKENDS, ONNX_BACKENDS, Runner, make_runner, timing_options, unavailable
+from ..runners.torch_runner import TorchRunner
+from .bound import MemoryProbe, bind, is_oom, torch_cuda
+from .env import device_label, environment, usable_cores
+from .report import ROW_FIELDS, ResultWriter, default_run_id
 from .timing import RssProbe, cpu_pressure, load_average, measure, measure_concurrent, paired_overhead
 
 ALL_DEPTHS = (18, 34, 50, 101, 152)
-BENCH_PRECISIONS = ("fp32", "fp16", "bf16", "int8")
+BENCH_PRECISIONS = PRECISIONS
 MAX_STREAMS = 16
 STREAMS_UNSUPPORTED = {
     "torch-compile": ("not measured with several streams: torch.compile's CUDA graphs have not been checked from "
                       "several threads at once; single-stream only"),
 }
-Progress = Callable[[str], None]
-
-
-def _quiet(_: str) -> None:
-    pass
-
-
 def gpu_present() -> bool:
-    from .backends import torch_cuda
+    return torch_cuda() or cuda_device_info(0)[0] is not None
 
-    if torch_cuda():
-        return True
-    from ..engine import cuda_device_info
 
-    return cuda_device_info(0)[0] is not None
+def is_gpu(backend: str) -> bool:
+    """Does this backend run on a GPU here? (torch / torch-compile follow torch.cuda.is_available())."""
+    return backend in ("ort-cuda", *ENGINE_BACKENDS) or (backend in ("torch", "torch-compile") and torch_cuda())
 
 
 def defaults(gpu: bool | None = None) -> dict[str, Any]:
@@ -110,8 +110,6 @@ class BenchConfig:
             raise UserError("batch sizes must be integers >= 1")
         if not self.depths:
             raise UserError("no depth chosen")
-        from ..models import resolve_arch
-
         for d in self.depths:
             resolve_arch(d, False)
         if not (self.min_time >= 0 and math.isfinite(self.min_time)):
@@ -171,8 +169,6 @@ def parse_list(value: str | None, *, all_values: Sequence[Any], kind: type = str
 
 
 def new_row(run_id: str, arch: str, depth: Any, precision: str, backend: str, batch: int | None) -> dict[str, Any]:
-    from .report import ROW_FIELDS
-
     row: dict[str, Any] = dict.fromkeys(ROW_FIELDS)
     row.update(run_id=run_id, arch=arch, depth=depth, precision=precision, backend=backend, batch=batch,
                status="pending", reason="", notes="", load_avg_1m=(load_average() or [None])[0],
@@ -193,35 +189,51 @@ def _fmt_exc(e: BaseException) -> str:
 def make_onnx(arch: str, precision: str, cfg: BenchConfig, progress: Progress) -> tuple[str, float, bool]:
     """The precision's ONNX: ``(path, seconds spent making it in this run, reused)``."""
     t0 = time.perf_counter()
-    try:
-        from ..quantize import ensure_precision_onnx
-    except ImportError as e:
-        if precision != "fp32":
-            raise BackendUnavailable("onnx", f"{precision} ONNX needs resnet_deploy.quantize ({e})") from None
-        ensure_precision_onnx = None
-    from ..artifacts import artifact_path
-
-    path = artifact_path(arch, precision, "onnx", cfg.artifacts)
-    existed = path.exists()
-    if ensure_precision_onnx is not None:
-        m = ensure_precision_onnx(arch, precision, out_dir=cfg.artifacts, seed=cfg.seed, progress=progress)
-        reused = bool(m.get("reused", existed and precision == "fp32"))
-        return str(m["path"]), time.perf_counter() - t0, reused
-    from .. import api
-
-    m = api.export(arch, out_dir=cfg.artifacts, seed=cfg.seed, progress=progress)
-    return str(m["path"]), time.perf_counter() - t0, False
+    m = ensure_precision(arch, precision, out_dir=cfg.artifacts, seed=cfg.seed, progress=progress)
+    return str(m["path"]), time.perf_counter() - t0, bool(m.get("reused"))
 
 
 def make_engine(arch: str, precision: str, flavour: str, cfg: BenchConfig, progress: Progress) -> tuple[str, float, bool]:
-    from ..engine import BuildOptions, engine_path_for, ensure_engine
-
-    onnx_path, t_onnx, _ = make_onnx(arch, precision, cfg, progress)
-    engine = engine_path_for(arch, precision, flavour, cfg.artifacts)
-    opts = BuildOptions(flavour=flavour, min_batch=1, opt_batch=max(cfg.batches), max_batch=max(cfg.batches))
+    """The engine, with a profile up to the largest batch: ``(path, seconds spent making it, reused)``."""
     t0 = time.perf_counter()
-    _, reason = ensure_engine(onnx_path, engine, opts, precision=precision, say=progress)
-    return str(engine), time.perf_counter() - t0 + t_onnx, reason is None
+    opts = BuildOptions(flavour=flavour, min_batch=1, opt_batch=max(cfg.batches), max_batch=max(cfg.batches))
+    m = ensure_engine(arch, precision, opts, out_dir=cfg.artifacts, seed=cfg.seed, progress=progress)
+    return str(m["path"]), time.perf_counter() - t0, bool(m["reused"])
+
+
+@dataclass
+class Opened:
+    """One backend instance for one (depth, precision): the open runner and its memory probe."""
+
+    runner: Runner
+    memory: MemoryProbe
+    load_s: float
+
+    @property
+    def notes(self) -> list[str]:
+        return list(self.runner.describe().get("notes") or [])
+
+    @property
+    def device(self) -> str:
+        d = self.runner.describe()
+        return str(d.get("gpu") or d.get("device") or "cpu")
+
+    def close(self) -> None:
+        self.runner.close()
+
+
+def open_backend(backend: str, *, model: Any, artifact: str | None, precision: str, cfg: BenchConfig, rss: RssProbe,
+                 threads: int | None = None, beside_others: bool = False) -> Opened:
+    """Open ``backend`` with its timing options; the memory baseline is taken before it loads."""
+    options = timing_options(backend, threads=threads if threads is not None else cfg.threads, tf32=cfg.tf32,
+                             cuda_graph=cfg.ort_cuda_graph, beside_others=beside_others)
+    runner = make_runner(backend, model if backend in ("torch", "torch-compile") else artifact, precision=precision,
+                         **options)
+    memory = MemoryProbe.for_runner(runner, rss)
+    memory.baseline()
+    t0 = time.perf_counter()
+    runner.open()
+    return Opened(runner, memory, time.perf_counter() - t0)
 
 
 # ------------------------------------------------------------------------------------------
@@ -246,56 +258,53 @@ def _put_timing(row: dict[str, Any], prefix: str, t, batch: int) -> None:
     row[f"{prefix}throughput_ips"] = batch / (s.p50 / 1e3) if s.p50 > 0 else None
 
 
-def bench_row(row: dict[str, Any], prep, batch: int, inputs: list[np.ndarray], reference: np.ndarray,
+def bench_row(row: dict[str, Any], opened: Opened, batch: int, inputs: list[np.ndarray], reference: np.ndarray,
               parity_inputs: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
-    from ..compare import compare
-
-    bound = prep.bind(batch, inputs)
+    bound = bind(opened.runner, batch, inputs)
     try:
-        prep.memory.row_start()
-        with prep.context():
-            # 1. correctness on the timed path and shape
-            cand = bound.infer(parity_inputs)
-            res = compare(reference, cand, row["precision"])
-            row.update(parity_rel_l2=res.rel_l2, parity_max_abs=res.max_abs, parity_top1=res.top1_agreement,
-                       parity_top5=res.top5_agreement, parity_cosine=res.cosine, parity_n=res.n,
-                       parity_passed=res.passed, parity_failures="; ".join(res.failures),
-                       parity_bar_rel_l2=res.thresholds.rel_l2, parity_bar_top1=res.thresholds.top1)
-            # 2. speed, end to end (host numpy in, host logits out)
-            warm = cfg.warmup_for(row["backend"])
-            t = measure(bound.e2e, len(inputs), warmup=warm, min_time=cfg.min_time, min_iters=cfg.min_iters,
-                        max_iters=cfg.max_iters, clock=bound.e2e_clock, sync=bound.e2e_sync)
-            prep.memory.sample()
-            _put_timing(row, "latency_", t, batch)
-            row.update(latency_min_ms=t.stats.min, latency_std_ms=t.stats.std, iterations=t.iterations,
-                       timed_s=t.timed_wall_s, warmup=t.warmup, first_call_s=t.first_call_s, clock=t.clock)
-            primary, primary_t, primary_sync = bound.e2e, t, bound.e2e_sync
-            before = None
-            # 3. compute only (device-resident inputs) where the backend is on a GPU
-            if bound.compute is not None:
-                tc = measure(bound.compute, len(inputs), warmup=warm, min_time=cfg.min_time, min_iters=cfg.min_iters,
-                             max_iters=cfg.max_iters, clock=bound.compute_clock, before=bound.compute_before,
-                             sync=bound.compute_sync)
-                prep.memory.sample()
-                _put_timing(row, "compute_", tc, batch)
-                row.update(compute_clock=tc.clock, compute_iterations=tc.iterations, scope="end-to-end + compute-only")
-                primary, primary_t, primary_sync = bound.compute, tc, bound.compute_sync
-                before = bound.compute_before
-            else:
-                row.update(scope="end-to-end = compute (CPU: no host-device copy)")
-            # 4. the bare loop on the same call and inputs, alternated with harness blocks
-            if cfg.bare:
-                # about as many calls as the timed loop made, split into alternated harness/bare pairs
-                rounds = max(1, min(cfg.bare_rounds, primary_t.iterations // 2))
-                m = max(1, primary_t.iterations // (2 * rounds))
-                chk = paired_overhead(primary, len(inputs), calls_per_block=m, rounds=rounds,
-                                      clock=bound.compute_clock if bound.compute is not None else bound.e2e_clock,
-                                      before=before, sync=primary_sync)
-                row.update(bare_mean_ms=chk.bare_mean_ms, harness_mean_ms=chk.harness_mean_ms,
-                           harness_overhead_pct=chk.overhead_pct)
-        row["memory_mib"] = prep.memory.peak_mib()
-        row["memory_kind"] = prep.memory.label
-        row["notes"] = "; ".join([*prep.notes, *bound.notes])
+        opened.memory.row_start()
+        # 1. correctness on the timed path and shape
+        cand = bound.infer(parity_inputs)
+        res = compare(reference, cand, row["precision"])
+        row.update(parity_rel_l2=res.rel_l2, parity_max_abs=res.max_abs, parity_top1=res.top1_agreement,
+                   parity_top5=res.top5_agreement, parity_cosine=res.cosine, parity_n=res.n,
+                   parity_passed=res.passed, parity_failures="; ".join(res.failures),
+                   parity_bar_rel_l2=res.thresholds.rel_l2, parity_bar_top1=res.thresholds.top1)
+        # 2. speed, end to end (host numpy in, host logits out)
+        warm = cfg.warmup_for(row["backend"])
+        t = measure(bound.e2e, len(inputs), warmup=warm, min_time=cfg.min_time, min_iters=cfg.min_iters,
+                    max_iters=cfg.max_iters, clock=bound.e2e_clock, sync=bound.e2e_sync)
+        opened.memory.sample()
+        _put_timing(row, "latency_", t, batch)
+        row.update(latency_min_ms=t.stats.min, latency_std_ms=t.stats.std, iterations=t.iterations,
+                   timed_s=t.timed_wall_s, warmup=t.warmup, first_call_s=t.first_call_s, clock=t.clock)
+        primary, primary_t, primary_sync = bound.e2e, t, bound.e2e_sync
+        before = None
+        # 3. compute only (device-resident inputs) where the backend is on a GPU
+        if bound.compute is not None:
+            tc = measure(bound.compute, len(inputs), warmup=warm, min_time=cfg.min_time, min_iters=cfg.min_iters,
+                         max_iters=cfg.max_iters, clock=bound.compute_clock, before=bound.compute_before,
+                         sync=bound.compute_sync)
+            opened.memory.sample()
+            _put_timing(row, "compute_", tc, batch)
+            row.update(compute_clock=tc.clock, compute_iterations=tc.iterations, scope="end-to-end + compute-only")
+            primary, primary_t, primary_sync = bound.compute, tc, bound.compute_sync
+            before = bound.compute_before
+        else:
+            row.update(scope="end-to-end = compute (CPU: no host-device copy)")
+        # 4. the bare loop on the same call and inputs, alternated with harness blocks
+        if cfg.bare:
+            # about as many calls as the timed loop made, split into alternated harness/bare pairs
+            rounds = max(1, min(cfg.bare_rounds, primary_t.iterations // 2))
+            m = max(1, primary_t.iterations // (2 * rounds))
+            chk = paired_overhead(primary, len(inputs), calls_per_block=m, rounds=rounds,
+                                  clock=bound.compute_clock if bound.compute is not None else bound.e2e_clock,
+                                  before=before, sync=primary_sync)
+            row.update(bare_mean_ms=chk.bare_mean_ms, harness_mean_ms=chk.harness_mean_ms,
+                       harness_overhead_pct=chk.overhead_pct)
+        row["memory_mib"] = opened.memory.peak_mib()
+        row["memory_kind"] = opened.memory.label
+        row["notes"] = "; ".join([*opened.notes, *bound.notes])
         row["status"] = "ok" if res.passed else "failed"
         if not res.passed:
             row["reason"] = "parity failed: " + "; ".join(res.failures)
@@ -309,32 +318,28 @@ def bench_row(row: dict[str, Any], prep, batch: int, inputs: list[np.ndarray], r
 # ------------------------------------------------------------------------------------------
 
 
-def streams_row(row: dict[str, Any], preps: list, inputs: list[np.ndarray], reference: np.ndarray,
+def streams_row(row: dict[str, Any], instances: list[Opened], inputs: list[np.ndarray], reference: np.ndarray,
                 parity_inputs: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
-    """Time ``len(preps)`` instances of one backend at once on one batch size; add the
+    """Time ``len(instances)`` instances of one backend at once on one batch size; add the
     ``streams_*`` figures to ``row`` (whose single-stream figures are already measured).
 
     Correctness comes first here too: every instance passes parity on its own, and after the
     concurrent run each stream's last output is compared with the same input run alone, so
     that streams which corrupt each other's buffers fail the row instead of flattering it.
     """
-    from ..compare import compare
-
     batch, precision = row["batch"], row["precision"]
     bounds = []
     try:
-        for p in preps:
-            bounds.append(p.bind(batch, inputs))
+        for inst in instances:
+            bounds.append(bind(inst.runner, batch, inputs, device_resident=False))
         failures = []
-        for k, (p, b) in enumerate(zip(preps, bounds)):
-            with p.context():
-                res = compare(reference, b.infer(parity_inputs), precision)
+        for k, b in enumerate(bounds):
+            res = compare(reference, b.infer(parity_inputs), precision)
             if not res.passed:
                 failures.append(f"stream {k} alone: " + "; ".join(res.failures))
-        with preps[0].context():
-            alone = [bounds[0].infer(x) for x in inputs]
+        alone = [bounds[0].infer(x) for x in inputs]
         ct = measure_concurrent([b.e2e for b in bounds], len(inputs), warmup=cfg.warmup_for(row["backend"]),
-                                min_time=cfg.min_time, min_iters=cfg.min_iters, contexts=[p.context for p in preps])
+                                min_time=cfg.min_time, min_iters=cfg.min_iters)
         for k, (idx, out) in enumerate(ct.last):
             res = compare(alone[idx], np.asarray(out, dtype=np.float32), precision)
             if not res.passed:
@@ -342,7 +347,7 @@ def streams_row(row: dict[str, Any], preps: list, inputs: list[np.ndarray], refe
                                 + "; ".join(res.failures))
         ips = ct.throughput(batch)
         single = row.get("latency_throughput_ips")
-        row.update(streams=len(preps), streams_throughput_ips=ips, streams_p50_ms=ct.stats.p50,
+        row.update(streams=len(instances), streams_throughput_ips=ips, streams_p50_ms=ct.stats.p50,
                    streams_p99_ms=ct.stats.p99, streams_calls=ct.total_calls,
                    streams_gain_pct=(ips / single - 1) * 100 if single else None)
         if failures:
@@ -358,7 +363,7 @@ def streams_row(row: dict[str, Any], preps: list, inputs: list[np.ndarray], refe
 
 def _streams_how(n: int, backend: str, gpu: bool, threads: int | None) -> str:
     each = {"torch": "its own copy of the model" + (" on its own CUDA stream" if gpu else ""),
-            "ort": "its own InferenceSession", "ort-cuda": "its own InferenceSession (its own CUDA stream, I/O binding)",
+            "ort": "its own InferenceSession", "ort-cuda": "its own InferenceSession (its own CUDA stream, I/O binding, no CUDA graph)",
             "trt": "its own engine, execution context and CUDA stream",
             "trt-rtx": "its own engine, execution context and CUDA stream"}.get(backend, "its own instance")
     cpu = f" and {threads} CPU thread{'s' if threads != 1 else ''}" if threads else ""
@@ -385,7 +390,7 @@ def streams_pass(rows: list[dict[str, Any]], *, backend: str, model: Any, artifa
     gpu = is_gpu(backend)
     per = None if gpu else (cfg.threads or max(1, usable_cores() // n))
     torch_threads = None
-    preps: list = []
+    instances: list[Opened] = []
     arch = rows[0]["arch"]
     try:
         if backend == "torch" and not gpu:
@@ -396,11 +401,8 @@ def streams_pass(rows: list[dict[str, Any]], *, backend: str, model: Any, artifa
         scratch = RssProbe()  # the rows' memory figures are taken; these instances are not measured for memory
         for k in range(n):
             progress(f"{arch} {precision} {backend}: opening instance {k + 1} of {n} for several streams")
-            p = prepare(backend, model=model, artifact=artifact, precision=precision, rss=scratch,
-                        ort_cuda_graph=cfg.ort_cuda_graph, threads=per, tf32=cfg.tf32)
-            preps.append(p)
-            if gpu and backend == "torch":
-                p.use_own_stream()
+            instances.append(open_backend(backend, model=model, artifact=artifact, precision=precision, cfg=cfg,
+                                          rss=scratch, threads=per, beside_others=True))
         how = _streams_how(n, backend, gpu, per)
         oom_at = None
         for row in rows:
@@ -409,7 +411,7 @@ def streams_pass(rows: list[dict[str, Any]], *, backend: str, model: Any, artifa
                 continue
             progress(f"{arch} {precision} {backend} batch {row['batch']}: {n} streams")
             try:
-                streams_row(row, preps, _inputs(row["batch"], cfg.buffers, cfg.seed), reference, parity_inputs, cfg)
+                streams_row(row, instances, _inputs(row["batch"], cfg.buffers, cfg.seed), reference, parity_inputs, cfg)
                 row["streams_note"] = how
             except KeyboardInterrupt:
                 raise
@@ -427,9 +429,9 @@ def streams_pass(rows: list[dict[str, Any]], *, backend: str, model: Any, artifa
             if not r.get("streams_note"):
                 r["streams_note"] = f"could not open {n} instances: " + ("out of memory: " if is_oom(e) else "") + text
     finally:
-        for p in preps:
-            p.close()
-        preps.clear()
+        for inst in instances:
+            inst.close()
+        instances.clear()
         if torch_threads is not None:
             import torch
 
@@ -460,7 +462,7 @@ def plan_size(cfg: BenchConfig) -> int:
 
 
 def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/results", run_id: str | None = None,
-              progress: Progress = _quiet, on_row: Callable[[dict[str, Any], int], None] | None = None,
+              progress: Progress = quiet, on_row: Callable[[dict[str, Any], int], None] | None = None,
               command: str | None = None, write: bool = True) -> BenchResult:
     """Run the sweep and write ``<out>/<run_id>/`` (results.json, results.csv, report.md, plots).
 
@@ -468,16 +470,9 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
     On Ctrl-C the sweep stops, everything measured so far is written, and the result has
     ``interrupted=True``.
     """
-    from ..api import create_model
-    from ..compare import parity_batch
-    from ..models import resolve_arch
-    from ..runners.torch_runner import TorchRunner
-    from .env import device_label, environment
-    from .report import ResultWriter, default_run_id
-
     cfg.validate()
     if cfg.threads:
-        import torch
+        import torch  # the torch CPU threads are the process's (every backend's reference runs on torch)
 
         torch.set_num_threads(cfg.threads)
     env = environment(command)
@@ -503,29 +498,30 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
         for depth in cfg.depths:
             arch = resolve_arch(depth, False)
             progress(f"{arch}: building the PyTorch FP32 reference (seed {cfg.seed})")
-            model = create_model(arch, seed=cfg.seed)
-            reference = TorchRunner(model).infer(parity_inputs)
+            model = load_model(arch, seed=cfg.seed)
+            with TorchRunner(model) as ref_runner:
+                reference = ref_runner.infer(parity_inputs)
             for precision in cfg.precisions:
                 for backend in cfg.engines:
                     n_b = len(cfg.batches)
-                    why = availability(backend, precision)
+                    why = unavailable(backend, precision)
                     if why is not None:
                         row = new_row(run_id, arch, depth, precision, backend, None)
                         row.update(status="unavailable", reason=why)
                         emit(row, n_b)
                         continue
-                    prep = None
+                    opened = None
                     artifact, build_s, reused = None, None, None
                     try:
-                        if backend in ("ort", "ort-cuda"):
+                        if backend in ONNX_BACKENDS:
                             progress(f"{arch} {precision}: ONNX for {backend}")
                             artifact, build_s, reused = make_onnx(arch, precision, cfg, progress)
-                        elif backend in ("trt", "trt-rtx"):
+                        elif backend in ENGINE_BACKENDS:
                             progress(f"{arch} {precision}: engine for {backend}")
                             artifact, build_s, reused = make_engine(arch, precision, backend, cfg, progress)
                         progress(f"{arch} {precision}: opening {backend}")
-                        prep = prepare(backend, model=model, artifact=artifact, precision=precision, rss=rss,
-                                       ort_cuda_graph=cfg.ort_cuda_graph, threads=cfg.threads, tf32=cfg.tf32)
+                        opened = open_backend(backend, model=model, artifact=artifact, precision=precision, cfg=cfg,
+                                              rss=rss)
                     except (BackendUnavailable, UserError) as e:
                         row = new_row(run_id, arch, depth, precision, backend, None)
                         row.update(status="unavailable", reason=e.reason if isinstance(e, BackendUnavailable) else str(e),
@@ -544,8 +540,8 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                     try:
                         for batch in cfg.batches:
                             row = new_row(run_id, arch, depth, precision, backend, batch)
-                            row.update(artifact=artifact, build_s=build_s, artifact_reused=reused, load_s=prep.load_s,
-                                       device=prep.device)
+                            row.update(artifact=artifact, build_s=build_s, artifact_reused=reused, load_s=opened.load_s,
+                                       device=opened.device)
                             if oom_at is not None:
                                 row.update(status="skipped", reason=f"out of memory at batch {oom_at}")
                                 emit(row)
@@ -555,7 +551,7 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                                 input_cache.clear()
                                 input_cache[batch] = _inputs(batch, cfg.buffers, cfg.seed)
                             try:
-                                bench_row(row, prep, batch, input_cache[batch], reference, parity_inputs, cfg)
+                                bench_row(row, opened, batch, input_cache[batch], reference, parity_inputs, cfg)
                             except KeyboardInterrupt:
                                 raise
                             except Exception as e:  # noqa: BLE001
@@ -569,8 +565,8 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                                 measured.append(row)
                             emit(row)
                     finally:
-                        prep.close()
-                        del prep
+                        opened.close()
+                        del opened
                         gc.collect()
                     if cfg.streams > 1 and measured:
                         streams_pass(measured, backend=backend, model=model, artifact=artifact, precision=precision,

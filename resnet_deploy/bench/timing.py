@@ -115,19 +115,20 @@ class HostClock:
 
 
 class TorchEventClock:
-    """CUDA events on torch's current stream (compute-only timing of device-resident calls)."""
+    """CUDA events on a torch stream (torch's current one by default): compute-only timing of device-resident calls."""
 
     name = "cuda-events (torch)"
 
-    def __init__(self, torch_module: Any):
+    def __init__(self, torch_module: Any, stream: Any = None):
         self.torch = torch_module
+        self.stream = stream
         self.start = torch_module.cuda.Event(enable_timing=True)
         self.end = torch_module.cuda.Event(enable_timing=True)
 
     def time(self, call: Call, i: int) -> float:
-        self.start.record()
+        self.start.record(self.stream)
         call(i)
-        self.end.record()
+        self.end.record(self.stream)
         self.end.synchronize()
         return self.start.elapsed_time(self.end) / 1e3
 

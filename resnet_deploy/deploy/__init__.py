@@ -9,10 +9,16 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from ..artifacts import DEFAULT_ROOT
+from ..artifacts import DEFAULT_ROOT, read_manifest
 from ..errors import UserError
+from ..model import resolve_arch
+from ..pipeline import ensure_precision
+from ..progress import Progress, quiet
+from .common import check_output_folder, onnx_facts
+from .jetson import write_jetson_bundle
+from .triton import write_triton_model
 
 TARGETS = ("jetson", "triton")
 
@@ -24,7 +30,7 @@ def package(depth: int | str = 50, *, precision: str | None = None, target: str 
             artifacts_dir: str | os.PathLike[str] = DEFAULT_ROOT, min_batch: int | None = None,
             opt_batch: int | None = None, max_batch: int | None = None, instances: int = 1,
             instance_kind: str = "gpu", preact: bool = False,
-            progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+            progress: Progress = quiet) -> dict[str, Any]:
     """Write a deployment for ``target``; returns its manifest (``"path"`` is where it went).
 
     The model is ``onnx`` if given, else the precision's ONNX under ``artifacts_dir`` (made if
@@ -37,16 +43,10 @@ def package(depth: int | str = 50, *, precision: str | None = None, target: str 
         raise UserError("--out is required: the bundle folder (jetson) or the model repository (triton)")
     if engine is not None and target != "triton":
         raise UserError("--engine-file is for Triton (tensorrt_plan); a Jetson bundle builds its engine on the device")
-    from ..models import resolve_arch
-
     arch = resolve_arch(depth, preact)
     explicit_precision = precision is not None
     precision = precision or "fp16"
     if target == "triton" and engine is not None:
-        from .triton import write_triton_model
-
-        from ..artifacts import read_manifest
-
         if not Path(engine).is_file():
             raise UserError(f"engine not found: {engine}")
         built = read_manifest(engine).get("precision", precision)
@@ -56,27 +56,17 @@ def package(depth: int | str = 50, *, precision: str | None = None, target: str 
                                   max_batch=max_batch, instances=instances, instance_kind=instance_kind,
                                   force=force, progress=progress)
     if onnx is None:
-        from .common import check_output_folder
-
         # fail on an occupied output before the (possibly minutes long) quantization
         check_output_folder(Path(out) / (name or f"{arch}_{precision}") if target == "triton" else Path(out), force)
-        from ..predict import precision_onnx
-
-        onnx = precision_onnx(arch, precision, out_dir=artifacts_dir, weights=weights, progress=progress)
+        onnx = ensure_precision(arch, precision, out_dir=artifacts_dir, weights=weights, progress=progress)["path"]
     else:
-        from .common import onnx_facts
-
         found = onnx_facts(onnx)["precision"]
         if explicit_precision and found != precision:
             raise UserError(f"{onnx} is a {found} model but --precision {precision} was asked for")
         precision = found
     if target == "jetson":
-        from .jetson import write_jetson_bundle
-
         return write_jetson_bundle(onnx, out, labels=labels, min_batch=min_batch, opt_batch=opt_batch,
                                    max_batch=max_batch, force=force, progress=progress)
-    from .triton import write_triton_model
-
     return write_triton_model(onnx, out, name=name or f"{arch}_{precision}", labels=labels, max_batch=max_batch,
                               instances=instances, instance_kind=instance_kind, force=force, progress=progress)
 

@@ -11,8 +11,10 @@ import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..artifacts import ensure_writable_dir
+from ..artifacts import atomic_write_text, ensure_writable_dir
 from ..errors import UserError
+from ..onnx_meta import detect_precision, graph_io, load_onnx, opset_of, read_metadata
+from ..preprocess import recipe_from_metadata
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -74,32 +76,18 @@ def render(template: str, values: dict[str, Any]) -> str:
     return text
 
 
-_ONNX_TYPES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 6: "int32", 7: "int64", 3: "int8", 2: "uint8", 9: "bool"}
-
-
-def _tensor_facts(value_info) -> dict[str, Any]:
-    t = value_info.type.tensor_type
-    dims: list[int | str] = []
-    for d in t.shape.dim:
-        dims.append(d.dim_value if d.HasField("dim_value") else (d.dim_param or "?"))
-    return {"name": value_info.name, "shape": dims, "dtype": _ONNX_TYPES.get(t.elem_type, f"onnx-type-{t.elem_type}")}
-
-
 def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     """Input/output names, shapes and types, metadata and precision of a classifier ONNX."""
-    from ..onnx_export import load_onnx, read_metadata
-
     path = Path(path)
-    model = load_onnx(path)
+    model = load_onnx(path, load_external_data=False)
     graph = model.graph
-    init_names = {i.name for i in graph.initializer}
-    inputs = [i for i in graph.input if i.name not in init_names]
-    if len(inputs) != 1 or len(graph.output) < 1:
-        raise UserError(f"{path} has {len(inputs)} inputs and {len(graph.output)} outputs; expected one image input and logits")
+    inputs, outputs = graph_io(model)
+    if len(inputs) != 1 or len(outputs) < 1:
+        raise UserError(f"{path} has {len(inputs)} inputs and {len(outputs)} outputs; expected one image input and logits")
     external = [i.name for i in graph.initializer if i.data_location == 1]  # TensorProto.EXTERNAL
     if external:
         raise UserError(f"{path} keeps its weights in external files; save it as a single file first")
-    inp, out = _tensor_facts(inputs[0]), _tensor_facts(graph.output[0])
+    inp, out = inputs[0], outputs[0]
     if len(inp["shape"]) != 4 or any(not isinstance(d, int) for d in inp["shape"][1:]):
         raise UserError(f"{path}: input {inp['name']!r} has shape {inp['shape']}; expected [N, 3, H, W] with only N dynamic")
     if len(out["shape"]) != 2 or not isinstance(out["shape"][1], int):
@@ -107,8 +95,6 @@ def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     meta = read_metadata(model)
     precision = meta.get("precision")
     if precision is None or precision == "fp32":
-        from ..precision import detect_precision
-
         try:
             precision = detect_precision(model)
         except Exception:  # noqa: BLE001 - detection is best effort; metadata wins
@@ -121,17 +107,13 @@ def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
         "fixed_batch": batch if isinstance(batch, int) and batch > 0 else None,
         "precision": precision,
         "metadata": meta,
-        "opset": max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None),
+        "opset": opset_of(model),
     }
 
 
 def recipe_dict(meta: dict[str, str]) -> dict[str, Any]:
-    from ..predict import recipe_from_metadata
-
     return recipe_from_metadata(meta).to_dict()
 
 
 def write_json(path: Path, data: dict[str, Any]) -> None:
-    from ..artifacts import atomic_write_text
-
     atomic_write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")

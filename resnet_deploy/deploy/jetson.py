@@ -13,20 +13,21 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import __version__
 from ..artifacts import sha256_file
-from ..engine import resolve_profile
+from ..engine.options import resolve_profile
 from ..errors import UserError
 from ..labels import load_labels
+from ..progress import Progress, quiet
 from .common import onnx_facts, recipe_dict, render, staged_folder, write_json
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 EDGE_PACKAGE = "resnet_deploy_edge"
 # The torch-free modules the edge runner needs, copied verbatim (relative imports keep working).
-VENDORED = ("errors.py", "artifacts.py", "engine.py", "preprocess.py", "labels.py", "classify.py",
-            "runners/base.py", "runners/tensorrt.py")
+VENDORED = ("errors.py", "artifacts.py", "preprocess.py", "labels.py", "classify.py", "_native/__init__.py",
+            "_native/cuda.py", "_native/trt.py", "runners/base.py", "runners/tensorrt.py")
 GENERATED_INIT = {
     "__init__.py": '"""Vendored copy of resnet-deploy {version}\'s torch-free runner, preprocessing and top-k code.\n\n'
                    'Copied verbatim by `resnet-deploy package`; do not edit (re-package instead)."""\n\n'
@@ -65,7 +66,7 @@ def vendored_imports(rel: str, source: str) -> set[str]:
 def vendor_package(dest: Path) -> list[str]:
     """Copy the torch-free modules into ``dest/resnet_deploy_edge``; fail if one imports something not copied."""
     pkg = dest / EDGE_PACKAGE
-    have = {name[:-3] for name in VENDORED} | {"runners"}
+    have = {name[:-len("/__init__.py")] if name.endswith("/__init__.py") else name[:-3] for name in VENDORED} | {"runners"}
     written = []
     for rel in VENDORED:
         src = PACKAGE_ROOT / rel
@@ -84,7 +85,7 @@ def vendor_package(dest: Path) -> list[str]:
 
 def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, labels: str | os.PathLike[str] | None = None,
                         min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
-                        force: bool = False, progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                        force: bool = False, progress: Progress = quiet) -> dict[str, Any]:
     """Write the edge bundle for ``onnx`` into the folder ``out``; return the bundle manifest."""
     onnx = Path(onnx)
     out = Path(out)

@@ -20,12 +20,13 @@ import re
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 from .. import __version__
 from ..artifacts import read_manifest, sha256_file
 from ..errors import UserError
 from ..labels import load_labels
+from ..progress import Progress, quiet
 from .common import onnx_facts, staged_folder, write_json
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
@@ -128,7 +129,7 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
                        labels: str | os.PathLike[str] | None = None, max_batch: int | None = None,
                        instances: int = 1, instance_kind: str = "gpu", queue_delay_us: int = 100,
                        version: int = 1, force: bool = False,
-                       progress: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
+                       progress: Progress = quiet) -> dict[str, Any]:
     """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``."""
     model, repository = Path(model), Path(repository)
     if not NAME_RE.match(name):

@@ -53,28 +53,11 @@ from typing import Any
 
 import numpy as np
 
-from ..artifacts import read_manifest, sha256_file
-from ..engine import (
-    FLAVOURS,
-    _cc_tuple,
-    check_dla_core,
-    cuda_device_info,
-    cuda_error_name,
-    import_flavour,
-    is_rtx,
-    load_cudart,
-    rtx_cc_supported,
-)
+from .._native.cuda import cuda_device_info, cuda_error_name, load_cudart
+from .._native.trt import FLAVOURS, RTX_DEFAULT_TARGETS, cc_tuple, check_dla_core, import_flavour, is_rtx, make_logger, rtx_cc_supported, version_tuple
+from ..artifacts import read_manifest, verify
 from ..errors import BackendUnavailable, UserError
-from .base import Runner
-
-
-def _version_tuple(v: str) -> tuple[int, ...]:
-    out = []
-    for part in str(v).split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
+from .base import InputSpec, Runner
 
 
 def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[str, Any] | None, engine_path: Path) -> None:
@@ -92,7 +75,7 @@ def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[s
                 f"{engine_path.name} was built with {name} {built} but {installed} is installed; "
                 "rebuild it (or build with version compatibility)"
             )
-        if _version_tuple(installed) < _version_tuple(built):
+        if version_tuple(installed) < version_tuple(built):
             raise UserError(
                 f"{engine_path.name} is version-compatible from {name} {built} onwards but the older {installed} is installed"
             )
@@ -111,7 +94,7 @@ def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[s
         hw = target.get("hardware_compatibility")
         built_cc = target.get("compute_capability")
         if hw == "ampere+":
-            if _cc_tuple(cc) < (8, 0):
+            if cc_tuple(cc) < (8, 0):
                 raise UserError(f"{engine_path.name} needs an Ampere or newer GPU; {device['name']} is {cc}")
         elif built_cc and built_cc != cc:
             raise UserError(
@@ -122,51 +105,75 @@ def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[s
 
 def verify_engine_file(engine_path: Path, manifest: dict[str, Any]) -> None:
     """The engine file must be the one its manifest describes (catches truncation and replacement)."""
-    size = engine_path.stat().st_size
-    want = manifest.get("engine_bytes")
-    if want is not None and size != want:
-        raise UserError(f"engine {engine_path} is {size} bytes but its manifest says {want}: truncated or replaced, rebuild it")
-    sha = manifest.get("engine_sha256")
-    if sha is not None and sha256_file(engine_path) != sha:
-        raise UserError(f"engine {engine_path} does not match its manifest (sha256 differs): corrupted or replaced, rebuild it")
+    verify(engine_path, {**manifest, "kind": "engine"}, what="engine", fix="rebuild it")
 
 
 class TensorRTRunner(Runner):
     """Infer float32 NCHW batches with a serialized TensorRT / TensorRT-RTX engine."""
 
     backend = "trt"
+    device_resident = True
 
     def __init__(
         self,
         engine_path: str | Path,
         *,
-        flavour: str | None = None,
+        backend: str | None = None,
+        precision: str | None = None,
         device: int = 0,
         cuda_graph: bool = False,
         verify: bool = True,
         dla_core: int | None = None,
     ):
-        self._closed = True  # close() is safe even if __init__ fails half way
+        super().__init__()
+        self.engine_path = Path(engine_path)
+        self.requested_flavour = backend
+        self.flavour = backend
+        if backend is not None:
+            self.backend = backend
+        self.requested_precision = precision
+        self.device_index = device
+        self._cuda_graph = bool(cuda_graph)
+        self._verify = verify
+        self._requested_dla = dla_core
+        self.manifest: dict[str, Any] = {}
+        self.device: dict[str, Any] | None = None
+        self.dla_core: int | None = None
+        self.profile: dict[str, list[int]] | None = None
+        self.graph_notes: list[str] = []
+        self._trt = self._cudart = self._runtime = self._engine = self._context = None
+        self._rtx_graphs = False
+        self._reset_buffers()
+
+    def _reset_buffers(self) -> None:
         self._dev_ptrs: list[int] = []
         self._host_ptrs: list[int] = []
         self._graphs: dict[int, tuple[Any, Any]] = {}
         self._uncapturable: set[int] = set()
-        self.graph_notes: list[str] = []
         self._stream = None
-        self.engine_path = Path(engine_path)
+        self._dev: dict[str, int] = {}
+        self._host: dict[str, np.ndarray] = {}
+        self._staged_n = 0
+
+    # ---------------------------------------------------------------------------------------
+    def _read_manifest(self) -> dict[str, Any]:
         if not self.engine_path.is_file():
             raise UserError(f"engine not found: {self.engine_path}")
-        self.manifest = read_manifest(self.engine_path)
-        built_flavour = self.manifest.get("flavour")
+        manifest = read_manifest(self.engine_path)
+        built_flavour = manifest.get("flavour")
+        flavour = self.requested_flavour
         if flavour is not None and built_flavour is not None and flavour != built_flavour:
             raise UserError(f"{self.engine_path.name} is a {built_flavour} engine, not {flavour}")
         self.flavour = flavour or built_flavour
         if self.flavour not in FLAVOURS:
             raise UserError(f"manifest of {self.engine_path.name} names unknown flavour {self.flavour!r}")
         self.backend = self.flavour
-        if verify:
-            verify_engine_file(self.engine_path, self.manifest)
+        return manifest
 
+    def _open(self) -> InputSpec:
+        self.manifest = self._read_manifest()
+        if self._verify:
+            verify_engine_file(self.engine_path, self.manifest)
         trt = import_flavour(self.flavour)
         self._trt = trt
         check_manifest_against_runtime(self.manifest, trt, None, self.engine_path)  # version only
@@ -174,20 +181,17 @@ class TensorRTRunner(Runner):
         if cudart is None:
             raise BackendUnavailable(self.flavour, "cuda-python is not installed (pip install cuda-python)")
         self._cudart = cudart
-        info, why = cuda_device_info(device)
+        info, why = cuda_device_info(self.device_index)
         if info is None:
             raise BackendUnavailable(self.flavour, why)
         self.device = info
         check_manifest_against_runtime(self.manifest, trt, info, self.engine_path)
-        self._check(cudart.cudaSetDevice(device), "cudaSetDevice")
-        self._device_index = device
+        self._check(cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
         self._threads = {threading.get_ident()}  # host threads whose current CUDA device is ours
 
-        from ..engine import _make_logger  # shared ILogger adapter that keeps error text
-
-        self._logger = _make_logger(trt)
+        self._logger = make_logger(trt)  # shared ILogger adapter that keeps error text
         self._runtime = trt.Runtime(self._logger)
-        self.dla_core = self._select_dla_core(dla_core)
+        self.dla_core = self._select_dla_core(self._requested_dla)
         if self.manifest.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
             # version-compatible plans embed the lean runtime (host code); we built it, so trust it.
             self._runtime.engine_host_code_allowed = True
@@ -200,7 +204,7 @@ class TensorRTRunner(Runner):
                     raise UserError(f"{self.engine_path.name} cannot run here: {self._diagnostics(diag)}")
             except UserError:
                 raise
-            except Exception:
+            except Exception:  # noqa: BLE001 - the check is advisory; deserializing decides
                 pass
         self._engine = self._runtime.deserialize_cuda_engine(blob)
         del blob
@@ -209,7 +213,6 @@ class TensorRTRunner(Runner):
                 f"cannot deserialize {self.engine_path.name}: {self._logger.last_error() or 'unknown reason'}"
             )
 
-        self._cuda_graph = bool(cuda_graph)
         self._rtx_graphs = False
         if self._cuda_graph and is_rtx(trt) and hasattr(self._engine, "create_runtime_config"):
             rc = self._engine.create_runtime_config()
@@ -220,12 +223,7 @@ class TensorRTRunner(Runner):
             self._context = self._engine.create_execution_context()
         if self._context is None:
             raise UserError(f"cannot create an execution context for {self.engine_path.name}: {self._logger.last_error()}")
-        self._closed = False
-        try:
-            self._bind_io()
-        except BaseException:
-            self.close()
-            raise
+        return self._bind_io()
 
     def _select_dla_core(self, requested: int | None) -> int | None:
         """The DLA core a DLA engine runs on (``IRuntime.DLA_core``, set before deserializing).
@@ -271,7 +269,7 @@ class TensorRTRunner(Runner):
             return None
         return rest[0] if len(rest) == 1 else rest
 
-    def _bind_io(self) -> None:
+    def _bind_io(self) -> InputSpec:
         trt, eng, cudart = self._trt, self._engine, self._cudart
         inputs, outputs = [], []
         for i in range(eng.num_io_tensors):
@@ -294,7 +292,7 @@ class TensorRTRunner(Runner):
             dt = eng.get_tensor_dtype(n)
             try:
                 self._dtypes[n] = np.dtype(trt.nptype(dt))
-            except Exception:
+            except Exception:  # noqa: BLE001 - BF16/FP8/INT4 have no numpy dtype
                 raise UserError(f"I/O tensor {n!r} of {self.engine_path.name} is {getattr(dt, 'name', dt)}, which numpy cannot hold; "
                                 "export the ONNX with float32 (or float16) inputs and outputs") from None
         self.input_dtype = self._dtypes[self.input_name]  # what stage() / infer() cast the input to
@@ -303,8 +301,6 @@ class TensorRTRunner(Runner):
         if not self._context.set_input_shape(self.input_name, tuple(mx)):
             raise UserError(f"engine rejected its own max input shape {tuple(mx)}: {self._logger.last_error()}")
         self._current_batch = mx[0]
-        self._dev: dict[str, int] = {}
-        self._host: dict[str, np.ndarray] = {}
         for name in [self.input_name, *outputs]:
             shape = tuple(self._context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
@@ -319,6 +315,9 @@ class TensorRTRunner(Runner):
             self._host[name] = np.frombuffer(buf, dtype=self._dtypes[name], count=int(np.prod(shape))).reshape(shape)
             if not self._context.set_tensor_address(name, dptr):
                 raise RuntimeError(f"set_tensor_address({name}) failed: {self._logger.last_error()}")
+        return InputSpec(name=self.input_name, dtype=self.input_dtype, sample_shape=self._sample_shape,
+                         min_batch=self.min_batch, max_batch=self.max_batch, limit="profile",
+                         source=self.engine_path.name)
 
     # ---------------------------------------------------------------------------------------
     def _set_batch(self, n: int) -> None:
@@ -334,18 +333,21 @@ class TensorRTRunner(Runner):
         in_bytes = n * int(np.prod(self._sample_shape)) * self._dtypes[self.input_name].itemsize
         self._check(cudart.cudaMemcpyAsync(self._dev[self.input_name], self._host[self.input_name].ctypes.data, in_bytes, h2d, self._stream), "cudaMemcpyAsync H2D")
 
+    def _copy_out(self, n: int) -> None:
+        cudart = self._cudart
+        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+        out = self._host[self.output_name]
+        out_bytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
+        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, self._stream), "cudaMemcpyAsync D2H")
+
     def _execute(self) -> None:
         if not self._context.execute_async_v3(int(self._stream)):
             raise RuntimeError(f"execute_async_v3 failed: {self._logger.last_error() or 'unknown error'}")
 
-    def _enqueue(self, n: int) -> None:
-        cudart = self._cudart
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
+    def _run_all(self, n: int) -> None:
         self._copy_in(n)
         self._execute()
-        out = self._host[self.output_name]
-        out_bytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
-        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, self._stream), "cudaMemcpyAsync D2H")
+        self._copy_out(n)
 
     def _graph_for(self, n: int):
         """The instantiated graph for batch ``n``, captured on first use; ``None`` if it cannot be captured.
@@ -361,14 +363,14 @@ class TensorRTRunner(Runner):
         if n in self._uncapturable:
             return None
         cudart, stream = self._cudart, self._stream
-        self._enqueue(n)
+        self._run_all(n)
         self._check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
         self._check(
             cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
             "cudaStreamBeginCapture",
         )
         try:
-            self._enqueue(n)
+            self._run_all(n)
         except RuntimeError as e:
             cudart.cudaStreamEndCapture(stream)  # ends the (invalidated) capture; its error is expected
             if hasattr(cudart, "cudaGetLastError"):
@@ -387,66 +389,52 @@ class TensorRTRunner(Runner):
     def _on_device(self) -> None:
         """CUDA's current device belongs to each host thread: in a thread that has not used this
         runner before (a server's worker, bench's several streams), make it this runner's device."""
-        if self._closed:
-            raise UserError("this TensorRT runner is closed")
         tid = threading.get_ident()
         if tid not in self._threads:
-            self._check(self._cudart.cudaSetDevice(self._device_index), "cudaSetDevice")
+            self._check(self._cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
             self._threads.add(tid)
 
     def _load_host(self, batch: np.ndarray) -> int:
-        """Check ``batch``, copy it into the pinned input buffer and set the input shape; its size."""
+        """Copy a checked batch into the pinned input buffer and set the input shape; its size."""
         self._on_device()
-        x = np.asarray(batch)
-        if x.ndim != 4 or tuple(x.shape[1:]) != self._sample_shape:
-            raise UserError(f"expected a batch of shape [N, {', '.join(map(str, self._sample_shape))}], got {list(x.shape)}")
-        n = int(x.shape[0])
-        if not self.min_batch <= n <= self.max_batch:
-            raise UserError(
-                f"batch {n} is outside the engine's profile {self.min_batch}..{self.max_batch} "
-                f"({self.engine_path.name}); split the batch or rebuild with a wider profile"
-            )
-        np.copyto(self._host[self.input_name][:n], x, casting="same_kind" if x.dtype.kind == "f" else "unsafe")
+        n = int(batch.shape[0])
+        np.copyto(self._host[self.input_name][:n], batch)
         self._set_batch(n)
         return n
 
     # ---------------------------------------------------------------------------------------
-    # device-resident execution (public; what bench times as compute-only)
+    # device-resident execution (public through Runner: stage / enqueue / synchronize / fetch)
     @property
     def stream(self):
         """The CUDA stream all of this runner's copies and enqueues go to (read-only)."""
         return self._stream
 
-    def stage(self, batch: np.ndarray) -> None:
-        """Copy ``batch`` to the device input buffer (asynchronously, on :attr:`stream`) and set the input shape.
+    def _stage(self, batch: np.ndarray) -> None:
+        """The copy comes from the runner's one pinned staging buffer: synchronize before the next stage or infer."""
+        self._staged_n = self._load_host(batch)
+        self._copy_in(self._staged_n)
 
-        Checks the batch like :meth:`infer`. The copy comes from the runner's one pinned staging
-        buffer, so call :meth:`synchronize` before the next :meth:`stage` or :meth:`infer`.
-        """
-        n = self._load_host(batch)
-        self._copy_in(n)
-
-    def enqueue(self) -> None:
-        """``execute_async_v3`` on :attr:`stream` for the staged batch: no copies, no synchronisation.
-
-        The output stays on the device (the next :meth:`infer` overwrites it).
-        """
+    def _enqueue(self) -> None:
         self._on_device()
         self._execute()
 
-    def synchronize(self) -> None:
-        """Wait for everything queued on :attr:`stream`."""
+    def _synchronize(self) -> None:
         self._on_device()
         self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
 
-    # ---------------------------------------------------------------------------------------
-    def infer(self, batch: np.ndarray) -> np.ndarray:
+    def _fetch(self) -> np.ndarray:
+        self._on_device()
+        self._copy_out(self._staged_n)
+        self._synchronize()
+        return np.array(self._host[self.output_name][:self._staged_n], dtype=np.float32, copy=True)
+
+    def _infer(self, batch: np.ndarray) -> np.ndarray:
         n = self._load_host(batch)
         exe = self._graph_for(n) if self._cuda_graph and not self._rtx_graphs else None
         if exe is not None:
             self._check(self._cudart.cudaGraphLaunch(exe, self._stream), "cudaGraphLaunch")
         else:
-            self._enqueue(n)
+            self._run_all(n)
         self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
         return np.array(self._host[self.output_name][:n], dtype=np.float32, copy=True)
 
@@ -460,37 +448,41 @@ class TensorRTRunner(Runner):
         x = batch.detach().to("cpu", torch.float32).contiguous().numpy() if isinstance(batch, torch.Tensor) else batch
         return torch.from_numpy(self.infer(x))
 
+    # ---------------------------------------------------------------------------------------
     def describe(self) -> dict[str, Any]:
-        m = getattr(self, "manifest", {}) or {}
+        m = self.manifest
+        if not m and self.engine_path.is_file():
+            try:  # before open(): what the manifest says
+                m = read_manifest(self.engine_path)
+            except UserError:
+                m = {}
+        device = self.device or {}
         return {
-            "backend": self.backend,
-            "flavour": getattr(self, "flavour", None),
-            "library": getattr(getattr(self, "_trt", None), "__name__", None),
-            "version": getattr(getattr(self, "_trt", None), "__version__", None),
-            "engine": str(getattr(self, "engine_path", "")),
+            "backend": self.backend if self.flavour else (m.get("flavour") or self.backend),
+            "flavour": self.flavour or m.get("flavour"),
+            "library": getattr(self._trt, "__name__", None),
+            "version": getattr(self._trt, "__version__", None),
+            "engine": str(self.engine_path),
             "built_with": m.get("builder_version"),
-            "gpu": (getattr(self, "device", None) or {}).get("name"),
-            "compute_capability": (getattr(self, "device", None) or {}).get("compute_capability"),
+            "device": device.get("name") or "cuda",
+            "gpu": device.get("name"),
+            "compute_capability": device.get("compute_capability"),
             "precision": m.get("precision"),
-            "dla_core": getattr(self, "dla_core", None),
-            "profile": getattr(self, "profile", None) or {"min": m.get("min_batch"), "opt": m.get("opt_batch"), "max": m.get("max_batch")},
-            "cuda_graph": ("rtx-whole-graph" if getattr(self, "_rtx_graphs", False) else "per-batch-capture")
-            if getattr(self, "_cuda_graph", False)
-            else False,
-            "cuda_graph_notes": list(getattr(self, "graph_notes", [])),
+            "dla_core": self.dla_core,
+            "profile": self.profile or {"min": m.get("min_batch"), "opt": m.get("opt_batch"), "max": m.get("max_batch")},
+            "cuda_graph": ("rtx-whole-graph" if self._rtx_graphs else "per-batch-capture") if self._cuda_graph else False,
+            "cuda_graph_notes": list(self.graph_notes),
+            "notes": (["CUDA graph (end-to-end)"] if self._cuda_graph else []) + list(self.graph_notes),
         }
 
-    def close(self) -> None:
-        if getattr(self, "_closed", True) and not getattr(self, "_dev_ptrs", None) and not getattr(self, "_host_ptrs", None):
-            return
-        cudart = getattr(self, "_cudart", None)
+    def _close(self) -> None:
+        cudart = self._cudart
         if cudart is not None:
             if self._stream is not None:
                 cudart.cudaStreamSynchronize(self._stream)
             for graph, exe in self._graphs.values():
                 cudart.cudaGraphExecDestroy(exe)
                 cudart.cudaGraphDestroy(graph)
-            self._graphs.clear()
             self._context = None  # the context must go before the memory it points to
             for p in self._dev_ptrs:
                 cudart.cudaFree(p)
@@ -498,17 +490,34 @@ class TensorRTRunner(Runner):
                 cudart.cudaFreeHost(p)
             if self._stream is not None:
                 cudart.cudaStreamDestroy(self._stream)
-        self._dev_ptrs, self._host_ptrs, self._stream = [], [], None
-        self._host = {}
-        self._engine = None
-        self._runtime = None
-        self._closed = True
+        self._reset_buffers()
+        self._context = self._engine = self._runtime = None
 
     def __del__(self):
         try:
             self.close()
-        except Exception:
+        except Exception:  # noqa: BLE001 - interpreter shutdown
             pass
+
+    @classmethod
+    def unavailable(cls, backend: str, precision: str) -> str | None:
+        try:
+            import_flavour(backend)
+        except BackendUnavailable as e:
+            return e.reason
+        info, why = cuda_device_info(0)
+        if info is None:
+            extra = "; TensorRT-RTX builds engines on this machine but nothing here can execute them" if backend == "trt-rtx" else ""
+            return f"{why}{extra}"
+        if backend == "trt-rtx" and not rtx_cc_supported(info["compute_capability"], RTX_DEFAULT_TARGETS):
+            return (f"TensorRT-RTX does not run on compute capability {info['compute_capability']} "
+                    f"({info['name']}); it supports {' '.join(RTX_DEFAULT_TARGETS)}")
+        return None
+
+    @classmethod
+    def timing_options(cls, backend: str, *, threads: int | None = None, tf32: bool = False, cuda_graph: bool = True,
+                       beside_others: bool = False) -> dict[str, Any]:
+        return {"cuda_graph": True}
 
 
 __all__ = ["TensorRTRunner", "check_manifest_against_runtime", "verify_engine_file"]

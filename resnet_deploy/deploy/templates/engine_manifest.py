@@ -17,8 +17,8 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
+from resnet_deploy_edge._native.cuda import cuda_device_info  # noqa: E402
 from resnet_deploy_edge.artifacts import sha256_file, write_manifest  # noqa: E402
-from resnet_deploy_edge.engine import cuda_device_info  # noqa: E402
 
 
 def tensorrt_version(fallback: str) -> tuple[str, str]:
@@ -27,7 +27,7 @@ def tensorrt_version(fallback: str) -> tuple[str, str]:
         import tensorrt
 
         return str(tensorrt.__version__), "python tensorrt module"
-    except Exception:  # not installed / libnvinfer missing: the C++ example can still use the engine
+    except Exception:  # noqa: BLE001 - not installed / libnvinfer missing: the C++ example can still use the engine
         return fallback, "trtexec log"
 
 

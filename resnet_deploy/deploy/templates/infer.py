@@ -29,7 +29,7 @@ HERE = Path(__file__).resolve().parent
 if str(HERE) not in sys.path:
     sys.path.insert(0, str(HERE))
 
-from resnet_deploy_edge.classify import infer_in_batches, top_k  # noqa: E402
+from resnet_deploy_edge.classify import infer_all, top_k  # noqa: E402
 from resnet_deploy_edge.errors import UserError  # noqa: E402
 from resnet_deploy_edge.labels import load_labels  # noqa: E402
 from resnet_deploy_edge.preprocess import Preprocess, load_image, preprocess_image  # noqa: E402
@@ -91,12 +91,11 @@ class Classifier:
             from resnet_deploy_edge.runners.tensorrt import TensorRTRunner
 
             # a DLA engine (build_engine.sh --dla N) runs on the core its manifest names unless dla_core says otherwise
-            runner = TensorRTRunner(engine, device=device, cuda_graph=cuda_graph, dla_core=dla_core)
+            runner = TensorRTRunner(engine, device=device, cuda_graph=cuda_graph, dla_core=dla_core).open()
         self.runner = runner
 
     def logits(self, batch: np.ndarray) -> np.ndarray:
-        return infer_in_batches(self.runner, batch, min_batch=getattr(self.runner, "min_batch", 1),
-                                max_batch=getattr(self.runner, "max_batch", None))
+        return infer_all(self.runner, batch)
 
     def classify(self, paths, k: int = 5) -> list[list[dict]]:
         return top_k(self.logits(preprocess_paths(paths, self.recipe)), self.labels, k)

@@ -1,0 +1,5 @@
+"""`python -m resnet_deploy.cli` runs the CLI."""
+
+from . import main
+
+main()

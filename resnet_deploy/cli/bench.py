@@ -1,0 +1,165 @@
+"""`resnet-deploy bench` and `bench-merge`: thin layers over :func:`resnet_deploy.bench.run_bench`
+and :func:`resnet_deploy.bench.merge_results`."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
+from typing import Any, Optional
+
+import typer
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from ..artifacts import DEFAULT_ROOT
+from ..bench import ALL_DEPTHS, BENCH_PRECISIONS, BenchConfig, defaults, merge_results, parse_list, plan_size, run_bench
+from ..bench.report import streams_cell
+from ..errors import UserError
+from ..runners import BACKENDS
+from .common import JsonOpt, SeedOpt, emit, err, handled, out
+
+
+def _fmt(v: Any, spec: str) -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def results_table(rows: list[dict[str, Any]], title: str) -> Table:
+    """Measured rows in a table; the compute-only column only where a GPU backend measured one."""
+    gpu = any(r.get("compute_throughput_ips") for r in rows)
+    streams = any(r.get("streams_throughput_ips") is not None for r in rows)
+    t = Table(title=title, title_justify="left")
+    cols = ["model", "prec", "backend", "batch", "p50 ms", "p99 ms", "img/s"] + (["compute img/s"] if gpu else []) + (
+        ["streams img/s"] if streams else []) + ["rel L2", "top-1", "overhead", "verdict"]
+    for c in cols:
+        t.add_column(c, justify="right" if c not in ("model", "prec", "backend", "verdict") else "left")
+    for r in rows:
+        st = r.get("status")
+        if st in ("ok", "failed"):
+            verdict = "[green]ok[/green]" if st == "ok" else "[red]FAILED[/red]"
+            oh = r.get("harness_overhead_pct")
+            cells = [r["arch"].replace("resnet", "r"), r["precision"], r["backend"], str(r["batch"]),
+                     _fmt(r["latency_p50_ms"], ".2f"), _fmt(r["latency_p99_ms"], ".2f"),
+                     _fmt(r["latency_throughput_ips"], ",.1f")]
+            if gpu:
+                cells.append(_fmt(r.get("compute_throughput_ips"), ",.1f"))
+            if streams:
+                cells.append(streams_cell(r))
+            cells += [_fmt(r.get("parity_rel_l2"), ".1e"), _fmt(r.get("parity_top1"), ".0%"),
+                      "-" if oh is None else f"{oh:+.1f}%", verdict]
+            t.add_row(*cells)
+        else:
+            cells = [r["arch"].replace("resnet", "r"), r["precision"], r["backend"], str(r.get("batch") or "all")]
+            t.add_row(*cells, *([""] * (len(cols) - len(cells) - 1)), f"[yellow]{st}[/yellow]")
+    return t
+
+
+def not_run_lines(rows: list[dict[str, Any]]) -> list[str]:
+    return [f"{r['arch']} {r['precision']} {r['backend']}" + (f" b{r['batch']}" if r.get("batch") else "")
+            + f": {r['status']}: {r.get('reason') or ''}" for r in rows if r.get("status") not in ("ok", "failed")] + [
+        f"{r['arch']} {r['precision']} {r['backend']} b{r['batch']}: parity FAILED: {r.get('parity_failures')}"
+        for r in rows if r.get("status") == "failed"]
+
+
+def bench(
+    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="Comma list of torch, torch-compile, ort, ort-cuda, "
+                                         "trt, trt-rtx, or all. Default: torch,ort on a CPU; every GPU backend on a GPU."),
+    depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Comma list of 18, 34, 50, 101, 152 (or architecture "
+                                        "names), or all. Default: 18,50 on a CPU; 18,50,152 on a GPU."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="Comma list of fp32, fp16, bf16, int8. "
+                                            "Default: fp32 on a CPU; fp32,fp16 on a GPU."),
+    batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Comma list of batch sizes. Default: 1,8 on a CPU; "
+                                        "1,32,256 on a GPU."),
+    min_time: float = typer.Option(1.0, "--min-time", help="Time each row at least this many seconds..."),
+    min_iters: int = typer.Option(10, "--min-iters", help="...and at least this many calls."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up calls (default: 3 on CPU, 20 on GPU, +3 for torch-compile)."),
+    buffers: int = typer.Option(4, "--buffers", help="Pre-made random input buffers rotated between calls."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and ONNX Runtime (default: theirs)."),
+    bare: bool = typer.Option(True, "--bare/--no-bare", help="Also time a bare loop and report the harness overhead."),
+    streams: int = typer.Option(1, "--streams", help="Also time N instances of each backend at once, each in its own "
+                                "thread (and CUDA stream): offline throughput with several streams. 1: off."),
+    ort_cuda_graph: bool = typer.Option(True, "--ort-cuda-graph/--no-ort-cuda-graph", help="CUDA graphs for ort-cuda."),
+    tf32: bool = typer.Option(False, "--tf32/--no-tf32", help="Let GPU FP32 use TF32 math (torch, ort-cuda): faster, "
+                              "but FP32 rows then usually miss the FP32 parity bar."),
+    out_dir: Path = typer.Option(Path("benchmarks/results"), "--out", "-o", help="Results go to <out>/<run-id>/."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Folder name of this run (default: <device>-<UTC time>)."),
+    artifacts: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Folder of ONNX models and engines (made if missing)."),
+    seed: int = SeedOpt,
+    as_json: bool = JsonOpt,
+) -> None:
+    """Latency, throughput and parity for every depth, precision and backend; writes report.md, CSV, JSON and plots."""
+    result = None
+    with handled(True):  # one-line errors and exit codes; the progress bar below replaces the spinner
+        d = defaults()
+        engines = parse_list(engine, all_values=BACKENDS, name="engine") or d["engines"]
+        depths = parse_list(depth, all_values=ALL_DEPTHS, kind=int, name="depth") or d["depths"]
+        precisions = parse_list(precision, all_values=BENCH_PRECISIONS, name="precision") or d["precisions"]
+        batches = parse_list(batch, all_values=[1, 8, 32, 128, 256], kind=int, name="batch") or d["batches"]
+        if run_id is not None and (not run_id or "/" in run_id or run_id in (".", "..")):
+            raise UserError(f"--run-id must be a plain folder name, got {run_id!r}")
+        cfg = BenchConfig(engines=engines, depths=depths, precisions=precisions, batches=batches, min_time=min_time,
+                          min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
+                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams)
+        cfg.validate()
+        command = "resnet-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+        if as_json:
+            result = run_bench(cfg, out=out_dir, run_id=run_id, command=command)
+        else:
+            total = plan_size(cfg)
+            with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                          console=err, transient=False) as bar:
+                task = bar.add_task("bench", total=total)
+
+                def progress(msg: str) -> None:
+                    bar.update(task, description=msg[:70])
+
+                def on_row(row: dict[str, Any], done: int) -> None:
+                    bar.update(task, completed=done)
+                    if row.get("status") in ("ok", "failed"):
+                        bar.console.log(f"{row['arch']} {row['precision']} {row['backend']} b{row['batch']}: "
+                                        f"p50 {row['latency_p50_ms']:.2f} ms, {row['latency_throughput_ips']:.1f} img/s, "
+                                        f"rel L2 {row['parity_rel_l2']:.1e} [{row['status']}]")
+                    else:
+                        bar.console.log(f"{row['arch']} {row['precision']} {row['backend']}: {row['status']}: {row.get('reason')}")
+
+                result = run_bench(cfg, out=out_dir, run_id=run_id, progress=progress, on_row=on_row, command=command)
+
+    rows = result.rows
+    payload = {"run_id": result.run_id, "out_dir": str(result.out_dir), "files": result.files,
+               "interrupted": result.interrupted, "environment": result.environment, "rows": rows}
+
+    def render() -> None:
+        out.print(results_table(rows, f"bench {result.run_id} on {result.environment.get('device')}"))
+        for line in not_run_lines(rows):
+            out.print(line, highlight=False, soft_wrap=True)
+        out.print(f"wrote {result.out_dir}/: " + ", ".join(Path(p).name for p in result.files.values()))
+
+    emit(as_json, payload, render)
+    if result.interrupted:
+        err.print(f"interrupted: wrote what was measured so far to {result.out_dir}")
+        raise typer.Exit(130)
+    failed = [r for r in rows if r.get("status") == "failed"]
+    if failed:
+        err.print(f"[red]error:[/red] parity failed in {len(failed)} row(s): " + "; ".join(
+            f"{r['arch']} {r['precision']} {r['backend']} b{r['batch']}" for r in failed[:5]))
+        raise typer.Exit(1)
+    if rows and all(r.get("status") == "unavailable" for r in rows):
+        err.print("[yellow]nothing could run here[/yellow]: every requested backend is unavailable (see the report)")
+        raise typer.Exit(3)
+
+
+def bench_merge(
+    runs: list[Path] = typer.Argument(..., help="Result folders (or their results.json) of runs on one device."),
+    out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the merged results.json, CSV, report.md and plots."),
+    run_id: Optional[str] = typer.Option(None, "--run-id", help="Name in the merged report (default: the runs' ids)."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """One report from several bench runs on the same device (a sweep split across jobs)."""
+    with handled(as_json):
+        merged = merge_results(runs, out_dir, run_id=run_id)
+
+    def render() -> None:
+        out.print(results_table(merged.rows, f"merged {len(runs)} runs into {out_dir}"))
+        out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in merged.files.values()))
+
+    emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": merged.rows}, render)

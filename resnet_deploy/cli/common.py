@@ -1,0 +1,74 @@
+"""What every command shares: the consoles, the options several commands take, the error
+handling that turns a :class:`~resnet_deploy.errors.UserError` into one line and an exit code,
+and ``--json`` output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import sys
+from typing import Any, Callable, Iterator
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from ..artifacts import DEFAULT_ROOT
+from ..errors import UserError
+
+out = Console()
+err = Console(stderr=True, log_path=False)
+
+DepthOpt = typer.Option("50", "--depth", "-d", help="18, 34, 50, 101, 152, or an architecture name "
+                        "(resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2).")
+JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
+PreactOpt = typer.Option(False, "--preact", help="Pre-activation residual units (BN-ReLU-conv).")
+WeightsOpt = typer.Option(None, "--weights", "-w", help="torchvision-format .pth/.pt or .safetensors checkpoint.")
+ClassesOpt = typer.Option(None, "--num-classes", min=1, help="Classifier size (default: from --weights, else 1000).")
+OutOpt = typer.Option(DEFAULT_ROOT, "--out", "-o", help="Folder that holds <arch>/ artifact folders.")
+SeedOpt = typer.Option(0, "--seed", help="Seed of the random weights used when no --weights is given.")
+
+
+@contextlib.contextmanager
+def handled(as_json: bool) -> Iterator[Callable[[str], None]]:
+    """Turn expected failures into one line and an exit code; yield a progress callback."""
+    status = None if as_json else err.status("working")
+    try:
+        if status:
+            status.start()
+
+        def progress(msg: str) -> None:
+            if status:
+                status.update(msg)
+                err.log(msg)
+
+        yield progress
+    except UserError as e:
+        if status:
+            status.stop()
+        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(e.exit_code) from None
+    except KeyboardInterrupt:
+        if status:
+            status.stop()
+        err.print("interrupted: nothing half-written was left behind")
+        raise typer.Exit(130) from None
+    finally:
+        if status:
+            status.stop()
+
+
+def emit(as_json: bool, payload: dict[str, Any], render: Callable[[], None]) -> None:
+    if as_json:
+        sys.stdout.write(json.dumps(payload, default=str) + "\n")
+    else:
+        render()
+
+
+def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
+    table = Table(title=title, show_header=False, title_justify="left")
+    table.add_column(style="bold")
+    table.add_column()
+    for k, v in rows:
+        table.add_row(k, str(v))
+    return table

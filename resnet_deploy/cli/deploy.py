@@ -1,0 +1,92 @@
+"""`resnet-deploy package` and `resnet-deploy predict` (thin layers over :func:`resnet_deploy.deploy.package`
+and :func:`resnet_deploy.api.predict`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .. import api
+from ..artifacts import DEFAULT_ROOT
+from ..deploy import package as package_model
+from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, handled, kv_table, out
+
+
+def package(depth: str = DepthOpt,
+            precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 or int8 (default fp16, "
+                                                    "or the precision of --onnx)."),
+            target: str = typer.Option(..., "--target", "-t", help="jetson (edge bundle) or triton (model repository)."),
+            out_dir: Path = typer.Option(..., "--out", "-o", help="Bundle folder (jetson) or model repository (triton)."),
+            onnx: Optional[Path] = typer.Option(None, "--onnx", help="Package this ONNX instead of the precision's artifact."),
+            engine_file: Optional[Path] = typer.Option(None, "--engine-file", help="Triton only: serve this TensorRT "
+                                                       "engine (with its manifest) as tensorrt_plan."),
+            weights: Optional[Path] = WeightsOpt,
+            labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (default ImageNet)."),
+            name: Optional[str] = typer.Option(None, "--name", help="Triton model name (default <arch>_<precision>)."),
+            min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Jetson engine profile: smallest batch."),
+            opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Jetson engine profile: tuned batch."),
+            max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Largest batch (jetson profile / Triton max_batch_size)."),
+            instances: int = typer.Option(1, "--instances", help="Triton: model instances per GPU."),
+            instance_kind: str = typer.Option("gpu", "--instance-kind", help="Triton: gpu or cpu."),
+            artifacts_dir: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Where the precision ONNX lives / is made."),
+            force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
+            preact: bool = PreactOpt, as_json: bool = JsonOpt) -> None:
+    """Package a model for a Jetson / edge device or an NVIDIA Triton model repository."""
+    with handled(as_json) as progress:
+        m = package_model(depth, precision=precision, target=target, out=out_dir, onnx=onnx, engine=engine_file, weights=weights,
+                labels=labels, name=name, force=force, artifacts_dir=artifacts_dir, min_batch=min_batch, opt_batch=opt_batch,
+                max_batch=max_batch, instances=instances, instance_kind=instance_kind, preact=preact, progress=progress)
+
+    def render() -> None:
+        if m["kind"] == "jetson-bundle":
+            e = m["engine"]
+            out.print(kv_table(f"edge bundle {m['path']}", [
+                ("model", f"{m['model']['arch']} {m['model']['precision']} ({m['model']['file']})"),
+                ("engine profile", f"batch {e['min_batch']}/{e['opt_batch']}/{e['max_batch']} (build on the device: ./build_engine.sh)"),
+                ("preprocessing", f"resize {m['preprocess']['resize']}, crop {m['preprocess']['image_size']}, NCHW"),
+                ("files", len(m["files"])),
+                ("next", f"copy {m['path']} to the device, then ./build_engine.sh && python3 infer.py IMAGE"),
+            ]))
+        else:
+            out.print(kv_table(f"Triton model {m['path']}", [
+                ("platform", m["platform"]), ("model", f"{m['arch']} {m['precision']} -> {m['model_file']}"),
+                ("max_batch_size", m["max_batch_size"]), ("preferred batch sizes", m["preferred_batch_size"] or "-"),
+                ("instances", f"{m['instances']} x {m['instance_kind']}"), *(("note", n) for n in m["notes"]),
+                ("next", f"tritonserver --model-repository {Path(m['path']).parent}"),
+            ]))
+
+    emit(as_json, m, render)
+
+
+def predict(images: list[Path] = typer.Argument(..., help="Image files to classify."),
+            depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt,
+            engine: str = typer.Option("ort", "--engine", "-e", help="ort, ort-cuda, torch, torch-compile, trt or trt-rtx."),
+            precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact."),
+            artifact: Optional[Path] = typer.Option(None, "--artifact", help="ONNX model or engine (default: the precision's "
+                                                    "artifact under --out)."),
+            labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (default ImageNet)."),
+            top: int = typer.Option(5, "--top", "-k", help="How many classes to show."),
+            num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Classifier size (default: from "
+                                                      "the weights / artifact)."),
+            out_dir: Path = OutOpt,
+            preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
+    """Top-k ImageNet classes (or --labels) with softmax probabilities for image files."""
+    with handled(as_json) as progress:
+        r = api.predict(images, depth, weights=weights, backend=engine, precision=precision, artifact=artifact, labels=labels,
+                top=top, num_classes=num_classes, out_dir=out_dir, preact=preact, seed=seed, progress=progress)
+
+    def render() -> None:
+        for p in r["predictions"]:
+            table = Table(title=f"{p['image']}  ({r['arch']} {r['precision']} on {r['backend']})", title_justify="left")
+            table.add_column("#", justify="right")
+            table.add_column("class")
+            table.add_column("index", justify="right")
+            table.add_column("probability", justify="right")
+            for item in p["top"]:
+                table.add_row(str(item["rank"]), item["label"], str(item["index"]), f"{item['probability']:.4f}")
+            out.print(table)
+
+    emit(as_json, r, render)

@@ -1,0 +1,97 @@
+"""`resnet-deploy info`, `export`, `parity` and `version`: the model and its FP32 ONNX."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .. import __version__, api
+from ..onnx_export import DEFAULT_OPSET
+from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
+
+
+def info(depth: str = DepthOpt, num_classes: int = typer.Option(1000, "--num-classes", min=1),
+         preact: bool = PreactOpt, image_size: int = typer.Option(224, "--image-size", min=32),
+         as_json: bool = JsonOpt) -> None:
+    """Parameters, multiply-accumulates, stage output shapes and layer count."""
+    with handled(as_json):
+        d = api.describe(depth, num_classes=num_classes, preact=preact, image_size=image_size)
+
+    def render() -> None:
+        out.print(kv_table(d["arch"], [
+            ("parameters", f"{d['parameters']:,}"),
+            ("multiply-accumulates", f"{d['gmacs']:.2f} G at {image_size}x{image_size}"),
+            ("layers", f"{d['layers']} (conv + fc on the main path; {d['projection_convs']} projection convs besides)"),
+            ("blocks per stage", d["blocks"]),
+        ]))
+        stages = Table(title="output shape per stage", title_justify="left")
+        stages.add_column("stage")
+        stages.add_column("shape")
+        for name, shape in d["stages"].items():
+            stages.add_row(name, str(shape))
+        out.print(stages)
+
+    emit(as_json, d, render)
+
+
+def export(depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
+           out_dir: Path = OutOpt, batch: Optional[int] = typer.Option(None, "--batch", min=1, help="Fixed batch (default: dynamic)."),
+           opset: int = typer.Option(DEFAULT_OPSET, "--opset", help="ONNX opset (13-21)."),
+           exporter: str = typer.Option("torchscript", "--exporter", help="torchscript (fast, default) or dynamo."),
+           preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
+    """Export the FP32 ONNX model (BatchNorm folded, checked) and its manifest."""
+    with handled(as_json) as progress:
+        m = api.export(depth, weights=weights, num_classes=num_classes, out_dir=out_dir, batch=batch, opset=opset,
+                       exporter=exporter, preact=preact, seed=seed, progress=progress)
+
+    def render() -> None:
+        out.print(kv_table(f"exported {m['path']}", [
+            ("architecture", m["arch"]), ("classes", m["num_classes"]), ("batch", m["batch"]), ("opset", m["opset"]),
+            ("nodes", f"{m['nodes']} ({m['batchnorm_nodes']} BatchNormalization left)"),
+            ("size", f"{m['bytes'] / 1e6:.1f} MB"), ("weights", m["weights_source"]),
+            ("sha256", m["sha256"]), ("time", f"{m['timings_s']['total']:.1f} s"),
+        ]))
+
+    emit(as_json, m, render)
+
+
+def parity(depth: str = DepthOpt,
+           engine: str = typer.Option("ort", "--engine", "-e", help="Backend: ort, ort-cuda, trt, trt-rtx."),
+           precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact."),
+           onnx: Optional[Path] = typer.Option(None, "--onnx", "--artifact", help="ONNX model or engine "
+                                               "(default: the precision's artifact under --out)."),
+           weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,
+           images: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file(s) to compare on "
+                                                       "(default: bundled photographs + random tensors)."),
+           preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
+    """Compare an ONNX model or engine with PyTorch FP32 at the precision's bars; exit 1 if it fails."""
+    with handled(as_json) as progress:
+        r = api.parity(depth, precision=precision, backend=engine, artifact=onnx, weights=weights, num_classes=num_classes, out_dir=out_dir, preact=preact,
+                       seed=seed, images=images, progress=progress)
+
+    def render() -> None:
+        th = r["thresholds"]
+        verdict = "[green]PASS[/green]" if r["passed"] else "[red]FAIL[/red]: " + "; ".join(r["failures"])
+        out.print(kv_table(f"parity {r['arch']} {r['precision']}: {r['candidate']['backend']} vs torch fp32", [
+            ("inputs", f"{r['n']} ({', '.join(r['inputs'])})"),
+            ("max abs error", f"{r['max_abs']:.3g}"),
+            ("relative L2", f"{r['rel_l2']:.3g} (bar {th['rel_l2']:g})"),
+            ("cosine (mean / min)", f"{r['cosine']:.8f} / {r['cosine_min']:.8f}"),
+            ("top-1 agreement", f"{r['top1_agreement']:.1%} (bar {th['top1']:.0%})"),
+            ("top-5 agreement (same set)", f"{r['top5_agreement']:.1%}"),
+            ("verdict", verdict),
+        ]))
+
+    emit(as_json, r, render)
+    if not r["passed"]:
+        if not as_json:
+            err.print("[red]error:[/red] parity failed: " + "; ".join(r["failures"]))
+        raise typer.Exit(1)
+
+
+def version() -> None:
+    """Print the toolkit version."""
+    out.print(__version__)

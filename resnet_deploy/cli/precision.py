@@ -1,0 +1,111 @@
+"""`resnet-deploy quantize` and `resnet-deploy eval`: thin layers over :func:`resnet_deploy.api.quantize`
+(the pipeline's precision ONNX) and :func:`resnet_deploy.api.evaluate`."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.table import Table
+
+from .. import api
+from ..artifacts import check_precision
+from ..errors import UserError
+from ..precision import DEFAULT_CALIB_SAMPLES
+from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
+
+
+def quantize(
+    depth: str = DepthOpt,
+    precision: str = typer.Option(..., "--precision", "-p", help="fp16, bf16 or int8 (fp32 = the exported ONNX)."),
+    calib: Optional[Path] = typer.Option(None, "--calib", help="Folder of calibration images (flat or one sub-folder "
+                                         "per class). Default: scikit-image's bundled photographs."),
+    calib_samples: int = typer.Option(DEFAULT_CALIB_SAMPLES, "--calib-samples", help="Images to calibrate on (a seeded sample if the "
+                                      "folder has more). FP16/BF16 use at most 16 for AutoCast's reference run."),
+    calib_method: str = typer.Option("entropy", "--calib-method", help="INT8 activation calibrator: entropy, "
+                                     "minmax or percentile (99.999th)."),
+    fp16_io: bool = typer.Option(False, "--fp16-io", help="FP16 model inputs/outputs (default: FP32 I/O)."),
+    high_precision: str = typer.Option("fp32", "--high-precision", help="INT8: type of the layers left "
+                                       "unquantized: fp32 (default; runs correctly on ONNX Runtime CPU too) or fp16 "
+                                       "(ModelOpt's default, for TensorRT only: ONNX Runtime's CPU graph optimizer "
+                                       "mis-computes it)."),
+    source: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX to convert (default: the exported "
+                                          "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
+    out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
+    preact: bool = PreactOpt, seed: int = SeedOpt,
+    force: bool = typer.Option(False, "--force", help="Redo the conversion even if a matching artifact exists."),
+    as_json: bool = JsonOpt,
+) -> None:
+    """Write the FP16/BF16 ONNX (AutoCast) or the INT8 Q/DQ ONNX (calibrated PTQ) for TensorRT."""
+    with handled(as_json) as progress:
+        m = api.quantize(depth, precision, out_dir=out_dir, weights=weights, num_classes=num_classes,
+                                  preact=preact, seed=seed, calib=calib, calib_samples=calib_samples,
+                                  method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
+                                  force=force, progress=progress, progress_bar=not as_json)
+
+    def render() -> None:
+        rows = [("precision", m["precision"])]
+        if "request" in m:
+            c, conv = m.get("calibration", {}), m.get("conversion", {})
+            rows += [("input / output", f"{m['input']['dtype']} / {m['output']['dtype']}"),
+                     ("source", f"{m['source']['path']} (sha256 {m['source']['sha256'][:12]})")]
+            if m["precision"] == "int8":
+                qdq = conv.get("qdq", {})
+                rows += [("calibration", f"{c.get('method', m['request']['method'])} on {c.get('used')} images "
+                                         f"from {c.get('source')}"),
+                         ("Q/DQ", f"{qdq.get('quantize_linear')} Q / {qdq.get('dequantize_linear')} DQ; quantized ops "
+                                  + ", ".join(f"{k} {v}" for k, v in qdq.get("quantized_ops", {}).items())),
+                         ("unquantized layers", m["request"]["high_precision"])]
+            else:
+                rows += [("low-precision nodes", f"{conv.get('nodes_low_precision')} of {conv.get('nodes_total')}"),
+                         ("reference data", f"{c.get('used')} images from {c.get('source')}")]
+            for note in c.get("notes", []):
+                rows.append(("note", note))
+            rows.append(("time", "reused (cached)" if m.get("reused") else f"{m['timings_s']['total']:.1f} s"))
+        rows += [("size", f"{m.get('bytes', 0) / 1e6:.1f} MB"), ("sha256", m.get("sha256", "?"))]
+        out.print(kv_table(f"{'reused' if m.get('reused') else 'wrote'} {m['path']}", rows))
+
+    emit(as_json, m, render)
+
+
+def eval_(
+    depth: str = DepthOpt,
+    precision: str = typer.Option("fp32", "--precision", "-p", help="One or more, comma-separated: "
+                                  "int8,fp16,fp32 prints them side by side."),
+    data: Path = typer.Option(..., "--data", help="Labelled images: <data>/<class>/<image> (sorted folder index "
+                              "= class index unless --labels maps them)."),
+    engine: str = typer.Option("ort", "--engine", "-e", help="Backend: ort, ort-cuda, trt, trt-rtx."),
+    batch: int = typer.Option(32, "--batch", "-b", help="Images per inference call."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate an evenly spaced subset of this many images."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (line number = class "
+                                          "index). Default: <out>/<arch>/labels.txt if present."),
+    artifact: Optional[Path] = typer.Option(None, "--onnx", "--artifact", help="Artifact to evaluate (one "
+                                            "precision only; default: the precision's artifact under --out)."),
+    out_dir: Path = OutOpt, preact: bool = PreactOpt, as_json: bool = JsonOpt,
+) -> None:
+    """Top-1 / top-5 accuracy on a labelled image folder, several precisions side by side."""
+    with handled(as_json) as progress:
+        precisions = [p for p in (s.strip() for s in precision.split(",")) if p]
+        if artifact is not None and len(precisions) != 1:
+            raise UserError("--onnx/--artifact names one artifact; give exactly one --precision with it")
+        artifacts = {check_precision(precisions[0]): artifact} if artifact is not None else None
+        r = api.evaluate(depth, precisions=precisions, data=data, backend=engine, out_dir=out_dir, artifacts=artifacts,
+                     batch=batch, limit=limit, labels_file=labels, preact=preact, progress=progress,
+                     progress_bar_enabled=not as_json)
+
+    def render() -> None:
+        table = Table(title=f"{r['arch']} on {r['data']}: {r['images']} images, {r['classes']} classes "
+                            f"({r['backend']})", title_justify="left")
+        for col in ("precision", "top-1", "top-5", "Δ top-1 vs fp32", "images/s", "artifact"):
+            table.add_column(col, justify="left" if col in ("precision", "artifact") else "right")
+        for x in r["results"]:
+            delta = f"{x['top1_delta_pp']:+.2f} pp" if "top1_delta_pp" in x else "-"
+            top5 = f"{x['top5']:.2%}" + (f" (top-{x['top5_k']})" if x["top5_k"] != 5 else "")
+            name = x["precision"] + ("" if x["finite"] else " [red](NaN/Inf!)[/red]")
+            table.add_row(name, f"{x['top1']:.2%}", top5, delta, f"{x['images_per_s'] or 0:.0f}", x["artifact"])
+        out.print(table)
+        for note in r["notes"]:
+            err.print(f"note: {note}", highlight=False)
+
+    emit(as_json, r, render)

@@ -1,0 +1,110 @@
+"""Image folders: the files below a folder, decoding them without raising, labelled class folders.
+
+A folder is flat or has one sub-folder per class (any depth; every image file below it
+counts). Files that are not images or cannot be decoded are reported, never a crash. The
+labelled layout is torchvision's ImageFolder: ``<data>/<class>/<image>``. Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image, UnidentifiedImageError
+
+from .errors import UserError
+from .labels import read_labels
+from .preprocess import IMAGE_EXTENSIONS
+
+
+def read_image(path: Path) -> tuple[Any | None, str | None]:
+    """``(PIL image, None)`` or ``(None, reason)``: a bad file is reported, never raised."""
+    try:
+        with Image.open(path) as im:
+            im.load()
+            return im.copy(), None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, EOFError) as e:
+        reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+        return None, reason[:200]
+    except Exception as e:  # noqa: BLE001 - Pillow plugins raise odd types on damaged files
+        return None, f"{type(e).__name__}: {str(e)[:160]}"
+
+
+def image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], int]:
+    """(image files below ``folder`` sorted by relative path, number of other files).
+
+    Hidden files and folders (``.DS_Store``, ``.ipynb_checkpoints``) are ignored.
+    """
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise UserError(f"image folder not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"{root} is not a folder")
+    images, others = [], 0
+    for p in root.rglob("*"):
+        rel = p.relative_to(root)
+        if any(part.startswith(".") for part in rel.parts) or not p.is_file():
+            continue
+        if p.suffix.lower() in IMAGE_EXTENSIONS:
+            images.append(p)
+        else:
+            others += 1
+    images.sort(key=lambda p: p.relative_to(root).as_posix())
+    return images, others
+
+
+@dataclass
+class LabelledFolder:
+    root: Path
+    classes: list[str]                 # class folder names, sorted
+    files: list[Path]
+    labels: np.ndarray                 # model class index of each file
+    label_source: str                  # "sorted folder names" or the labels file
+    other_files: int = 0
+    notes: list[str] = field(default_factory=list)
+
+
+def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLike[str] | None = None) -> LabelledFolder:
+    """Find the class sub-folders and their images; map each folder to a class index."""
+    root = Path(folder).expanduser()
+    if not root.exists():
+        raise UserError(f"data folder not found: {root}")
+    if not root.is_dir():
+        raise UserError(f"--data must be a folder with one sub-folder per class, got the file {root}")
+    class_dirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    if not class_dirs:
+        loose, _ = image_files(root)
+        hint = f" (it holds {len(loose)} loose image(s): labels come from sub-folder names)" if loose else ""
+        raise UserError(f"{root} has no class sub-folders{hint}; eval needs <data>/<class>/<image>")
+    index: dict[str, int]
+    source = "sorted folder names (ImageFolder convention)"
+    if labels_file is not None:
+        names = read_labels(Path(labels_file).expanduser())
+        index = {n: i for i, n in reversed(list(enumerate(names)))}
+        missing = [d.name for d in class_dirs if d.name not in index]
+        if missing:
+            raise UserError(f"{len(missing)} class folder(s) are not in the labels file {labels_file}: "
+                            f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
+        source = f"labels file {labels_file}"
+    else:
+        index = {d.name: i for i, d in enumerate(class_dirs)}
+    files, labels, others = [], [], 0
+    empty = []
+    for d in class_dirs:
+        found, other = image_files(d)
+        others += other
+        if not found:
+            empty.append(d.name)
+        files += found
+        labels += [index[d.name]] * len(found)
+    if not files:
+        raise UserError(f"no image files in the class folders of {root}")
+    notes = [f"{len(empty)} class folder(s) hold no images: {', '.join(empty[:5])}"] if empty else []
+    return LabelledFolder(root, [d.name for d in class_dirs], files, np.asarray(labels, dtype=np.int64), source,
+                          others, notes)
+
+
+__all__ = ["LabelledFolder", "image_files", "labelled_folder", "read_image"]

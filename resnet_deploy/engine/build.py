@@ -1,0 +1,278 @@
+"""ONNX -> engine: the build itself, the reuse decision around it, and the preflight check.
+
+Precision is *strongly typed*: it comes from the ONNX (FP16 from an AutoCast'ed ONNX, INT8 from
+explicit Q/DQ nodes). TensorRT 11 and TensorRT-RTX have no other way; on TensorRT 10 the old
+weak-typing builder flags (``BuilderFlag.FP16`` / ``INT8`` / ``BF16``) can still be requested with
+``BuildOptions(legacy_precision_flags=True)``, and are refused where the library lacks them.
+
+Every write goes through :mod:`resnet_deploy.artifacts` (atomic rename), and every engine gets a
+JSON manifest beside it (``x.engine.json``) that :func:`~.reuse.needs_rebuild` and the runner read.
+
+Layer precisions: TensorRT's ``IEngineInspector`` needs a *deserialized* engine, and
+deserializing needs a CUDA device. So the manifest's ``layer_precision`` comes from the engine
+inspector when a usable GPU is present, and otherwise from the parsed network (the per-layer
+output types of the strongly typed network, which is what the builder must honour); its
+``source`` field says which, and ``engine_inspector`` says why the inspector was not used.
+
+Torch-free.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import onnx
+
+from .. import __version__
+from .._native.cuda import cuda_device_info, load_cudart
+from .._native.trt import FLAVOURS, import_flavour, is_rtx, make_logger, rtx_cc_supported
+from ..artifacts import atomic_path, ensure_writable_dir, manifest_path, read_manifest, write_manifest
+from ..errors import BackendUnavailable, UserError
+from ..onnx_meta import read_metadata
+from .config import apply_config, load_timing_cache, save_timing_cache
+from .monitor import make_progress_monitor, sigint_cancels
+from .network import create_network, inspector_precision, io_facts, network_precision, parse_onnx, parser_error_line
+from .options import BuildOptions, ProgressCallback, resolve_profile
+from .reuse import needs_rebuild, request_facts, target_facts
+
+
+def inspect_with_gpu(trt, logger, engine_bytes, device, target: dict[str, Any], notes: list[str]) -> dict[str, Any] | None:
+    """Deserialize once to run the engine inspector; None (with a note) where that is impossible."""
+    if device is None:
+        return None
+    if is_rtx(trt) and not rtx_cc_supported(device["compute_capability"], target.get("compute_capabilities") or []):
+        notes.append(
+            f"engine inspector unavailable: the engine does not target this GPU ({device['name']}, "
+            f"compute capability {device['compute_capability']}), so it cannot be deserialized here"
+        )
+        return None
+    try:
+        runtime = trt.Runtime(logger)
+        engine = runtime.deserialize_cuda_engine(engine_bytes)
+        if engine is None:
+            notes.append(f"engine inspector unavailable: cannot deserialize on {device['name']} ({logger.last_error() or 'no reason given'})")
+            return None
+        return inspector_precision(trt, engine)
+    except Exception as e:  # noqa: BLE001 - the build itself succeeded; inspection is best effort
+        notes.append(f"engine inspector failed: {type(e).__name__}: {e}")
+        return None
+
+
+def build_engine(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
+    opts: BuildOptions,
+    *,
+    precision: str,
+    progress: ProgressCallback | None = None,
+) -> dict[str, Any]:
+    """Build ``onnx_path`` into ``engine_path`` and write its manifest; return the manifest."""
+    opts.validate()
+    opts.check_precision(precision)
+    onnx_path, engine_path = Path(onnx_path), Path(engine_path)
+    if not onnx_path.is_file():
+        raise UserError(f"ONNX file not found: {onnx_path}")
+    trt = import_flavour(opts.flavour)
+    rtx = is_rtx(trt)
+    device, no_device_reason = cuda_device_info()
+    if not rtx and device is None and load_cudart() is not None:
+        raise BackendUnavailable(opts.flavour, f"building TensorRT engines needs a CUDA GPU: {no_device_reason}")
+
+    target = target_facts(trt, opts, device)  # raises early for 'current' without a GPU
+    ensure_writable_dir(engine_path.parent)  # fail before a long build, not after it
+    notes: list[str] = []
+    onnx_bytes = onnx_path.read_bytes()
+    onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
+    source_metadata = source_metadata_of(onnx_bytes)
+    recorded = source_metadata.get("precision")
+    if recorded and recorded != precision:
+        raise UserError(
+            f"{onnx_path.name} records precision {recorded} (resnet_deploy metadata) but {precision} was requested; "
+            f"build it with --precision {recorded}, or make the {precision} ONNX first"
+        )
+    logger = make_logger(trt)
+
+    builder = trt.Builder(logger)
+    if builder is None:
+        raise BackendUnavailable(opts.flavour, f"cannot create a TensorRT builder: {logger.last_error() or 'unknown error'}")
+    network, strongly_typed = create_network(trt, builder, strongly_typed=not opts.legacy_precision_flags)
+    parser = parse_onnx(trt, network, logger, onnx_bytes, onnx_path)
+
+    if network.num_inputs == 0 or network.num_outputs == 0:
+        # protobuf decoding is lenient: some non-ONNX bytes "parse" into an empty model
+        raise UserError(f"cannot parse ONNX {onnx_path}: it defines no graph inputs or outputs (is it an ONNX model?)")
+    if network.num_inputs != 1:
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        raise UserError(f"expected an ONNX with one input [N,3,H,W]; {onnx_path} has {len(names)}: {', '.join(names)}")
+    inp = network.get_input(0)
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise UserError(f"ONNX input {inp.name!r} has shape {shape}; expected [N,3,H,W]")
+    if any(d < 0 for d in shape[1:]):
+        raise UserError(f"ONNX input {inp.name!r} has dynamic non-batch dimensions {shape}; only the batch may be dynamic")
+    fixed_batch = shape[0] if shape[0] >= 1 else None
+    mn, opt, mx = resolve_profile(opts.requested_profile(), fixed_batch)
+
+    net_precision = network_precision(trt, network)
+    if strongly_typed and net_precision["implied_precision"] != precision:
+        raise UserError(
+            f"{onnx_path.name} is {net_precision['implied_precision']} but {precision} was requested; strongly typed engines "
+            f"take their precision from the ONNX (convert it first: FP16/BF16 with ModelOpt AutoCast, INT8 with Q/DQ nodes)"
+        )
+
+    config = builder.create_builder_config()
+    apply_config(trt, builder, config, opts, precision, device, notes)
+    profile = builder.create_optimization_profile()
+    try:
+        profile.set_shape(inp.name, [mn, *shape[1:]], [opt, *shape[1:]], [mx, *shape[1:]])
+    except ValueError as e:
+        raise UserError(f"invalid batch profile {mn}/{opt}/{mx} for input {inp.name!r}: {e}") from None
+    if config.add_optimization_profile(profile) < 0:
+        raise UserError(f"TensorRT rejected the batch profile {mn}/{opt}/{mx}: {logger.last_error()}")
+
+    timing_cache = load_timing_cache(trt, config, opts, notes)
+    cancel = threading.Event()
+    monitor = make_progress_monitor(trt, progress, cancel)
+    if monitor is not None:
+        config.progress_monitor = monitor
+    elif progress is not None:
+        notes.append("progress reporting unavailable: this TensorRT has no IProgressMonitor")
+
+    t0 = time.perf_counter()
+    with sigint_cancels(cancel):
+        serialized = builder.build_serialized_network(network, config)
+    build_seconds = time.perf_counter() - t0
+    if cancel.is_set():  # Ctrl-C: nothing was written; let the caller report the interruption
+        raise KeyboardInterrupt
+    if serialized is None or serialized.nbytes == 0:
+        if monitor is not None and monitor.cancelled:
+            raise UserError(f"engine build cancelled: nothing was written to {engine_path}")
+        detail = parser_error_line(logger.errors, limit=2) or "no reason given"
+        hint = ""
+        if opts.dla_core is not None and strongly_typed and not is_rtx(trt):
+            hint = ("; if this TensorRT 10 refuses a strongly typed DLA build, add --legacy-precision-flags "
+                    "(TensorRT 10's FP16/INT8 flags; INT8 scales still come from the Q/DQ nodes)")
+        raise UserError(f"TensorRT could not build {engine_path.name}: {detail}{hint}")
+
+    view = memoryview(serialized)
+    engine_sha = hashlib.sha256(view).hexdigest()
+    # Drop the old manifest first: if we die between the two writes, the engine has no manifest
+    # (runner and needs_rebuild then say so) rather than a stale one.
+    manifest_path(engine_path).unlink(missing_ok=True)
+    with atomic_path(engine_path) as tmp:
+        with open(tmp, "wb") as f:
+            f.write(view)
+    if timing_cache is not None and opts.timing_cache is not None:
+        save_timing_cache(config, Path(opts.timing_cache), notes)
+
+    layer_precision = inspect_with_gpu(trt, logger, serialized, device, target, notes)
+    if layer_precision is None:
+        layer_precision = net_precision
+        why = notes[-1] if notes and notes[-1].startswith("engine inspector") else (
+            f"engine inspector unavailable: deserializing an engine needs a CUDA GPU ({no_device_reason})"
+        )
+        inspector_note = why
+    else:
+        layer_precision["network"] = {k: net_precision[k] for k in ("output_dtypes", "qdq_layers", "implied_precision")}
+        inspector_note = "used"
+
+    outputs = [network.get_output(i) for i in range(network.num_outputs)]
+    manifest: dict[str, Any] = {
+        "kind": "engine",
+        "flavour": opts.flavour,
+        "builder": trt.__name__,
+        "builder_version": trt.__version__,
+        "onnx_parser_version": _call_or_none(getattr(trt, "get_nv_onnx_parser_version", None)),
+        "toolkit_version": __version__,
+        "onnx": str(onnx_path),
+        "onnx_sha256": onnx_sha,
+        "source_metadata": {**source_metadata, "precision": precision},
+        "engine_sha256": engine_sha,
+        "engine_bytes": len(view),
+        "precision": precision,
+        "strongly_typed": strongly_typed,
+        "legacy_precision_flags": opts.legacy_precision_flags,
+        "requested_profile": opts.requested_profile(),
+        "min_batch": mn,
+        "opt_batch": opt,
+        "max_batch": mx,
+        "onnx_fixed_batch": fixed_batch,
+        "input": io_facts(trt, [inp])[0],
+        "outputs": io_facts(trt, outputs),
+        "workspace_mib": opts.workspace_mib,
+        "opt_level": opts.opt_level,
+        "hardware_compatibility": opts.hardware_compatibility,
+        "version_compatible": opts.version_compatible,
+        **opts.dla_facts(),
+        "target": target,
+        "build_gpu": device,
+        "build_seconds": round(build_seconds, 3),
+        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "layer_precision": layer_precision,
+        "engine_inspector": inspector_note,
+        "notes": notes,
+    }
+    del parser
+    write_manifest(engine_path, manifest)
+    return manifest
+
+
+def source_metadata_of(onnx_bytes: bytes) -> dict[str, str]:
+    """The source ONNX's ``resnet_deploy.*`` metadata (arch, weights sha256, precision, ...); ``{}`` if it has none."""
+    try:
+        model = onnx.load_model_from_string(onnx_bytes)
+    except Exception:  # noqa: BLE001 - not an ONNX at all: the parser says so with more detail
+        return {}
+    return read_metadata(model)
+
+
+def _call_or_none(fn):
+    try:
+        return fn() if fn else None
+    except Exception:  # noqa: BLE001 - best effort: the build itself succeeded
+        return None
+
+
+def ensure_engine(
+    onnx_path: str | os.PathLike[str],
+    engine_path: str | os.PathLike[str],
+    opts: BuildOptions,
+    *,
+    precision: str,
+    force: bool = False,
+    progress: ProgressCallback | None = None,
+    say: Callable[[str], Any] | None = None,
+) -> tuple[dict[str, Any], str | None]:
+    """Reuse the engine if its manifest matches, else build. Returns ``(manifest, rebuild reason or None)``.
+
+    ``say`` gets one line per decision (checking, reusing, or building and why) before the
+    work starts; ``progress(phase, step, total)`` TensorRT's build phases.
+    """
+    say = say or (lambda _msg: None)
+    say(f"checking {engine_path} against the request")
+    reason = "forced (--force)" if force else needs_rebuild(engine_path, request_facts(onnx_path, opts, precision=precision))
+    if reason is None:
+        say(f"reusing {engine_path}: its manifest matches (same ONNX, precision, profile, builder, target)")
+        return read_manifest(engine_path), None
+    say(f"building {engine_path} with {FLAVOURS[opts.flavour]} ({reason})")
+    return build_engine(onnx_path, engine_path, opts, precision=precision, progress=progress), reason
+
+
+def preflight(opts: BuildOptions, precision: str | None = None) -> Any:
+    """Fail fast (before any ONNX is made) when ``opts`` cannot be built here; return the module."""
+    opts.validate()
+    if precision is not None:
+        opts.check_precision(precision)
+    trt = import_flavour(opts.flavour)
+    if not is_rtx(trt):
+        device, why = cuda_device_info()
+        if device is None:
+            raise BackendUnavailable(opts.flavour, f"building TensorRT engines needs a CUDA GPU: {why}")
+    return trt
+
+

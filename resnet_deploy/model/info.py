@@ -1,0 +1,52 @@
+"""What a network is: parameters, multiply-accumulates, stage shapes, layer count."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from .resnet import ResNet
+
+
+@torch.no_grad()
+def describe_network(model: ResNet, image_size: int = 224) -> dict[str, Any]:
+    macs = 0
+    shapes: dict[str, list[int]] = {}
+
+    def count(module: nn.Module, inputs, output) -> None:
+        nonlocal macs
+        if isinstance(module, nn.Conv2d):
+            k = module.kernel_size[0] * module.kernel_size[1] * (module.in_channels // module.groups)
+            macs += output.numel() * k
+        elif isinstance(module, nn.Linear):
+            macs += output.numel() * module.in_features
+
+    def shape_of(name: str):
+        return lambda module, inputs, output: shapes.__setitem__(name, list(output.shape[1:]))
+
+    hooks = [m.register_forward_hook(count) for m in model.modules() if isinstance(m, (nn.Conv2d, nn.Linear))]
+    hooks += [m.register_forward_hook(shape_of(n)) for n, m in model.stages().items()]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.zeros(1, 3, image_size, image_size))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+    convs = [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+    main_path = [n for n in convs if "downsample" not in n]
+    return {
+        "parameters": sum(p.numel() for p in model.parameters()),
+        "macs": macs,
+        "gmacs": round(macs / 1e9, 3),
+        "image_size": image_size,
+        "stages": shapes,
+        # The depth in a ResNet's name counts the weighted layers on the main path (convs + fc).
+        "layers": len(main_path) + 1,
+        "conv_layers": len(convs),
+        "projection_convs": len(convs) - len(main_path),
+        "blocks": [len(getattr(model, f"layer{i}")) for i in range(1, 5)],
+    }

@@ -1,0 +1,165 @@
+"""Weights: torchvision-format checkpoints from disk, or a seeded random model that behaves.
+
+Checkpoints are read with ``torch.load(weights_only=True)`` or safetensors, never by
+unpickling arbitrary objects. A checkpoint that does not fit names the first missing,
+unexpected and mis-shaped keys.
+
+Without a checkpoint the model is seeded-random, but plain random initialisation (BN weight
+1, running stats 0/1) lets activations grow block after block until FP16 overflows
+(ResNet-152 gave NaN on every output). So the random model's BatchNorm running statistics
+are re-estimated on views of real photographs, as a trained network's would have been: every
+BN then sees unit-variance inputs, activations stay in a trained network's range at any depth.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors.torch import load_file
+from torch import nn
+
+from ..artifacts import sha256_file
+from ..errors import UserError
+from ..preprocess import augmented_photos
+
+RANDOM_SEED = 0
+BN_CALIBRATION_IMAGES = 32
+LOGIT_STD = 2.0
+
+
+@dataclass(frozen=True)
+class WeightsInfo:
+    source: str           # a file path, or "random(seed=0,bn=photos32)"
+    sha256: str           # of the state_dict's tensors (same whatever file format carried them)
+    file_sha256: str | None = None
+
+    def to_dict(self) -> dict:
+        return {"source": self.source, "sha256": self.sha256, "file_sha256": self.file_sha256}
+
+
+def state_dict_sha256(state: dict[str, torch.Tensor]) -> str:
+    """A digest of names, dtypes, shapes and bytes, independent of the container format."""
+    h = hashlib.sha256()
+    for name in sorted(state):
+        t = state[name].detach().cpu().contiguous()
+        h.update(f"{name}|{t.dtype}|{tuple(t.shape)}|".encode())
+        h.update(t.numpy().tobytes() if t.dtype != torch.bfloat16 else t.view(torch.int16).numpy().tobytes())
+    return h.hexdigest()
+
+
+def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
+    """Read a ``.pth``/``.pt`` (weights_only) or ``.safetensors`` file into a flat state_dict."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"weights file not found: {p}")
+    try:
+        if p.suffix == ".safetensors":
+            state = load_file(str(p))
+        else:
+            state = torch.load(p, map_location="cpu", weights_only=True)
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 - every failure to read is the user's file, reported in one line
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        if "Weights only load failed" in str(e):
+            msg = ("not a plain tensor checkpoint, or corrupt (read with torch.load(weights_only=True); "
+                   "this toolkit never unpickles arbitrary objects)")
+        raise UserError(f"cannot read weights {p}: {msg[:300]}") from None
+    # Common wrappers: {"state_dict": ...}, {"model": ...}; DataParallel's "module." prefix.
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and key in state and isinstance(state[key], dict):
+            state = state[key]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise UserError(f"weights {p} do not hold a state_dict of tensors")
+    if state and all(k.startswith("module.") for k in state):
+        state = {k[len("module."):]: v for k, v in state.items()}
+    return state
+
+
+def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
+    """Raise one clear line naming the first missing, unexpected and mis-shaped keys."""
+    expected = model.state_dict()
+    missing = [k for k in expected if k not in state]
+    unexpected = [k for k in state if k not in expected]
+    misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
+                 if k in state and tuple(state[k].shape) != tuple(v.shape)]
+    if missing or unexpected or misshaped:
+        parts = []
+        for label, items in (("missing", missing), ("unexpected", unexpected), ("mis-shaped", misshaped)):
+            if items:
+                more = f" (+{len(items) - 3} more)" if len(items) > 3 else ""
+                parts.append(f"{len(items)} {label}: {', '.join(items[:3])}{more}")
+        raise UserError(f"weights {source} do not fit {type(model).__name__}: " + "; ".join(parts))
+
+
+def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightsInfo:
+    state = read_state_dict(path)
+    check_fit(model, state, str(path))
+    model.load_state_dict(state, strict=True)
+    return WeightsInfo(str(path), state_dict_sha256(model.state_dict()), sha256_file(path))
+
+
+@torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int = 16) -> None:
+    """Re-estimate every BatchNorm's running mean/var from ``images`` (cumulative average)."""
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    saved = [(m.momentum, m.training) for m in bns]
+    was_training = model.training
+    model.eval()
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average over all calibration batches
+        m.train()
+    x = torch.from_numpy(images)
+    for i in range(0, len(x), batch_size):
+        model(x[i:i + batch_size])
+    for m, (momentum, training) in zip(bns, saved):
+        m.momentum = momentum
+        m.train(training)
+    model.train(was_training)
+
+
+@torch.no_grad()
+def center_classifier(model: nn.Module, images: np.ndarray) -> None:
+    """Centre the classifier on ``images`` (mean logit 0 for every class), logit spread ``LOGIT_STD``.
+
+    Post-ReLU features share a large positive mean; through a random classifier it becomes
+    one logit vector common to every image (all photos then get the same top-1). A trained
+    classifier has no such shared component; removing it makes logits differ between images.
+    """
+    fc = getattr(model, "fc", None)
+    if not isinstance(fc, nn.Linear) or not hasattr(model, "forward_features"):
+        return
+    features = model.forward_features(torch.from_numpy(images))
+    centred = (features - features.mean(0)) @ fc.weight.T
+    fc.weight.mul_(LOGIT_STD / centred.std(dim=1).mean().clamp_min(1e-6))  # a trained classifier's logit spread
+    fc.bias.copy_(-fc.weight @ features.mean(0))
+
+
+def randomize(model: nn.Module, seed: int = RANDOM_SEED, calibration_images: int = BN_CALIBRATION_IMAGES) -> WeightsInfo:
+    """Seeded random weights with BatchNorm statistics of real photographs (see module doc)."""
+    gen_state = torch.random.get_rng_state()
+    try:
+        torch.manual_seed(seed)
+        for m in model.modules():
+            if isinstance(m, nn.Conv2d):
+                nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+            elif isinstance(m, nn.modules.batchnorm._BatchNorm):
+                # A trained network's BN affine parameters are not all 1/0; spread them a little.
+                nn.init.uniform_(m.weight, 0.5, 1.0)
+                nn.init.normal_(m.bias, 0.0, 0.1)
+            elif isinstance(m, nn.Linear):
+                nn.init.normal_(m.weight, 0.0, 1.0 / m.in_features ** 0.5)
+                nn.init.zeros_(m.bias)
+    finally:
+        torch.random.set_rng_state(gen_state)
+    images = augmented_photos(calibration_images, seed=seed)
+    recalibrate_batchnorm(model, images)
+    model.eval()
+    center_classifier(model, images)
+    return WeightsInfo(f"random(seed={seed},bn=photos{calibration_images})", state_dict_sha256(model.state_dict()))

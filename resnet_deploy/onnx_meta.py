@@ -1,0 +1,189 @@
+"""Reading ONNX files: load, the ``resnet_deploy.*`` metadata, graph inputs/outputs, precision.
+
+The one reader every stage uses: export writes the metadata (:func:`set_metadata`), the
+precision stage, the engine builder, evaluation, prediction and packaging read it back
+(:func:`read_metadata`, :func:`artifact_facts`). Torch-free.
+"""
+
+from __future__ import annotations
+
+import os
+from collections import Counter
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import onnx
+
+from .artifacts import read_manifest
+from .errors import UserError
+
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+METADATA_PREFIX = "resnet_deploy."
+
+DTYPE_NAMES = {1: "float32", 10: "float16", 16: "bfloat16", 11: "float64", 6: "int32", 7: "int64", 3: "int8",
+               2: "uint8", 9: "bool"}
+_PRECISION_OF = {1: "fp32", 10: "fp16", 16: "bf16", 11: "fp64"}
+_Q_OPS = ("QuantizeLinear", "DequantizeLinear")
+_WEIGHT_OPS = ("Conv", "ConvTranspose")
+_FALLBACK_WEIGHT_OPS = ("Gemm", "MatMul")
+
+
+def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) -> onnx.ModelProto:
+    """Load an ONNX file; a missing or corrupt file is a one-line :class:`UserError`."""
+    p = Path(path)
+    if not p.is_file():
+        raise UserError(f"ONNX model not found: {p} (create it with `resnet-deploy export`)")
+    try:
+        return onnx.load(str(p), load_external_data=load_external_data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a damaged file
+        raise UserError(f"cannot read ONNX model {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
+def as_model(model_or_path: Any) -> onnx.ModelProto:
+    return model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_onnx(model_or_path)
+
+
+def read_metadata(model_or_path: Any) -> dict[str, str]:
+    """The ``resnet_deploy.*`` metadata properties, prefix removed (strings, as stored)."""
+    model = as_model(model_or_path)
+    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+
+
+def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> None:
+    """Record facts as ``resnet_deploy.*`` metadata properties (strings), replacing old ones."""
+    keep = [p for p in model.metadata_props if not p.key.startswith(METADATA_PREFIX)]
+    del model.metadata_props[:]
+    model.metadata_props.extend(keep)
+    for key, value in facts.items():
+        entry = model.metadata_props.add()
+        entry.key, entry.value = METADATA_PREFIX + key, str(value)
+
+
+def artifact_facts(artifact: str | os.PathLike[str], kind: str) -> dict[str, str]:
+    """The model facts (arch, weights sha256, precision, batch, preprocessing) an artifact records.
+
+    ONNX files carry them as ``resnet_deploy.*`` metadata; an engine's manifest copies its
+    source ONNX's metadata under ``source_metadata`` (the engine format has no room for them).
+    """
+    if kind == "onnx":
+        return read_metadata(load_onnx(artifact, load_external_data=False))
+    if not Path(artifact).is_file():
+        raise UserError(f"engine not found: {artifact} (create it with `resnet-deploy build`)")
+    manifest = read_manifest(artifact)
+    facts = {k: str(v) for k, v in manifest.get("source_metadata", {}).items()}
+    facts.setdefault("precision", str(manifest.get("precision", "fp32")))
+    return facts
+
+
+def opset_of(model: onnx.ModelProto) -> int | None:
+    return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
+
+
+def count_ops(model: onnx.ModelProto, op_type: str) -> int:
+    return sum(1 for n in model.graph.node if n.op_type == op_type)
+
+
+def tensor_facts(value_info) -> dict[str, Any]:
+    """``{name, shape, dtype}`` of a graph input/output; symbolic dimensions by name (or ``"?"``)."""
+    t = value_info.type.tensor_type
+    dims: list[int | str] = [d.dim_value if d.HasField("dim_value") else (d.dim_param or "?") for d in t.shape.dim]
+    return {"name": value_info.name, "shape": dims, "dtype": DTYPE_NAMES.get(t.elem_type, f"onnx-type-{t.elem_type}")}
+
+
+def graph_io(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """The graph's real inputs (initializers excluded) and outputs, as :func:`tensor_facts`."""
+    inits = {t.name for t in model.graph.initializer}
+    inputs = [tensor_facts(i) for i in model.graph.input if i.name not in inits]
+    return inputs, [tensor_facts(o) for o in model.graph.output]
+
+
+# ------------------------------------------------------------------------------------------ precision
+
+
+def _quantized_types(model: onnx.ModelProto) -> set[int]:
+    """Element types of the integer side of every Q/DQ node (zero points and DQ data)."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    types: set[int] = set()
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear" and len(node.input) > 2 and node.input[2] in inits:
+            types.add(inits[node.input[2]])
+        elif node.op_type == "DequantizeLinear":
+            for name in node.input[:1] + node.input[2:3]:
+                if name in inits:
+                    types.add(inits[name])
+        if node.op_type == "QuantizeLinear":
+            for a in node.attribute:
+                if a.name == "output_dtype" and a.i:
+                    types.add(a.i)
+    return types
+
+
+def _weight_dtypes(model: onnx.ModelProto, op_types: Sequence[str]) -> Counter:
+    """Precision of the weight input of every ``op_types`` node (following Cast and Constant)."""
+    inits = {t.name: t.data_type for t in model.graph.initializer}
+    producer = {o: n for n in model.graph.node for o in n.output}
+    counts: Counter = Counter()
+    for node in model.graph.node:
+        if node.op_type not in op_types or len(node.input) < 2:
+            continue
+        name = node.input[1]
+        dtype = None
+        if name in inits:
+            dtype = inits[name]
+        elif name in producer:
+            p = producer[name]
+            attrs = {a.name: a for a in p.attribute}
+            if p.op_type == "Cast" and "to" in attrs:
+                dtype = attrs["to"].i
+            elif p.op_type == "Constant" and "value" in attrs:
+                dtype = attrs["value"].t.data_type
+        if dtype is not None:
+            counts[_PRECISION_OF.get(dtype, str(dtype))] += 1
+    return counts
+
+
+def detect_precision(model_or_path: Any) -> str:
+    """``"fp32"``, ``"fp16"``, ``"bf16"`` or ``"int8"``, read from the graph itself.
+
+    Q/DQ nodes with INT8 data mean ``int8`` (whatever the high-precision type around them);
+    otherwise the majority type of the convolution weights decides (Gemm/MatMul weights if
+    there is no convolution, then all floating initializers by size). A Q/DQ model in another
+    format (FP8, INT4) is a :class:`UserError`: this toolkit does not produce or build those.
+    """
+    model = as_model(model_or_path)
+    ops = {n.op_type for n in model.graph.node}
+    if ops & set(_Q_OPS):
+        qtypes = _quantized_types(model)
+        if not qtypes or qtypes & {2, 3}:  # UINT8, INT8 (no zero point: INT8/UINT8 default)
+            return "int8"
+        raise UserError(f"the ONNX is quantized to element types {sorted(qtypes)}, not INT8; unsupported here")
+    counts = _weight_dtypes(model, _WEIGHT_OPS) or _weight_dtypes(model, _FALLBACK_WEIGHT_OPS)
+    if not counts:
+        for t in model.graph.initializer:
+            if t.data_type in _PRECISION_OF:
+                counts[_PRECISION_OF[t.data_type]] += int(np.prod(t.dims, dtype=np.int64)) if t.dims else 1
+    if not counts:
+        return "fp32"
+    best = counts.most_common(1)[0][0]
+    return best if best in ("fp16", "bf16") else "fp32"
+
+
+def count_qdq(model_or_path: Any) -> dict[str, Any]:
+    """Q/DQ node counts and the op types whose inputs are dequantized (for the manifest)."""
+    model = as_model(model_or_path)
+    ops = Counter(n.op_type for n in model.graph.node)
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    consumers = Counter(n.op_type for n in model.graph.node
+                        if n.op_type not in _Q_OPS and any(i in dq_out for i in n.input))
+    return {
+        "quantize_linear": ops.get("QuantizeLinear", 0),
+        "dequantize_linear": ops.get("DequantizeLinear", 0),
+        "quantized_ops": dict(sorted(consumers.items())),
+    }
+
+
+__all__ = ["INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "DTYPE_NAMES", "load_onnx", "as_model", "read_metadata",
+           "set_metadata", "artifact_facts", "opset_of", "count_ops", "tensor_facts", "graph_io", "detect_precision",
+           "count_qdq"]

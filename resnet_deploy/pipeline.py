@@ -1,0 +1,184 @@
+"""The one place that knows the order: model -> FP32 ONNX -> precision ONNX -> engine.
+
+Each stage makes one artifact from the file before it and never calls another stage
+(:mod:`.export`, :mod:`.precision`, :mod:`.engine`); this module chains them, making what is
+missing or stale:
+
+    ensure_onnx(50)                          # the FP32 ONNX: exported when missing or from other weights
+    ensure_precision(50, "int8")             # + the INT8 Q/DQ ONNX, reused while its request matches
+    ensure_engine(50, "int8", BuildOptions(flavour="trt-rtx"))   # + the engine, reused while its manifest matches
+
+Consumers (the API, bench, packaging) ask for an artifact here and get its manifest (with
+``"path"``); stages meet only through files and their manifests, in the way Triton Model
+Navigator's pipeline builders do (no command calls another).
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writable_dir, read_manifest, sha256_file
+from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight, source_metadata_of
+from .engine import ensure_engine as build_or_reuse
+from .errors import UserError
+from .model import BN_CALIBRATION_IMAGES, RANDOM_SEED, create_model, read_state_dict, resolve_arch
+from .model.weights import state_dict_sha256
+from .onnx_export import DEFAULT_OPSET, export_onnx, validate_options
+from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, make_precision_onnx, read_fp32_source
+from .progress import Progress, quiet
+
+
+def load_model(depth: int | str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+               preact: bool = False, seed: int = RANDOM_SEED) -> nn.Module:
+    """The PyTorch model (the FP32 reference of every parity check)."""
+    return create_model(depth, num_classes=num_classes, weights=weights, preact=preact, seed=seed)
+
+
+def export_model(depth: int | str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+                 out_dir: str | os.PathLike[str] = DEFAULT_ROOT, batch: int | None = None, opset: int | None = None,
+                 exporter: str = "torchscript", preact: bool = False, seed: int = RANDOM_SEED,
+                 progress: Progress = quiet) -> dict[str, Any]:
+    """Build the model and write ``<out_dir>/<arch>/<arch>.fp32.onnx`` plus its manifest (always)."""
+    arch = resolve_arch(depth, preact)
+    validate_options(opset or DEFAULT_OPSET, exporter, batch)
+    path = artifact_path(arch, "fp32", "onnx", out_dir)
+    ensure_writable_dir(path.parent)
+    t0 = time.perf_counter()
+    progress(f"building {arch} ({'weights ' + str(weights) if weights else 'seeded random weights, BN stats from photos'})")
+    model = load_model(arch, num_classes=num_classes, weights=weights, seed=seed)
+    t_model = time.perf_counter() - t0
+    progress(f"exporting {path}")
+    manifest = export_onnx(model, path, facts=model.card.facts(), batch=batch, opset=opset or DEFAULT_OPSET,
+                           exporter=exporter, timings={"model": t_model}, started=t0)
+    return {"path": str(path), **manifest}
+
+
+def stale_reason(meta: dict[str, str], weights: str | os.PathLike[str] | None, num_classes: int | None) -> str | None:
+    """Why an existing FP32 ONNX does not match explicitly requested weights/classes, or None.
+
+    Without ``weights`` the existing export is used whatever it was made from (a user's own
+    export must never be replaced by random weights); its manifest says which weights.
+    """
+    if weights is not None:
+        path = Path(weights).expanduser()
+        if not path.is_file():
+            raise UserError(f"weights file not found: {weights}")
+        if meta.get("weights_file_sha256") != sha256_file(path):
+            return f"it was exported from {meta.get('weights_source', 'other weights')}, not {weights}"
+    if num_classes is not None and meta.get("num_classes") != str(num_classes):
+        return f"it has {meta.get('num_classes')} classes, not {num_classes}"
+    return None
+
+
+def ensure_onnx(depth: int | str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
+                seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet) -> dict[str, Any]:
+    """The FP32 ONNX's manifest (with ``"path"``), exported first when missing, stale or forced."""
+    arch = resolve_arch(depth, preact)
+    path = artifact_path(arch, "fp32", "onnx", out_dir)
+    reason = "it does not exist yet" if not path.is_file() else ("--force" if force else None)
+    if reason is None:
+        meta = read_fp32_source(path)
+        reason = stale_reason(meta, weights, num_classes)
+    if reason:
+        progress(f"exporting {path} first ({reason})")
+        return {**export_model(arch, weights=weights, num_classes=num_classes, out_dir=out_dir, seed=seed,
+                               progress=progress), "reused": False}
+    progress(f"source: {path} (weights {meta.get('weights_source', 'unknown')})")
+    try:
+        manifest = read_manifest(path)
+    except UserError:
+        manifest = {}
+    return {**manifest, "path": str(path), "precision": "fp32", "reused": True}
+
+
+def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                     weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+                     preact: bool = False, seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
+                     calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", fp16_io: bool = False,
+                     high_precision: str = "fp32", source: str | os.PathLike[str] | None = None,
+                     min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
+                     progress_bar: bool = False) -> dict[str, Any]:
+    """The ``precision`` ONNX's manifest (with ``"path"`` and ``"reused"``), making what is missing.
+
+    ``fp32`` is the exported ONNX itself. ``source`` converts a given FP32 ONNX instead of the
+    default export (which is made first when missing or made from other ``weights``).
+    """
+    precision = check_precision(precision)
+    arch = resolve_arch(depth, preact)
+    if precision == "fp32":
+        if source is not None:
+            raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
+        return ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, force=force,
+                           progress=progress)
+    if source is None:
+        source = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
+                             progress=progress)["path"]
+    return make_precision_onnx(source, precision, out_dir=out_dir, calib=calib, calib_samples=calib_samples,
+                               method=method, fp16_io=fp16_io, high_precision=high_precision, seed=seed,
+                               min_calib_images=min_calib_images, force=force, progress=progress,
+                               progress_bar=progress_bar)
+
+
+def ensure_engine(depth: int | str, precision: str = "fp32", options: BuildOptions | None = None, *,
+                  onnx: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                  weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
+                  seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet,
+                  build_progress: ProgressCallback | None = None) -> dict[str, Any]:
+    """``<out_dir>/<arch>/<arch>.<precision>.<flavour>.engine`` for a model: what ``resnet-deploy build`` does.
+
+    The precision's ONNX (``onnx``, or the one :func:`ensure_precision` makes) is compiled; the
+    engine is reused when its manifest matches the request and rebuilt otherwise. The result
+    says which (``reused``) and why (``rebuild_reason``). A missing TensorRT or GPU is reported
+    before any ONNX work.
+    """
+    opts = options if options is not None else BuildOptions()
+    precision = check_precision(precision)
+    preflight(opts, precision)
+    arch = resolve_arch(depth, preact)
+    if onnx is not None:
+        onnx_path = Path(onnx)
+        if not onnx_path.is_file():
+            raise UserError(f"ONNX file not found: {onnx_path}")
+        recorded = source_metadata_of(onnx_path.read_bytes()).get("arch")
+        if recorded and recorded != arch:
+            raise UserError(f"{onnx_path} holds {recorded}, not {arch}; pass --depth to match it")
+        onnx_status = "given"
+    else:
+        made = ensure_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
+                                progress=progress)
+        onnx_path = Path(made["path"])
+        onnx_status = "reused" if made.get("reused", True) else "made"
+    engine_path = engine_path_for(arch, precision, opts.flavour, out_dir)
+    ensure_writable_dir(engine_path.parent)
+    manifest, reason = build_or_reuse(onnx_path, engine_path, opts, precision=precision, force=force,
+                                      progress=build_progress, say=progress)
+    return {**manifest, "path": str(engine_path), "reused": reason is None, "rebuild_reason": reason,
+            "onnx_status": onnx_status}
+
+
+def check_same_weights(artifact: Path, meta: dict[str, str], weights: str | os.PathLike[str] | None, seed: int) -> None:
+    """Refuse an artifact made from other weights than the ones asked for (cheap checks, no model build)."""
+    source = meta.get("weights_source")
+    if not source:
+        return  # not made by this toolkit: nothing recorded to compare
+    if weights is None:
+        want = f"random(seed={seed},bn=photos{BN_CALIBRATION_IMAGES})"
+        if source != want:
+            raise UserError(f"{artifact} was made from {source}, not the seeded random weights {want}; "
+                            "pass the same --weights (or --artifact another file)")
+        return
+    if meta.get("weights_file_sha256") and meta["weights_file_sha256"] == sha256_file(weights):
+        return
+    if meta.get("weights_sha256") and state_dict_sha256(read_state_dict(weights)) == meta["weights_sha256"]:
+        return
+    raise UserError(f"{artifact} was made from other weights ({source}) than {weights}; re-export it or pass the matching --weights")
+
+
+__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "ensure_precision", "export_model", "load_model",
+           "stale_reason"]

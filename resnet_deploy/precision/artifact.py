@@ -1,0 +1,204 @@
+"""The precision artifact: ``<out>/<arch>/<arch>.{fp16,bf16,int8}.onnx`` + manifest, from an FP32 ONNX file.
+
+The stage reads the FP32 ONNX and its ``resnet_deploy.*`` metadata and writes the precision
+ONNX beside it; it never exports (making the FP32 ONNX when missing is the pipeline's job).
+
+The result is cached: an existing artifact whose manifest records the same request (source
+ONNX sha256, calibration data digest, method, samples, options) and whose file matches the
+manifest is reused without recalibrating; ``force=True`` redoes it. The precision ONNX keeps the
+source's metadata (arch, weights sha256, preprocessing) with ``precision`` updated, so
+``parity``, ``eval`` and ``build`` know what it is.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import onnx
+
+from ..artifacts import DEFAULT_ROOT, artifact_path, atomic_path, check_precision, ensure_writable_dir, read_manifest, sha256_file, verify, write_manifest
+from ..errors import UserError
+from ..onnx_meta import detect_precision, graph_io, load_onnx, read_metadata, set_metadata
+from ..preprocess import recipe_from_metadata
+from ..progress import Progress, quiet
+from .autocast import LOW_PRECISIONS, convert_fp16
+from .calib import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, calibration_digest, load_calibration
+from .ptq import HIGH_PRECISIONS, normalize_method, quantize_int8
+
+FP16_REFERENCE_IMAGES = 16   # AutoCast's reference run: enough to see which activations exceed FP16
+MAX_CALIBRATION_BATCH = 16
+
+
+def calibration_batch(n: int) -> int:
+    """The largest step <= MAX_CALIBRATION_BATCH that divides ``n`` (ModelOpt feeds whole steps)."""
+    for b in range(min(MAX_CALIBRATION_BATCH, n), 0, -1):
+        if n % b == 0:
+            return b
+    return 1
+
+
+def read_fp32_source(path: str | os.PathLike[str]) -> dict[str, str]:
+    """The metadata of an FP32 ONNX to convert; anything already converted is a :class:`UserError`."""
+    path = Path(path).expanduser()
+    if not path.is_file():
+        raise UserError(f"source ONNX not found: {path}")
+    model = load_onnx(path)
+    found = detect_precision(model)
+    if found != "fp32":
+        what = "quantized to INT8 (it has QuantizeLinear/DequantizeLinear nodes)" if found == "int8" else found.upper()
+        raise UserError(f"{path} is already {what}; quantize needs the FP32 ONNX as its source "
+                        f"(`resnet-deploy export` writes it)")
+    return read_metadata(model)
+
+
+def reusable(dst: Path, request: dict[str, Any]) -> dict[str, Any] | None:
+    """The manifest of an existing artifact made for exactly ``request`` (and still matching its file), else None."""
+    if not dst.is_file():
+        return None
+    try:
+        manifest = read_manifest(dst)
+        if manifest.get("request") != request:
+            return None
+        verify(dst, manifest)
+    except UserError:
+        return None
+    return manifest
+
+
+def _io(tensors: list[dict[str, Any]]) -> dict[str, Any]:
+    return tensors[0] if tensors else {}
+
+
+def make_precision_onnx(
+    source: str | os.PathLike[str],
+    precision: str,
+    *,
+    out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+    calib: str | os.PathLike[str] | None = None,
+    calib_samples: int = DEFAULT_CALIB_SAMPLES,
+    method: str = "entropy",
+    fp16_io: bool = False,
+    high_precision: str = "fp32",
+    seed: int = 0,
+    min_calib_images: int = MIN_CALIB_IMAGES,
+    force: bool = False,
+    progress: Progress = quiet,
+    progress_bar: bool = False,
+) -> dict[str, Any]:
+    """Write (or reuse) the ``precision`` ONNX of the FP32 ONNX ``source``; return its manifest with ``"path"``.
+
+    ``precision``: ``fp16``/``bf16`` (ModelOpt AutoCast; FP32 inputs/outputs unless ``fp16_io``)
+    or ``int8`` (ModelOpt PTQ: per-channel symmetric INT8 weights, per-tensor symmetric INT8
+    activations, Q/DQ placed for TensorRT fusion; everything unquantized runs in
+    ``high_precision``). ``calib`` is a folder of images (flat or one sub-folder per class)
+    preprocessed exactly as the model's recorded evaluation recipe; ``None`` uses
+    scikit-image's bundled photographs and says so through ``progress``. ``method``:
+    ``entropy`` (default), ``minmax`` or ``percentile``. ``progress_bar`` shows rich bars on stderr.
+    """
+    precision = check_precision(precision)
+    if precision == "fp32":
+        raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
+    method = normalize_method(method)
+    if calib_samples < 1:
+        raise UserError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if fp16_io and precision != "fp16":
+        raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
+    if high_precision not in HIGH_PRECISIONS:
+        raise UserError(f"--high-precision must be fp16 or fp32, got {high_precision!r}")
+    if calib is not None and not Path(calib).expanduser().is_dir():
+        raise UserError(f"calibration folder not found: {calib}" if not Path(calib).expanduser().exists()
+                        else f"--calib must be a folder of images, got the file {calib}")
+    src = Path(source).expanduser()
+    t0 = time.perf_counter()
+    src_meta = read_fp32_source(src)
+    arch = src_meta.get("arch") or src.name.split(".")[0]
+    dst = artifact_path(arch, precision, "onnx", out_dir)
+    if src.resolve() == dst.resolve():
+        raise UserError(f"the source and the output are the same file: {dst}")
+    ensure_writable_dir(dst.parent)
+    recipe = recipe_from_metadata(src_meta)
+    samples = min(calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else calib_samples
+    progress(f"hashing {src.name} and the calibration data")
+    request: dict[str, Any] = {
+        "precision": precision,
+        "source_sha256": sha256_file(src),
+        "calib_digest": calibration_digest(calib, recipe, samples, seed),
+        "calib_samples": samples,
+        "seed": seed,
+    }
+    if precision == "int8":
+        request.update(method=method, high_precision=high_precision)
+    else:
+        request.update(fp16_io=fp16_io)
+    if not force:
+        cached = reusable(dst, request)
+        if cached is not None:
+            progress(f"reusing {dst}: same source model, calibration data and settings (--force redoes it)")
+            return {**cached, "path": str(dst), "reused": True}
+
+    calibration = load_calibration(calib, recipe, samples=samples, seed=seed, min_images=min(min_calib_images, samples),
+                                   progress=progress, progress_bar_enabled=progress_bar)
+    if calibration.digest != request["calib_digest"]:  # the folder changed between hashing and reading
+        request["calib_digest"] = calibration.digest
+    t_calib = time.perf_counter()
+
+    with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", suffix=".work", dir=dst.parent) as work:
+        tmp = Path(work) / dst.name
+        if precision in LOW_PRECISIONS:
+            progress(f"converting {src.name} to {precision.upper()} with ModelOpt AutoCast "
+                     f"(reference run on {calibration.used} images)")
+            facts = convert_fp16(src, tmp, low_precision=precision, keep_io_types=not fp16_io, calib=calibration.batch)
+        else:
+            fixed = src_meta.get("batch", "dynamic")
+            if fixed.isdigit() and calibration.used % int(fixed):
+                keep = calibration.used - calibration.used % int(fixed)
+                if keep < 1:
+                    raise UserError(f"{src} has a fixed batch of {fixed}; give at least {fixed} calibration images")
+                calibration.batch = calibration.batch[:keep]
+                calibration.notes.append(f"used {keep} images: a multiple of the model's fixed batch {fixed}")
+                calibration.used = keep
+            progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({method} calibration on "
+                     f"{calibration.used} images; this takes a while on a CPU)")
+            facts = quantize_int8(src, tmp, calibration.batch, method=method, high_precision=high_precision,
+                                  calibration_batch=calibration_batch(calibration.used))
+        t_convert = time.perf_counter()
+        model = load_onnx(tmp)
+        meta = {**src_meta, "precision": precision, "source_sha256": request["source_sha256"]}
+        if precision == "int8":
+            meta.update(calibration_method=method, calibration_images=calibration.used,
+                        calibration_source=calibration.source, high_precision=high_precision)
+        else:
+            meta.update(io_dtype="fp16" if fp16_io else "fp32")
+        set_metadata(model, meta)
+        with atomic_path(dst) as out:
+            onnx.save(model, str(out))
+        inputs, outputs = graph_io(model)
+        del model
+    manifest = {
+        "artifact": dst.name,
+        "kind": "onnx",
+        **{k: v for k, v in src_meta.items() if k != "precision"},
+        "precision": precision,
+        "preprocess": recipe.to_dict(),
+        "source": {"path": str(src), "sha256": request["source_sha256"]},
+        "request": request,
+        "calibration": {**calibration.describe(), "role": "activation ranges" if precision == "int8"
+                        else "AutoCast reference run (keeps nodes whose values exceed FP16 in FP32)"},
+        "conversion": facts,
+        "input": _io(inputs),
+        "output": _io(outputs),
+        "sha256": sha256_file(dst),
+        "bytes": dst.stat().st_size,
+        "timings_s": {"calibration_data": round(t_calib - t0, 3), "convert": round(t_convert - t_calib, 3),
+                      "total": round(time.perf_counter() - t0, 3)},
+    }
+    write_manifest(dst, manifest)
+    progress(f"wrote {dst}")
+    return {**manifest, "path": str(dst), "reused": False}
+
+
+__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "make_precision_onnx", "read_fp32_source", "reusable"]

@@ -1,0 +1,235 @@
+"""The sweep's bookkeeping (parity failures, out-of-memory, several streams, Ctrl-C, the CLI) on a
+tiny fake runner: no ResNet, fast."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+from typer.testing import CliRunner
+
+from resnet_deploy.bench import BenchConfig, run_bench
+from resnet_deploy.bench import harness as H
+from resnet_deploy.cli import app
+from resnet_deploy.runners import InputSpec, Runner
+
+cli = CliRunner()
+
+
+class Tiny(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.fc = nn.Linear(3, 10)
+
+    def forward(self, x):
+        return self.fc(x.mean(dim=(2, 3)))
+
+
+class FakeRunner(Runner):
+    """A backend that behaves as told: correct, wrong, out of memory, interrupted, or (``clash``)
+    correct alone but wrong whenever two of its instances run at once."""
+
+    in_flight = 0
+    lock = threading.Lock()
+
+    def __init__(self, model, *, backend, mode, precision=None, **_options):
+        super().__init__()
+        self.backend, self.model, self.mode, self.closed = backend, model, mode, False
+
+    def _open(self):
+        return InputSpec("input", np.float32, (3, None, None))
+
+    def _close(self):
+        self.closed = True
+
+    def run(self, x):
+        with torch.inference_mode():
+            y = self.model(torch.from_numpy(x)).numpy()
+        return y + 1.0 if self.mode == "wrong" else y
+
+    def _infer(self, x):
+        if self.mode == "oom" and len(x) >= 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 9 GiB")
+        if self.mode == "interrupt" and len(x) >= 2:
+            raise KeyboardInterrupt
+        if self.mode != "clash":
+            time.sleep(0.001)
+            return self.run(x)
+        with FakeRunner.lock:
+            FakeRunner.in_flight += 1
+            crowd = FakeRunner.in_flight
+        time.sleep(0.003)
+        with FakeRunner.lock:
+            crowd = max(crowd, FakeRunner.in_flight)
+            FakeRunner.in_flight -= 1
+        y = self.run(x)
+        return y * 0.0 if crowd > 1 else y  # e.g. an output buffer the instances share
+
+    def describe(self):
+        return {"backend": self.backend, "notes": ["fake"]}
+
+
+@pytest.fixture
+def fake_sweep(monkeypatch):
+    """run_bench with a tiny model and a fake runner: ``modes`` maps backend name -> mode."""
+
+    class Modes(dict):
+        opened: list[FakeRunner]
+
+    modes = Modes()
+    opened: list[FakeRunner] = []
+    tiny = Tiny().eval()
+    monkeypatch.setattr(H, "load_model", lambda arch, **kw: tiny)
+    monkeypatch.setattr(H, "unavailable", lambda backend, precision: None if backend in modes else "not here")
+
+    def make_runner(backend, target, *, precision=None, **options):
+        r = FakeRunner(tiny, backend=backend, mode=modes[backend])
+        opened.append(r)
+        return r
+
+    monkeypatch.setattr(H, "make_runner", make_runner)
+    monkeypatch.setattr(H, "make_onnx", lambda arch, precision, cfg, progress: ("fake.onnx", 0.0, True))
+    monkeypatch.setattr(H, "_inputs", lambda batch, n, seed: [np.random.default_rng(i).standard_normal(
+        (batch, 3, 4, 4), dtype=np.float32) for i in range(n)])
+    modes.opened = opened
+    return modes
+
+
+def quick_cfg(engines, batches=(1, 2, 4), **kw):
+    kw = {"min_time": 0.0, "min_iters": 3, "warmup": 1, "bare_rounds": 2, **kw}
+    return BenchConfig(engines=list(engines), depths=[18], precisions=["fp32"], batches=list(batches), **kw)
+
+
+def test_sweep_marks_parity_failures_oom_and_goes_on(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "good", "torch-compile": "wrong", "ort": "oom"})
+    r = run_bench(quick_cfg(["torch", "torch-compile", "ort", "trt"]), out=tmp_path, run_id="fake")
+    by = {(row["backend"], row["batch"]): row for row in r.rows}
+    assert [by[("torch", b)]["status"] for b in (1, 2, 4)] == ["ok"] * 3
+    # a failed parity row keeps its figures and is marked failed, with the reason
+    bad = by[("torch-compile", 2)]
+    assert bad["status"] == "failed" and bad["parity_passed"] is False and bad["latency_p50_ms"] > 0
+    assert "relative L2" in bad["reason"] and bad["parity_rel_l2"] > 1e-4
+    # out of memory at batch 2: recorded, larger batches skipped, the sweep went on to trt
+    assert by[("ort", 1)]["status"] == "ok"
+    assert by[("ort", 2)]["status"] == "error" and by[("ort", 2)]["reason"].startswith("out of memory")
+    assert by[("ort", 2)]["latency_p50_ms"] is None
+    assert by[("ort", 4)]["status"] == "skipped" and "batch 2" in by[("ort", 4)]["reason"]
+    assert by[("trt", None)]["status"] == "unavailable" and by[("trt", None)]["reason"] == "not here"
+    assert all(p.closed for p in fake_sweep.opened)
+    # every measured row has its correctness figure
+    for row in r.rows:
+        if row["latency_p50_ms"] is not None:
+            assert row["parity_rel_l2"] is not None and row["parity_top1"] is not None
+    report = (tmp_path / "fake" / "report.md").read_text()
+    assert "**FAILED**" in report and "unavailable: not here" in report and "skipped: out of memory" in report
+
+
+def test_several_streams_figures_and_what_they_check(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "good", "ort": "clash", "torch-compile": "good"})
+    r = run_bench(quick_cfg(["torch", "ort", "torch-compile"], batches=(1, 2), streams=3, min_time=0.05), out=tmp_path,
+                  run_id="st")
+    by = {(row["backend"], row["batch"]): row for row in r.rows}
+    for b in (1, 2):
+        good = by[("torch", b)]
+        assert good["status"] == "ok" and good["streams"] == 3 and good["streams_calls"] >= 9
+        assert good["streams_throughput_ips"] > 0 and good["streams_p50_ms"] > 0
+        assert good["streams_gain_pct"] == pytest.approx(
+            (good["streams_throughput_ips"] / good["latency_throughput_ips"] - 1) * 100)
+        assert good["streams_note"].startswith("3 streams, each a Python thread")
+        # instances that are right alone but corrupt each other under load fail the row
+        bad = by[("ort", b)]
+        assert bad["status"] == "failed" and bad["parity_passed"] is False
+        assert "under load differs from the same input run alone" in bad["parity_failures"]
+        assert bad["latency_p50_ms"] > 0 and bad["streams_throughput_ips"] > 0  # figures kept, marked failed
+        # not measured where it is not known to work, and the row says why
+        tc = by[("torch-compile", b)]
+        assert tc["status"] == "ok" and tc["streams"] is None and "single-stream only" in tc["streams_note"]
+    # the single-stream instance plus three fresh ones per backend, all closed
+    assert len(fake_sweep.opened) == 3 * 4 - 3 and all(p.closed for p in fake_sweep.opened)
+    md = (tmp_path / "st" / "report.md").read_text()
+    assert "streams: img/s (gain)" in md and "several streams img/s" in md and "--streams 3" in md
+    assert "| 3: " in md and "**FAILED**" in md and "single-stream only" in md
+    data = json.loads((tmp_path / "st" / "results.json").read_text())
+    assert {"streams", "streams_throughput_ips", "streams_gain_pct", "streams_note"} <= set(data["row_fields"])
+    assert {s["backend"]: s["offline_streams"] for s in data["scenarios"]} == {"torch": 3, "ort": 3, "torch-compile": None}
+
+
+def test_several_streams_that_cannot_open_are_noted(fake_sweep, tmp_path, monkeypatch):
+    fake_sweep.update({"torch": "good"})
+    real = H.open_backend
+    n = {"opened": 0}
+
+    def open_backend(backend, **kw):
+        n["opened"] += 1
+        if n["opened"] > 2:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        return real(backend, **kw)
+
+    monkeypatch.setattr(H, "open_backend", open_backend)
+    r = run_bench(quick_cfg(["torch"], batches=(1,), streams=2), out=tmp_path, run_id="no")
+    row = r.rows[0]
+    assert row["status"] == "ok" and row["streams"] is None
+    assert row["streams_note"].startswith("could not open 2 instances: out of memory")
+    assert all(p.closed for p in fake_sweep.opened)
+
+
+def test_ctrl_c_during_several_streams_keeps_the_rows(fake_sweep, tmp_path, monkeypatch):
+    fake_sweep.update({"torch": "good"})
+
+    def interrupted(*a, **kw):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(H, "streams_row", interrupted)
+    r = run_bench(quick_cfg(["torch"], batches=(1, 2), streams=2), out=tmp_path, run_id="sc")
+    assert r.interrupted and [row["status"] for row in r.rows] == ["ok", "ok"]
+    d = json.loads((tmp_path / "sc" / "results.json").read_text())
+    assert d["interrupted"] is True and all(row["latency_p50_ms"] > 0 for row in d["rows"])
+    assert all(p.closed for p in fake_sweep.opened) and len(fake_sweep.opened) == 3
+
+
+def test_ctrl_c_writes_what_was_measured(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "interrupt"})
+    r = run_bench(quick_cfg(["torch"]), out=tmp_path, run_id="int")
+    assert r.interrupted and [row["batch"] for row in r.rows] == [1]
+    d = json.loads((tmp_path / "int" / "results.json").read_text())
+    assert d["interrupted"] is True and len(d["rows"]) == 1 and d["rows"][0]["status"] == "ok"
+    assert "Interrupted" in (tmp_path / "int" / "report.md").read_text()
+    assert fake_sweep.opened[0].closed
+
+
+def test_cli_json_and_exit_codes(fake_sweep, tmp_path):
+    fake_sweep.update({"torch": "good"})
+    res = cli.invoke(app, ["bench", "-e", "torch", "-d", "18", "-b", "1,2", "--min-time", "0", "--min-iters", "2",
+                           "--warmup", "1", "--out", str(tmp_path), "--run-id", "c", "--json"])
+    assert res.exit_code == 0, res.output
+    d = json.loads(res.stdout)
+    assert d["run_id"] == "c" and [r["status"] for r in d["rows"]] == ["ok", "ok"]
+    assert set(d["files"]) >= {"json", "csv", "report"}
+    fake_sweep.update({"torch": "wrong"})
+    res = cli.invoke(app, ["bench", "-e", "torch", "-b", "1", "--min-time", "0", "--min-iters", "2", "--out",
+                           str(tmp_path), "--run-id", "w", "--json"])
+    assert res.exit_code == 1 and "parity failed" in res.stderr
+
+
+@pytest.mark.parametrize("args, words", [
+    (["-e", "nope"], "unknown engine"),
+    (["-b", "0"], "batch"),
+    (["-b", "1,x"], "integers"),
+    (["-p", "fp8"], "unknown precision"),
+    (["-d", "17"], "17"),
+    (["--min-time", "-1"], "min-time"),
+    (["--run-id", "../x"], "run-id"),
+    (["--streams", "0"], "streams"),
+])
+def test_cli_bad_input_is_one_line(args, words, tmp_path):
+    res = cli.invoke(app, ["bench", *args, "--out", str(tmp_path)])
+    assert res.exit_code == 2, res.output
+    lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.output
+
+
