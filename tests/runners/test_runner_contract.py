@@ -1,0 +1,88 @@
+"""Every backend in the registry through the one runner contract.
+
+Construction stores settings; ``describe()`` works before ``open()``; ``infer`` refuses a closed
+runner and a batch that does not fit, and returns float32 logits [N, classes]; ``close()`` twice
+is fine. A backend that cannot run here is skipped with the reason the registry gives.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from resnet_deploy.errors import UserError
+from resnet_deploy.runners import BACKENDS, REGISTRY, artifact_kind, make_runner, unavailable
+
+DESCRIBE_KEYS = {"backend", "version", "device", "precision", "notes"}
+
+
+class TinyNet(nn.Module):
+    """Small enough that torch.compile on a CPU takes seconds."""
+
+    def __init__(self):
+        super().__init__()
+        torch.manual_seed(0)
+        self.conv = nn.Conv2d(3, 4, 3, padding=1)
+        self.fc = nn.Linear(4, 7)
+
+    def forward(self, x):
+        return self.fc(torch.relu(self.conv(x)).mean(dim=(2, 3)))
+
+
+@pytest.fixture(scope="module")
+def artifacts(exported):
+    return {"torch": TinyNet().eval(), "onnx": exported("resnet18")["path"]}
+
+
+def test_the_registry_names_every_backend():
+    assert set(BACKENDS) == {"torch", "torch-compile", "ort", "ort-cuda", "trt", "trt-rtx"}
+    for name, entry in REGISTRY.items():
+        assert entry.load().__name__ == entry.cls and artifact_kind(name) == entry.artifact
+    with pytest.raises(UserError, match="unknown engine 'tensorflow'"):
+        artifact_kind("tensorflow")
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_runner_contract(backend, artifacts, tmp_path):
+    why = unavailable(backend, "fp32")
+    if why is not None:
+        pytest.skip(f"{backend} cannot run here: {why}")
+    kind = artifact_kind(backend)
+    if kind not in artifacts:
+        pytest.skip(f"{backend} needs a {kind} engine, which only a GPU with {backend} can build and run")
+    check_contract(make_runner(backend, artifacts[kind], precision="fp32"), backend, 32 if kind == "torch" else 224)
+
+
+def test_runner_contract_on_the_fake_tensorrt(fake_runner_env):
+    """The TensorRT runner cannot execute here; its contract is checked against the fake TensorRT and cudart."""
+    rt, path, _ = fake_runner_env
+    check_contract(make_runner("trt", path, precision="fp32"), "trt", 4)
+
+
+def check_contract(runner, backend: str, size: int) -> None:
+    before = runner.describe()  # before open: settings only, nothing loaded
+    assert DESCRIBE_KEYS <= set(before) and before["backend"] == backend and not runner.is_open
+    with pytest.raises(UserError, match="not open"):
+        runner.infer(np.zeros((1, 3, 32, 32), np.float32))
+    with runner:
+        assert runner.is_open and runner.input_spec is not None
+        x = np.random.default_rng(0).standard_normal((2, 3, size, size)).astype(np.float32)
+        y = runner.infer(x)
+        assert y.dtype == np.float32 and y.ndim == 2 and y.shape[0] == 2 and np.isfinite(y).all()
+        np.testing.assert_allclose(runner.infer(x), y, rtol=1e-5, atol=1e-5)  # deterministic
+        np.testing.assert_allclose(runner.infer(x[:1].astype(np.float64)), y[:1], rtol=1e-4, atol=1e-4)  # cast in
+        for bad in (np.zeros((2, 3, size), np.float32), np.zeros((2, 3, size, size), np.int64),
+                    np.zeros((0, 3, size, size), np.float32)):
+            with pytest.raises(UserError):
+                runner.infer(bad)
+        if runner.input_spec.sample_shape[1] is not None:
+            with pytest.raises(UserError, match="expected a batch of shape"):
+                runner.infer(np.zeros((1, 3, size + 1, size), np.float32))
+        after = runner.describe()
+        assert DESCRIBE_KEYS <= set(after) and after["precision"] == "fp32"
+    runner.close()  # twice is fine
+    assert not runner.is_open
+    with pytest.raises(UserError, match="not open"):
+        runner.infer(x)
