@@ -102,10 +102,15 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
             result = run_parity(reference, candidate, batch, precision)
             ref_desc = reference.describe()
         cand_desc = candidate.describe()
+    notes = []
+    if not result.passed and precision != "fp32" and str(meta.get("weights_source", "")).startswith("random("):
+        notes.append(f"{arch} has seeded random weights, not trained ones: the {precision.upper()} bars are set on trained "
+                     "networks (benchmarks/precision-bars), and a random network does not reach them; "
+                     "check a trained model (--weights)")
     report = {"arch": arch, "artifact": str(artifact), "inputs": names, "reference": ref_desc,
-              "candidate": cand_desc, **result.to_dict()}
+              "candidate": cand_desc, "weights_source": meta.get("weights_source"), "notes": notes, **result.to_dict()}
     if raise_on_fail and not result.passed:
-        raise ParityError(f"parity failed for {artifact}: " + "; ".join(result.failures))
+        raise ParityError(f"parity failed for {artifact}: " + "; ".join(result.failures + notes))
     return report
 
 
@@ -170,9 +175,12 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
         precision = meta.get("precision", precision)
 
     recipe = recipe_from_metadata(meta)
+    label_set = meta.get("label_set", "imagenet") if kind != "torch" else model.card.label_set
+    if kind == "torch":
+        recipe = model.card.recipe
     names = None
     if classes is not None:
-        names = load_labels(labels, classes) if label_names is None else label_names
+        names = load_labels(labels, classes, label_set) if label_names is None else label_names
         if len(names) != classes:
             raise UserError(f"label file {labels} has {len(names)} names but the model has {classes} classes")
     progress(f"running {len(decoded)} image(s) on {backend}")
@@ -180,7 +188,7 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
         if names is None:  # a foreign artifact that records no class count: ask the model
             probe = runner.infer(recipe(decoded[0][1])[None])
             classes = int(probe.shape[1])
-            names = load_labels(labels, classes) if label_names is None else label_names
+            names = load_labels(labels, classes, label_set) if label_names is None else label_names
         predictions = classify_images(runner, decoded, names, recipe=recipe, top=top)
         described = runner.describe()
     return {
@@ -190,7 +198,7 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
         "artifact": artifact_name,
         "runner": described,
         "num_classes": classes,
-        "labels": str(labels) if labels is not None else "imagenet",
+        "labels": str(labels) if labels is not None else label_set,
         "preprocess": recipe.to_dict(),
         "top": min(top, classes),
         "predictions": predictions,

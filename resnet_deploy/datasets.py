@@ -67,8 +67,13 @@ class LabelledFolder:
     notes: list[str] = field(default_factory=list)
 
 
-def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLike[str] | None = None) -> LabelledFolder:
-    """Find the class sub-folders and their images; map each folder to a class index."""
+def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLike[str] | None = None,
+                    class_names: list[str] | None = None, class_names_source: str = "the model's class names") -> LabelledFolder:
+    """Find the class sub-folders and their images; map each folder to a class index.
+
+    By the labels file when one is given; else by ``class_names`` (the model's own, e.g. CIFAR-10's)
+    when every folder is named after one of them; else by the sorted folder names.
+    """
     root = Path(folder).expanduser()
     if not root.exists():
         raise UserError(f"data folder not found: {root}")
@@ -89,6 +94,9 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
             raise UserError(f"{len(missing)} class folder(s) are not in the labels file {labels_file}: "
                             f"{', '.join(missing[:5])}{' ...' if len(missing) > 5 else ''}")
         source = f"labels file {labels_file}"
+    elif class_names and all(d.name in class_names for d in class_dirs):
+        index = {n: i for i, n in enumerate(class_names)}
+        source = class_names_source
     else:
         index = {d.name: i for i, d in enumerate(class_dirs)}
     files, labels, others = [], [], 0

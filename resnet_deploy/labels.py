@@ -14,6 +14,9 @@ from .errors import UserError
 
 IMAGENET_LABELS_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.txt"
 IMAGENET_CLASSES = 1000
+# CIFAR-10's classes in its label order (the order the trained CIFAR ResNets' logits use).
+CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
+LABEL_SETS = ("imagenet", "cifar10")
 
 
 def read_labels(path: str | os.PathLike[str]) -> list[str]:
@@ -47,11 +50,21 @@ def imagenet_labels() -> list[str]:
     return read_labels(IMAGENET_LABELS_FILE)
 
 
-def load_labels(path: str | os.PathLike[str] | None = None, num_classes: int | None = None) -> list[str]:
-    """``path``'s labels (ImageNet's when ``None``), checked against the model's ``num_classes``."""
+def builtin_labels(label_set: str = "imagenet") -> list[str]:
+    """The class names a model's own classifier uses (its metadata's ``label_set``)."""
+    if label_set == "cifar10":
+        return list(CIFAR10_LABELS)
+    if label_set == "imagenet":
+        return imagenet_labels()
+    raise UserError(f"the model has its own classes (label set {label_set!r}): pass --labels FILE with one name per class")
+
+
+def load_labels(path: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+                label_set: str = "imagenet") -> list[str]:
+    """``path``'s labels (the built-in ``label_set``'s when ``None``), checked against the model's ``num_classes``."""
     if path is None:
-        labels = imagenet_labels()
-        source = "the built-in ImageNet class names"
+        labels = builtin_labels(label_set)
+        source = "the built-in CIFAR-10 class names" if label_set == "cifar10" else "the built-in ImageNet class names"
     else:
         labels = read_labels(path)
         source = f"label file {path}"
@@ -61,4 +74,5 @@ def load_labels(path: str | os.PathLike[str] | None = None, num_classes: int | N
     return labels
 
 
-__all__ = ["IMAGENET_CLASSES", "IMAGENET_LABELS_FILE", "imagenet_labels", "load_labels", "read_labels"]
+__all__ = ["CIFAR10_LABELS", "IMAGENET_CLASSES", "IMAGENET_LABELS_FILE", "LABEL_SETS", "builtin_labels", "imagenet_labels",
+           "load_labels", "read_labels"]

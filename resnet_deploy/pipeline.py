@@ -26,7 +26,7 @@ from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writ
 from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight, source_metadata_of
 from .engine import ensure_engine as build_or_reuse
 from .errors import UserError
-from .model import BN_CALIBRATION_IMAGES, RANDOM_SEED, create_model, read_state_dict, resolve_arch
+from .model import RANDOM_SEED, create_model, random_source, read_state_dict, resolve_arch
 from .model.weights import state_dict_sha256
 from .onnx_export import DEFAULT_OPSET, export_onnx, validate_options
 from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, make_precision_onnx, read_fp32_source
@@ -53,8 +53,10 @@ def export_model(depth: int | str, *, weights: str | os.PathLike[str] | None = N
     model = load_model(arch, num_classes=num_classes, weights=weights, seed=seed)
     t_model = time.perf_counter() - t0
     progress(f"exporting {path}")
+    recipe = model.card.recipe
     manifest = export_onnx(model, path, facts=model.card.facts(), batch=batch, opset=opset or DEFAULT_OPSET,
-                           exporter=exporter, timings={"model": t_model}, started=t0)
+                           image_size=recipe.image_size, exporter=exporter, recipe=recipe, timings={"model": t_model},
+                           started=t0)
     return {"path": str(path), **manifest}
 
 
@@ -168,7 +170,7 @@ def check_same_weights(artifact: Path, meta: dict[str, str], weights: str | os.P
     if not source:
         return  # not made by this toolkit: nothing recorded to compare
     if weights is None:
-        want = f"random(seed={seed},bn=photos{BN_CALIBRATION_IMAGES})"
+        want = random_source(seed)
         if source != want:
             raise UserError(f"{artifact} was made from {source}, not the seeded random weights {want}; "
                             "pass the same --weights (or --artifact another file)")

@@ -241,12 +241,12 @@ def open_backend(backend: str, *, model: Any, artifact: str | None, precision: s
 # ------------------------------------------------------------------------------------------
 
 
-def _inputs(batch: int, n: int, seed: int) -> list[np.ndarray]:
+def _inputs(batch: int, n: int, seed: int, size: int = 224) -> list[np.ndarray]:
     """``n`` different random buffers (never zeros), at most about 2 GiB together."""
-    per = batch * 3 * 224 * 224 * 4
+    per = batch * 3 * size * size * 4
     n = max(1, min(n, (2 << 30) // max(per, 1)))
     rng = np.random.default_rng(seed + batch)
-    return [rng.standard_normal((batch, 3, 224, 224), dtype=np.float32) for _ in range(n)]
+    return [rng.standard_normal((batch, 3, size, size), dtype=np.float32) for _ in range(n)]
 
 
 def _put_timing(row: dict[str, Any], prefix: str, t, batch: int) -> None:
@@ -411,7 +411,8 @@ def streams_pass(rows: list[dict[str, Any]], *, backend: str, model: Any, artifa
                 continue
             progress(f"{arch} {precision} {backend} batch {row['batch']}: {n} streams")
             try:
-                streams_row(row, instances, _inputs(row["batch"], cfg.buffers, cfg.seed), reference, parity_inputs, cfg)
+                streams_row(row, instances, _inputs(row["batch"], cfg.buffers, cfg.seed, parity_inputs.shape[-1]),
+                            reference, parity_inputs, cfg)
                 row["streams_note"] = how
             except KeyboardInterrupt:
                 raise
@@ -492,14 +493,14 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
         if on_row is not None:
             on_row(row, done)
 
-    names, parity_inputs = parity_batch(n_random=cfg.parity_random, seed=cfg.seed)
-    input_cache: dict[int, list[np.ndarray]] = {}
+    input_cache: dict[tuple[int, int], list[np.ndarray]] = {}
     try:
         for depth in cfg.depths:
             arch = resolve_arch(depth, False)
             progress(f"{arch}: building the PyTorch FP32 reference (seed {cfg.seed})")
             model = load_model(arch, seed=cfg.seed)
             with TorchRunner(model) as ref_runner:
+                _, parity_inputs = parity_batch(model.card.recipe, n_random=cfg.parity_random, seed=cfg.seed)
                 reference = ref_runner.infer(parity_inputs)
             for precision in cfg.precisions:
                 for backend in cfg.engines:
@@ -547,11 +548,12 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                                 emit(row)
                                 continue
                             progress(f"{arch} {precision} {backend} batch {batch}")
-                            if batch not in input_cache:
+                            size = parity_inputs.shape[-1]
+                            if (batch, size) not in input_cache:
                                 input_cache.clear()
-                                input_cache[batch] = _inputs(batch, cfg.buffers, cfg.seed)
+                                input_cache[batch, size] = _inputs(batch, cfg.buffers, cfg.seed, size)
                             try:
-                                bench_row(row, opened, batch, input_cache[batch], reference, parity_inputs, cfg)
+                                bench_row(row, opened, batch, input_cache[batch, size], reference, parity_inputs, cfg)
                             except KeyboardInterrupt:
                                 raise
                             except Exception as e:  # noqa: BLE001

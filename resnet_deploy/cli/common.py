@@ -19,8 +19,9 @@ from ..errors import UserError
 out = Console()
 err = Console(stderr=True, log_path=False)
 
-DepthOpt = typer.Option("50", "--depth", "-d", help="18, 34, 50, 101, 152, or an architecture name "
-                        "(resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, wide_resnet50_2, wide_resnet101_2).")
+DepthOpt = typer.Option("50", "--depth", "-d", help="18, 34, 50, 101, 152 (ImageNet), 20, 32, 44, 56, 110 (the paper's "
+                        "CIFAR-10 ResNets), or an architecture name (resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, "
+                        "wide_resnet50_2, wide_resnet101_2).")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 PreactOpt = typer.Option(False, "--preact", help="Pre-activation residual units (BN-ReLU-conv).")
 WeightsOpt = typer.Option(None, "--weights", "-w", help="torchvision-format .pth/.pt or .safetensors checkpoint.")

@@ -13,8 +13,10 @@ from ..onnx_export import DEFAULT_OPSET
 from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
 
 
-def info(depth: str = DepthOpt, num_classes: int = typer.Option(1000, "--num-classes", min=1),
-         preact: bool = PreactOpt, image_size: int = typer.Option(224, "--image-size", min=32),
+def info(depth: str = DepthOpt,
+         num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Default: the architecture's (1000, CIFAR 10)."),
+         preact: bool = PreactOpt,
+         image_size: Optional[int] = typer.Option(None, "--image-size", min=32, help="Default: the architecture's (224, CIFAR 32)."),
          as_json: bool = JsonOpt) -> None:
     """Parameters, multiply-accumulates, stage output shapes and layer count."""
     with handled(as_json):
@@ -23,7 +25,7 @@ def info(depth: str = DepthOpt, num_classes: int = typer.Option(1000, "--num-cla
     def render() -> None:
         out.print(kv_table(d["arch"], [
             ("parameters", f"{d['parameters']:,}"),
-            ("multiply-accumulates", f"{d['gmacs']:.2f} G at {image_size}x{image_size}"),
+            ("multiply-accumulates", f"{d['gmacs']:.2f} G at {d['image_size']}x{d['image_size']}"),
             ("layers", f"{d['layers']} (conv + fc on the main path; {d['projection_convs']} projection convs besides)"),
             ("blocks per stage", d["blocks"]),
         ]))
@@ -76,20 +78,33 @@ def parity(depth: str = DepthOpt,
         th = r["thresholds"]
         verdict = "[green]PASS[/green]" if r["passed"] else "[red]FAIL[/red]: " + "; ".join(r["failures"])
         out.print(kv_table(f"parity {r['arch']} {r['precision']}: {r['candidate']['backend']} vs torch fp32", [
-            ("inputs", f"{r['n']} ({', '.join(r['inputs'])})"),
+            ("inputs", f"{r['n']} ({_inputs_summary(r['inputs'])})"),
             ("max abs error", f"{r['max_abs']:.3g}"),
             ("relative L2", f"{r['rel_l2']:.3g} (bar {th['rel_l2']:g})"),
-            ("cosine (mean / min)", f"{r['cosine']:.8f} / {r['cosine_min']:.8f}"),
+            ("cosine (mean / min)", f"{r['cosine']:.8f} / {r['cosine_min']:.8f} (bar {th['cosine']:g})"),
             ("top-1 agreement", f"{r['top1_agreement']:.1%} (bar {th['top1']:.0%})"),
             ("top-5 agreement (same set)", f"{r['top5_agreement']:.1%}"),
             ("verdict", verdict),
+            *[("note", n) for n in r.get("notes", [])],
         ]))
 
     emit(as_json, r, render)
     if not r["passed"]:
         if not as_json:
-            err.print("[red]error:[/red] parity failed: " + "; ".join(r["failures"]))
+            err.print("[red]error:[/red] parity failed: " + "; ".join(r["failures"]), highlight=False, soft_wrap=True)
         raise typer.Exit(1)
+
+
+def _inputs_summary(names: list[str]) -> str:
+    views = sum(n.startswith("view") for n in names)
+    noise = sum(n.startswith("random") for n in names)
+    photos = [n for n in names if not n.startswith(("view", "random"))]
+    parts = [", ".join(photos[:8]) + (f" +{len(photos) - 8} more" if len(photos) > 8 else "")] if photos else []
+    if views:
+        parts.append(f"{views} crops of the photographs")
+    if noise:
+        parts.append(f"{noise} Gaussian tensors")
+    return "; ".join(parts)
 
 
 def version() -> None:

@@ -90,7 +90,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
     onnx = Path(onnx)
     out = Path(out)
     facts = onnx_facts(onnx)
-    names = load_labels(labels, facts["num_classes"])
+    names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
     mn, opt, mx = resolve_profile([min_batch, opt_batch, max_batch], facts["fixed_batch"])
     meta = facts["metadata"]
     arch = meta.get("arch") or onnx.name.split(".")[0]
@@ -135,7 +135,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
                 "weights_source": meta.get("weights_source"), "weights_sha256": meta.get("weights_sha256"),
             },
             "preprocess": recipe,
-            "labels": {"file": "labels.txt", "count": len(names), "source": str(labels) if labels else "imagenet"},
+            "labels": {"file": "labels.txt", "count": len(names), "source": str(labels) if labels else facts["metadata"].get("label_set", "imagenet")},
             "engine": {"file": engine_name, "min_batch": mn, "opt_batch": opt, "max_batch": mx,
                        "fixed_batch": facts["fixed_batch"], "build": "./build_engine.sh"},
             "vendored": vendored,

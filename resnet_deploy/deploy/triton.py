@@ -158,7 +158,7 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
             notes.append("CPU instances: the ONNX Runtime backend runs on the CPU")
     inp["triton_type"] = _triton_type(inp["dtype"], f"input {inp['name']!r}")
     out["triton_type"] = _triton_type(out["dtype"], f"output {out['name']!r}")
-    names = load_labels(labels, facts["num_classes"])
+    names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
     arch = facts["metadata"].get("arch", model.name.split(".")[0])
     note = f"{arch} {facts['precision']} written by resnet-deploy {__version__}"
     text = config_text(name=name, platform=platform, max_batch_size=mbs, inp=inp, out=out, label_file="labels.txt",
@@ -180,7 +180,7 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
             "arch": arch, "precision": facts["precision"], "num_classes": facts["num_classes"],
             "max_batch_size": mbs, "preferred_batch_size": preferred, "instances": instances,
             "instance_kind": INSTANCE_KINDS[instance_kind], "input": inp, "output": out,
-            "labels": {"file": "labels.txt", "count": len(names), "source": str(labels) if labels else "imagenet"},
+            "labels": {"file": "labels.txt", "count": len(names), "source": str(labels) if labels else facts["metadata"].get("label_set", "imagenet")},
             "engine": facts.get("engine"), "notes": notes,
         }
         write_json(tmp / "resnet_deploy.json", manifest)

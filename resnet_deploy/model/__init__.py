@@ -13,43 +13,52 @@ from typing import Any
 
 from torch import nn
 
-from .archs import ARCHS, DEPTHS, PREACT_ARCHS, PREACT_PREFIX, ArchSpec, arch_spec, build_network, resolve_arch
+from .archs import ARCHS, CIFAR_ARCHS, CIFAR_DEPTHS, DEPTHS, PREACT_ARCHS, PREACT_PREFIX, ArchSpec, arch_spec, build_network, resolve_arch
 from .card import ModelCard
 from .info import describe_network
 from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
-from .weights import BN_CALIBRATION_IMAGES, RANDOM_SEED, WeightsInfo, load_weights, randomize, read_state_dict
+from .weights import RANDOM_SEED, WeightsInfo, load_weights, random_source, randomize, read_state_dict
 
 
-def create_model(depth: int | str, *, num_classes: int | None = 1000, weights: str | os.PathLike[str] | None = None,
+def create_model(depth: int | str, *, num_classes: int | None = None, weights: str | os.PathLike[str] | None = None,
                  preact: bool = False, seed: int = RANDOM_SEED) -> nn.Module:
     """A ResNet in eval mode, carrying its :class:`ModelCard` as ``.card``.
 
     ``depth`` is 18/34/50/101/152 or an architecture name (``"resnext50_32x4d"``,
-    ``"wide_resnet50_2"``, ``"preact_resnet50"``). ``weights`` is a torchvision-format
+    ``"wide_resnet50_2"``, ``"preact_resnet50"``), or 20/32/44/56/110 for the paper's CIFAR-10
+    ResNets (32x32 input, 10 classes). ``weights`` is a torchvision-format
     ``.pth``/``.pt`` or ``.safetensors`` file; without it the model is seeded-random with
     BatchNorm statistics re-estimated on real photographs (so it behaves like a trained
-    network numerically). ``num_classes=None`` takes the count from the checkpoint.
+    network numerically). ``num_classes=None`` takes the count from the checkpoint, else the
+    architecture's (1000 ImageNet, 10 CIFAR-10).
     """
     arch = resolve_arch(depth, preact)
+    spec = arch_spec(arch)
     if num_classes is None:
-        num_classes = 1000
+        num_classes = spec.default_classes
         if weights is not None:
-            fc = read_state_dict(weights).get("fc.weight")
-            num_classes = int(fc.shape[0]) if fc is not None and fc.ndim == 2 else 1000
+            state = read_state_dict(weights)
+            head = state.get("fc.weight", state.get("linear.weight"))
+            num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else num_classes
     model = build_network(arch, num_classes)
-    info = load_weights(model, weights) if weights is not None else randomize(model, seed)
+    info = load_weights(model, weights) if weights is not None else randomize(model, seed, spec.recipe)
     model.eval()
     model.card = ModelCard(arch, arch_spec(arch), num_classes, info)
     return model
 
 
-def describe(depth: int | str, *, num_classes: int = 1000, preact: bool = False, image_size: int = 224) -> dict[str, Any]:
-    """Parameters, MACs, stage shapes and layer count of an architecture (no weights needed)."""
+def describe(depth: int | str, *, num_classes: int | None = None, preact: bool = False,
+             image_size: int | None = None) -> dict[str, Any]:
+    """Parameters, MACs, stage shapes and layer count of an architecture (no weights needed); ``None``: its own."""
     arch = resolve_arch(depth, preact)
-    return {"arch": arch, "num_classes": num_classes, **describe_network(build_network(arch, num_classes), image_size)}
+    spec = arch_spec(arch)
+    n = spec.default_classes if num_classes is None else num_classes
+    size = spec.recipe.image_size if image_size is None else image_size
+    return {"arch": arch, "family": spec.family, "num_classes": n, **describe_network(build_network(arch, n), size)}
 
 
-__all__ = ["ARCHS", "ArchSpec", "BN_CALIBRATION_IMAGES", "BasicBlock", "Bottleneck", "DEPTHS", "ModelCard",
+__all__ = ["ARCHS", "ArchSpec", "BasicBlock", "Bottleneck", "CIFAR_ARCHS", "CIFAR_DEPTHS", "DEPTHS", "ModelCard",
            "PREACT_ARCHS", "PREACT_PREFIX", "PreActBasicBlock", "PreActBottleneck", "RANDOM_SEED", "ResNet",
-           "WeightsInfo", "arch_spec", "build_network", "create_model", "describe", "describe_network", "read_state_dict",
+           "WeightsInfo", "arch_spec", "build_network", "create_model", "describe", "describe_network", "random_source",
+           "read_state_dict",
            "resolve_arch"]

@@ -7,11 +7,9 @@ from typing import Any
 import torch
 from torch import nn
 
-from .resnet import ResNet
-
 
 @torch.no_grad()
-def describe_network(model: ResNet, image_size: int = 224) -> dict[str, Any]:
+def describe_network(model: nn.Module, image_size: int = 224) -> dict[str, Any]:
     macs = 0
     shapes: dict[str, list[int]] = {}
 
@@ -48,5 +46,5 @@ def describe_network(model: ResNet, image_size: int = 224) -> dict[str, Any]:
         "layers": len(main_path) + 1,
         "conv_layers": len(convs),
         "projection_convs": len(convs) - len(main_path),
-        "blocks": [len(getattr(model, f"layer{i}")) for i in range(1, 5)],
+        "blocks": [len(m) for name, m in model.stages().items() if name.startswith("layer")],
     }

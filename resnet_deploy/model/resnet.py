@@ -26,6 +26,7 @@ def conv1x1(cin: int, cout: int, stride: int = 1) -> nn.Conv2d:
 class BasicBlock(nn.Module):
     expansion = 1
     preact = False
+    branch_end = "bn2"  # the last layer of the residual branch (its gain is what a trained network keeps small)
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64):
@@ -60,6 +61,7 @@ class PreActBasicBlock(BasicBlock):
     """BN-ReLU-conv twice; the shortcut taps the normalised input where it projects."""
 
     preact = True
+    branch_end = "conv2"
 
     @staticmethod
     def bn1_channels(inplanes: int, planes: int) -> int:
@@ -81,6 +83,7 @@ class PreActBasicBlock(BasicBlock):
 class Bottleneck(nn.Module):
     expansion = 4
     preact = False
+    branch_end = "bn3"
 
     def __init__(self, inplanes: int, planes: int, stride: int = 1, downsample: nn.Module | None = None,
                  groups: int = 1, base_width: int = 64):
@@ -114,6 +117,7 @@ class Bottleneck(nn.Module):
 
 class PreActBottleneck(Bottleneck):
     preact = True
+    branch_end = "conv3"
 
     @staticmethod
     def bn_channels(inplanes: int, width: int, outplanes: int) -> tuple[int, int]:
@@ -134,7 +138,28 @@ class PreActBottleneck(Bottleneck):
 Block = type[BasicBlock] | type[Bottleneck]
 
 
-class ResNet(nn.Module):
+class CardedModule(nn.Module):
+    """A network that carries what :func:`~resnet_deploy.model.create_model` knows of it in one
+    record, ``self.card`` (a :class:`~resnet_deploy.model.card.ModelCard`); these properties read it."""
+
+    @property
+    def arch(self) -> str:
+        return self.card.arch
+
+    @property
+    def num_classes(self) -> int:
+        return self.card.num_classes
+
+    @property
+    def weights_info(self):
+        return self.card.weights
+
+    @property
+    def classifier(self) -> nn.Linear:
+        raise NotImplementedError
+
+
+class ResNet(CardedModule):
     """The ImageNet ResNet: 7x7 stem, four stages of ``block``, global pool, linear classifier."""
 
     def __init__(self, block: Block, layers: list[int], num_classes: int = 1000, groups: int = 1,
@@ -183,18 +208,9 @@ class ResNet(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         return self.fc(self.forward_features(x))
 
-    # What create_model knows lives in one record, ``self.card`` (a ModelCard); these read it.
     @property
-    def arch(self) -> str:
-        return self.card.arch
-
-    @property
-    def num_classes(self) -> int:
-        return self.card.num_classes
-
-    @property
-    def weights_info(self):
-        return self.card.weights
+    def classifier(self) -> nn.Linear:
+        return self.fc
 
     def stages(self) -> dict[str, nn.Module]:
         """The modules whose outputs describe the network's stages (for ``info``)."""

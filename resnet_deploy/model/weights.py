@@ -25,11 +25,19 @@ from torch import nn
 
 from ..artifacts import sha256_file
 from ..errors import UserError
-from ..preprocess import augmented_photos
+from ..preprocess import DEFAULT, Preprocess, augmented_photos
 
 RANDOM_SEED = 0
 BN_CALIBRATION_IMAGES = 32
 LOGIT_STD = 2.0
+# Trained ResNets (and zero-init-residual training) end with small gains on the last layer of each
+# residual branch: the sum then grows slowly with depth instead of doubling its variance per block.
+RESIDUAL_GAIN = 0.2
+
+
+def random_source(seed: int = RANDOM_SEED) -> str:
+    """How a seeded random model records its weights (the manifests' ``weights_source``)."""
+    return f"random(seed={seed},bn=photos{BN_CALIBRATION_IMAGES},gain={RESIDUAL_GAIN:g})"
 
 
 @dataclass(frozen=True)
@@ -84,7 +92,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
 def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Raise one clear line naming the first missing, unexpected and mis-shaped keys."""
     expected = model.state_dict()
-    missing = [k for k in expected if k not in state]
+    # BatchNorm's step counter: checkpoints from torch < 0.4.1 have none, and load_state_dict fills it in
+    missing = [k for k in expected if k not in state and not k.endswith("num_batches_tracked")]
     unexpected = [k for k in state if k not in expected]
     misshaped = [f"{k} {tuple(state[k].shape)} != {tuple(v.shape)}" for k, v in expected.items()
                  if k in state and tuple(state[k].shape) != tuple(v.shape)]
@@ -132,7 +141,7 @@ def center_classifier(model: nn.Module, images: np.ndarray) -> None:
     one logit vector common to every image (all photos then get the same top-1). A trained
     classifier has no such shared component; removing it makes logits differ between images.
     """
-    fc = getattr(model, "fc", None)
+    fc = getattr(model, "classifier", None)
     if not isinstance(fc, nn.Linear) or not hasattr(model, "forward_features"):
         return
     features = model.forward_features(torch.from_numpy(images))
@@ -141,8 +150,11 @@ def center_classifier(model: nn.Module, images: np.ndarray) -> None:
     fc.bias.copy_(-fc.weight @ features.mean(0))
 
 
-def randomize(model: nn.Module, seed: int = RANDOM_SEED, calibration_images: int = BN_CALIBRATION_IMAGES) -> WeightsInfo:
-    """Seeded random weights with BatchNorm statistics of real photographs (see module doc)."""
+@torch.no_grad()
+def randomize(model: nn.Module, seed: int = RANDOM_SEED, recipe: Preprocess = DEFAULT) -> WeightsInfo:
+    """Seeded random weights conditioned like a trained network (see module doc): small gains at the
+    end of every residual branch, BatchNorm statistics and the classifier's centre from views of real
+    photographs preprocessed with ``recipe``."""
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -156,10 +168,14 @@ def randomize(model: nn.Module, seed: int = RANDOM_SEED, calibration_images: int
             elif isinstance(m, nn.Linear):
                 nn.init.normal_(m.weight, 0.0, 1.0 / m.in_features ** 0.5)
                 nn.init.zeros_(m.bias)
+        for m in model.modules():
+            end = getattr(m, "branch_end", None)  # the last BN (or, pre-activation, conv) of a residual branch
+            if end is not None:
+                getattr(m, end).weight.mul_(RESIDUAL_GAIN)
     finally:
         torch.random.set_rng_state(gen_state)
-    images = augmented_photos(calibration_images, seed=seed)
+    images = augmented_photos(BN_CALIBRATION_IMAGES, recipe, seed=seed)
     recalibrate_batchnorm(model, images)
     model.eval()
     center_classifier(model, images)
-    return WeightsInfo(f"random(seed={seed},bn=photos{calibration_images})", state_dict_sha256(model.state_dict()))
+    return WeightsInfo(random_source(seed), state_dict_sha256(model.state_dict()))

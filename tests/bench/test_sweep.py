@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import threading
 import time
+import types
 
 import numpy as np
 import pytest
@@ -16,12 +17,15 @@ from typer.testing import CliRunner
 from resnet_deploy.bench import BenchConfig, run_bench
 from resnet_deploy.bench import harness as H
 from resnet_deploy.cli import app
+from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runners import InputSpec, Runner
 
 cli = CliRunner()
 
 
 class Tiny(nn.Module):
+    card = types.SimpleNamespace(recipe=Preprocess(image_size=8, resize=8))  # what the sweep reads of a model
+
     def __init__(self):
         super().__init__()
         self.fc = nn.Linear(3, 10)
@@ -94,7 +98,7 @@ def fake_sweep(monkeypatch):
 
     monkeypatch.setattr(H, "make_runner", make_runner)
     monkeypatch.setattr(H, "make_onnx", lambda arch, precision, cfg, progress: ("fake.onnx", 0.0, True))
-    monkeypatch.setattr(H, "_inputs", lambda batch, n, seed: [np.random.default_rng(i).standard_normal(
+    monkeypatch.setattr(H, "_inputs", lambda batch, n, seed, size=224: [np.random.default_rng(i).standard_normal(
         (batch, 3, 4, 4), dtype=np.float32) for i in range(n)])
     modes.opened = opened
     return modes
