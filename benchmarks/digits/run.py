@@ -148,6 +148,7 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     model = train(x, y, epochs=epochs, seed=seed, log=log)
     t_train = time.perf_counter() - t0
     torch.save(model.state_dict(), work / "digits_resnet18.pth")
+    weights_sha256 = model.card.weights.sha256
 
     fp32 = artifact_path("resnet18", "fp32", "onnx", engines)
     export_onnx(model, fp32, facts=model.card.facts(), image_size=recipe.image_size, recipe=recipe)
@@ -166,7 +167,7 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     timings["total"] = round(time.perf_counter() - t_start, 1)
     results = {r["precision"]: r for r in report["results"]}
     failures = check_bars(results)
-    return {"results": results, "report": report, "failures": failures, "timings_s": timings, "epochs": epochs,
+    return {"weights_sha256": weights_sha256, "results": results, "report": report, "failures": failures, "timings_s": timings, "epochs": epochs,
             "seed": seed, "train_images": len(idx_train), "test_images": len(idx_test),
             "int8": {"method": method, "calibration": manifests["int8"]["calibration"],
                      "qdq": manifests["int8"]["conversion"]["qdq"],
@@ -196,6 +197,13 @@ def _machine() -> str:
         pass
     return f"{cpu}; {os.cpu_count()} logical CPUs visible, torch threads {__import__('torch').get_num_threads()}; " \
            f"{platform.system()} {platform.release()}; no GPU (ONNX Runtime CPUExecutionProvider)"
+
+
+def git_revision(path: Path) -> str | None:
+    sys.path.insert(0, str(path))
+    from resnet_deploy.bench.env import git_revision as rev
+
+    return rev(path)
 
 
 def results_markdown(r: dict, command: str) -> str:
@@ -250,6 +258,13 @@ def results_markdown(r: dict, command: str) -> str:
         "```",
         "",
         f"Timings (s): {', '.join(f'{k} {v}' for k, v in r['timings_s'].items())}.",
+        "",
+        f"Trained weights: state_dict sha256 `{r['weights_sha256'][:16]}...`. A rerun on the same machine type "
+        "reproduces every figure exactly (seeded split, initialisation and shuffling, deterministic torch "
+        "algorithms, 2 threads); on a CPU with other vector units the float rounding of training, and so the "
+        "weights, may differ (the digest says whether they did).",
+        "",
+        f"Toolkit at git {git_revision(HERE.parents[1])}.",
         "",
         f"Machine: {_machine()}.",
         "",

@@ -146,16 +146,24 @@ def environment(command: str | None = None) -> dict[str, Any]:
         env["torch_threads"] = torch.get_num_threads()
     except Exception:  # noqa: BLE001
         pass
-    try:
-        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5,
-                             cwd=os.path.dirname(os.path.abspath(__file__)))
-        if rev.returncode == 0:
-            dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
-                                   timeout=5, cwd=os.path.dirname(os.path.abspath(__file__)))
-            env["git"] = rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
-    except (OSError, subprocess.SubprocessError):
-        pass
+    rev = git_revision()
+    if rev:
+        env["git"] = rev
     return env
+
+
+def git_revision(where: str | os.PathLike[str] | None = None) -> str | None:
+    """``"1bbefc4"``, or ``"1bbefc4+dirty"`` when tracked files differ from the commit; ``None`` outside git."""
+    cwd = os.fspath(where) if where is not None else os.path.dirname(os.path.abspath(__file__))
+    try:
+        rev = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True, timeout=5, cwd=cwd)
+        if rev.returncode != 0:
+            return None
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], capture_output=True, text=True,
+                               timeout=5, cwd=cwd)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return rev.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
 
 
 def device_label(env: dict[str, Any]) -> str:
