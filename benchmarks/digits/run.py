@@ -231,7 +231,7 @@ def results_markdown(r: dict, command: str) -> str:
         f"({r['int8']['method']} calibration on {cal['used']} training images, per-channel symmetric INT8 weights, "
         f"per-tensor symmetric INT8 activations, {qdq['quantize_linear']} Q / {qdq['dequantize_linear']} DQ nodes, "
         f"unquantized layers in {r['int8']['high_precision'].upper()}). All three evaluated on the held-out "
-        "split through `resnet_deploy.evaluate.evaluate` (what `resnet-deploy eval` runs), ONNX Runtime CPU.",
+        "split through `resnet_deploy.api.evaluate` (what `resnet-deploy eval` runs), ONNX Runtime CPU.",
         "",
         "| precision | top-1 | top-5 | top-1 vs FP32 | bar | artifact |",
         "|---|---|---|---|---|---|",

@@ -5,7 +5,7 @@ For every (depth, precision, backend) the artifact is made or reused by the pipe
 the backend is opened once through :func:`resnet_deploy.runners.make_runner` with its
 :func:`~resnet_deploy.runners.timing_options`, and for each batch size:
 
-1. parity first: the photographs + random tensors of :func:`resnet_deploy.compare.parity_batch`
+1. parity first: the photographs, crops and random tensors of :func:`resnet_deploy.compare.parity_batch`
    through the timed path, against PyTorch FP32 on the same inputs, at the precision's bars
    (a row gets no speed figure without its correctness figure; a failing row is kept and
    marked ``failed``);

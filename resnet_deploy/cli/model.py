@@ -67,7 +67,7 @@ def parity(depth: str = DepthOpt,
                                                "(default: the precision's artifact under --out)."),
            weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,
            images: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file(s) to compare on "
-                                                       "(default: bundled photographs + random tensors)."),
+                                                       "(default: 8 bundled photographs, 56 crops of them, 4 random tensors)."),
            preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
     """Compare an ONNX model or engine with PyTorch FP32 at the precision's bars; exit 1 if it fails."""
     with handled(as_json) as progress:
