@@ -133,6 +133,7 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     if threads:
         torch.set_num_threads(threads)
     t_start = time.perf_counter()
+    revision = git_revision(HERE.parents[1])  # before this run writes its own results
     work = Path(work)
     digits = load_digits()
     idx_train, idx_test = train_test_split(np.arange(len(digits.target)), test_size=test_size,
@@ -167,7 +168,7 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     timings["total"] = round(time.perf_counter() - t_start, 1)
     results = {r["precision"]: r for r in report["results"]}
     failures = check_bars(results)
-    return {"weights_sha256": weights_sha256, "results": results, "report": report, "failures": failures, "timings_s": timings, "epochs": epochs,
+    return {"git": revision, "weights_sha256": weights_sha256, "results": results, "report": report, "failures": failures, "timings_s": timings, "epochs": epochs,
             "seed": seed, "train_images": len(idx_train), "test_images": len(idx_test),
             "int8": {"method": method, "calibration": manifests["int8"]["calibration"],
                      "qdq": manifests["int8"]["conversion"]["qdq"],
@@ -264,7 +265,7 @@ def results_markdown(r: dict, command: str) -> str:
         "algorithms, 2 threads); on a CPU with other vector units the float rounding of training, and so the "
         "weights, may differ (the digest says whether they did).",
         "",
-        f"Toolkit at git {git_revision(HERE.parents[1])}.",
+        f"Toolkit at git {r['git']}.",
         "",
         f"Machine: {_machine()}.",
         "",

@@ -157,7 +157,7 @@ def fmt(v) -> str:
     return f"{v:.3g}" if abs(v) >= 1e-3 or v == 0 else f"{v:.1e}"
 
 
-def markdown(rows: list[dict], problems: list[str], command: str, seconds: float) -> str:
+def markdown(rows: list[dict], problems: list[str], command: str, seconds: float, revision: str | None) -> str:
     th = {p: t for p, t in THRESHOLDS.items()}
     lines = ["# Parity bars, measured on trained networks", "",
              "The bars `resnet-deploy parity` applies (`resnet_deploy.compare.THRESHOLDS`; README and docs quote this "
@@ -183,7 +183,7 @@ def markdown(rows: list[dict], problems: list[str], command: str, seconds: float
     lines += ["", "Verdict: " + ("**the bars pass every correct trained model and fail every broken one.**" if not problems
                                  else "**" + "; ".join(problems) + "**"), "",
               "## How it was made", "", "```", command, "```", "",
-              f"Toolkit at git {git_revision(ROOT)}; {seconds:.0f} s on {platform.processor() or platform.machine()} "
+              f"Toolkit at git {revision}; {seconds:.0f} s on {platform.processor() or platform.machine()} "
               f"({_cpu()}), torch threads "
               f"{torch.get_num_threads()}. Versions: " + ", ".join(
                   f"{d} {_version(d)}" for d in ("torch", "onnx", "onnxruntime", "nvidia-modelopt", "numpy")) + ".", ""]
@@ -218,6 +218,7 @@ def main(argv: list[str] | None = None) -> int:
         print(message, file=sys.stderr)
 
     t0 = time.perf_counter()
+    revision = git_revision(ROOT)  # before this run writes its own results
     rows: list[dict] = []
     names, x32 = parity_batch(recipe_from_metadata({"image_size": "32", "resize": "32"}))
     real32 = sum(not n.startswith("random") for n in names)
@@ -242,8 +243,8 @@ def main(argv: list[str] | None = None) -> int:
     command = "python benchmarks/precision-bars/run.py" + "".join(f" {a}" for a in (argv or sys.argv[1:]))
     if not args.no_results:
         (HERE / "results.json").write_text(json.dumps({"rows": rows, "problems": problems, "command": command,
-                                                       "toolkit": meta.get("toolkit_version")}, indent=1, default=str) + "\n")
-        (HERE / "results.md").write_text(markdown(rows, problems, command, seconds))
+                                                       "toolkit": meta.get("toolkit_version"), "git": revision}, indent=1, default=str) + "\n")
+        (HERE / "results.md").write_text(markdown(rows, problems, command, seconds, revision))
     for p in problems:
         log("problem: " + p)
     return 1 if problems else 0
