@@ -16,6 +16,8 @@ import os
 from pathlib import Path
 from typing import Any, Sequence
 
+import numpy as np
+
 from . import evaluate as evaluation
 from . import pipeline
 from .artifacts import DEFAULT_ROOT, artifact_path, check_precision
@@ -26,7 +28,7 @@ from .labels import load_labels, read_labels
 from .model import RANDOM_SEED, create_model, describe, resolve_arch
 from .onnx_meta import artifact_facts
 from .predict import classify_images, decode_images
-from .preprocess import preprocess_files, recipe_from_metadata
+from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
 from .runners import artifact_kind, open_runner
 from .runners.torch_runner import TorchRunner
@@ -35,7 +37,14 @@ export = pipeline.export_model
 quantize = pipeline.ensure_precision
 
 
-def build(depth: int | str, *, precision: str = "fp32", options: BuildOptions | None = None,
+def refuse_other_precision(artifact, recorded: str, asked: str | None) -> None:
+    """An explicit ``--precision`` must be the artifact's: an FP32 file is not run as INT8."""
+    if asked is not None and recorded != asked:
+        raise UserError(f"{artifact} is a {recorded} model, not {asked}: drop --precision to check it as {recorded}, "
+                        f"or give the {asked} artifact")
+
+
+def build(depth: int | str | None, *, precision: str | None = "fp32", options: BuildOptions | None = None,
           onnx: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
           weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
           seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet,
@@ -46,7 +55,7 @@ def build(depth: int | str, *, precision: str = "fp32", options: BuildOptions | 
                                   build_progress=build_progress)
 
 
-def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
+def parity(depth: int | str, *, precision: str | None = None, backend: str = "ort",
            artifact: str | os.PathLike[str] | None = None, onnx: str | os.PathLike[str] | None = None,
            weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
            out_dir: str | os.PathLike[str] = DEFAULT_ROOT, preact: bool = False, seed: int = RANDOM_SEED,
@@ -57,7 +66,8 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
     ``artifact`` (or its alias ``onnx``) defaults to the precision's artifact for the
     backend (``engines/resnet50/resnet50.fp16.onnx`` for ``ort``,
     ``engines/resnet50/resnet50.fp16.trt.engine`` for ``trt``); the FP32 ONNX is exported
-    first if missing. The precision the artifact records sets the thresholds. It must have
+    first if missing. The precision the artifact records sets the thresholds (``precision``, when
+    given, must be it: an FP32 file is not checked at the INT8 bars). It must have
     been made from the same weights as the reference (its metadata records their sha256).
     ``images`` replaces the default batch (scikit-image's photographs plus ``n_random``
     seeded random tensors) with the user's own image files.
@@ -66,7 +76,9 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
     kind = artifact_kind(backend)
     if kind == "torch":
         raise UserError("parity compares an exported artifact with PyTorch; choose an ONNX or TensorRT engine")
-    precision = check_precision(precision)
+    asked = check_precision(precision) if precision is not None else None
+    precision = asked or "fp32"
+    decoded = decode_images(images) if images else None  # a bad image fails before any slow work
     artifact = artifact if artifact is not None else onnx
     if artifact is None:
         artifact = artifact_path(arch, precision, kind, out_dir)
@@ -86,6 +98,7 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
     precision = meta.get("precision", precision)
     if precision not in THRESHOLDS:
         raise UserError(f"{artifact} records an unknown precision {precision!r}")
+    refuse_other_precision(artifact, precision, asked)
     # Open the candidate first: a missing runtime or a bad engine fails in a second, not after the reference.
     with open_runner(backend, artifact, precision=precision, **runner_options) as candidate:
         progress(f"building the PyTorch FP32 reference {arch}")
@@ -93,8 +106,9 @@ def parity(depth: int | str, *, precision: str = "fp32", backend: str = "ort",
         if meta.get("weights_sha256") and meta["weights_sha256"] != model.card.weights.sha256:
             raise UserError(f"{artifact} was made from other weights ({meta.get('weights_source')}) than the "
                             f"reference ({model.card.weights.source}); pass the same --weights or re-export")
-        if images:
-            names, batch = [Path(p).name for p in images], preprocess_files(images, recipe_from_metadata(meta))
+        if decoded:
+            recipe = recipe_from_metadata(meta)
+            names, batch = [Path(n).name for n, _ in decoded], np.stack([recipe(img) for _, img in decoded])
         else:
             names, batch = parity_batch(recipe_from_metadata(meta), n_random=n_random)
         progress(f"running {len(batch)} inputs through PyTorch and {backend}")
@@ -126,7 +140,7 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
 
 
 def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
-            weights: str | os.PathLike[str] | None = None, backend: str = "ort", precision: str = "fp32",
+            weights: str | os.PathLike[str] | None = None, backend: str = "ort", precision: str | None = None,
             artifact: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None, top: int = 5,
             num_classes: int | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT, preact: bool = False,
             seed: int = RANDOM_SEED, progress: Progress = quiet, **runner_options: Any) -> dict[str, Any]:
@@ -142,7 +156,10 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
         raise UserError(f"--top must be at least 1 (got {top})")
     arch = resolve_arch(depth, preact)
     kind = artifact_kind(backend)
-    precision = check_precision(precision)
+    if any(str(p).startswith(("http:/", "https:/", "ftp:/")) for p in images):  # (a Path turns // into /)
+        raise UserError("URLs are not supported: download the image first and give its file")
+    asked = check_precision(precision) if precision is not None else None
+    precision = asked or "fp32"
     label_names = read_labels(labels) if labels is not None else None  # a bad label file fails before any slow work
     decoded = decode_images(images)  # an undecodable image fails before any slow work
     meta: dict[str, str] = {}
@@ -155,6 +172,10 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
     else:
         if artifact is None:
             if kind == "onnx":
+                # an export made from other weights is refused, never replaced (docs/deploy.md)
+                for existing in {artifact_path(arch, "fp32", "onnx", out_dir), artifact_path(arch, precision, "onnx", out_dir)}:
+                    if existing.is_file():
+                        pipeline.check_same_weights(existing, artifact_facts(existing, "onnx"), weights, seed)
                 artifact = pipeline.ensure_precision(arch, precision, out_dir=out_dir, weights=weights,
                                                      num_classes=num_classes, seed=seed, progress=progress)["path"]
             else:
@@ -173,6 +194,7 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
         target = artifact
         artifact_name = str(artifact)
         precision = meta.get("precision", precision)
+        refuse_other_precision(artifact, precision, asked)
 
     recipe = recipe_from_metadata(meta)
     label_set = meta.get("label_set", "imagenet") if kind != "torch" else model.card.label_set

@@ -85,6 +85,7 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
         hint = f" (it holds {len(loose)} loose image(s): labels come from sub-folder names)" if loose else ""
         raise UserError(f"{root} has no class sub-folders{hint}; eval needs <data>/<class>/<image>")
     index: dict[str, int]
+    early_notes: list[str] = []
     source = "sorted folder names (ImageFolder convention)"
     if labels_file is not None:
         names = read_labels(Path(labels_file).expanduser())
@@ -99,6 +100,10 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
         source = class_names_source
     else:
         index = {d.name: i for i, d in enumerate(class_dirs)}
+        if class_names:
+            early_notes.append(f"the class folder names are not the model's class names (e.g. {class_dirs[0].name!r}): "
+                               "mapped by sorted folder order, the ImageFolder convention (right for ImageNet's wnid "
+                               "folders); pass --labels FILE to map them by name")
     files, labels, others = [], [], 0
     empty = []
     for d in class_dirs:
@@ -110,7 +115,7 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
         labels += [index[d.name]] * len(found)
     if not files:
         raise UserError(f"no image files in the class folders of {root}")
-    notes = [f"{len(empty)} class folder(s) hold no images: {', '.join(empty[:5])}"] if empty else []
+    notes = early_notes + ([f"{len(empty)} class folder(s) hold no images: {', '.join(empty[:5])}"] if empty else [])
     return LabelledFolder(root, [d.name for d in class_dirs], files, np.asarray(labels, dtype=np.int64), source,
                           others, notes)
 

@@ -28,3 +28,7 @@ class BackendUnavailable(UserError):
         super().__init__(f"{backend} is unavailable: {reason} (run `resnet-deploy doctor` for details)")
         self.backend = backend
         self.reason = reason
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (everything unwinds and cleans up), reported with exit code 143."""

@@ -27,7 +27,7 @@ from .artifacts import DEFAULT_ROOT, artifact_path, check_precision
 from .classify import infer_all
 from .datasets import labelled_folder, read_image
 from .errors import UserError
-from .labels import CIFAR10_LABELS
+from .labels import LABEL_SETS, builtin_labels
 from .onnx_meta import artifact_facts
 from .preprocess import Preprocess, preprocess_image, recipe_from_metadata
 from .progress import Progress, progress_bar, quiet
@@ -90,7 +90,7 @@ def evaluate(arch: str, *, precisions: Sequence[str] = ("fp32",), data: str | os
         labels_file = Path(out_dir) / arch / LABELS_FILE
     first = artifact_facts(paths[precisions[0]], kind)
     label_set = first.get("label_set", "imagenet")
-    builtin = list(CIFAR10_LABELS) if label_set == "cifar10" else None
+    builtin = builtin_labels(label_set) if label_set in LABEL_SETS else None
     folder = labelled_folder(data, labels_file, builtin, f"the model's {label_set} class names")
     files, labels = folder.files, folder.labels
     if limit is not None and limit < len(files):

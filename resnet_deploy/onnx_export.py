@@ -6,7 +6,9 @@ and its ``resnet_deploy.*`` metadata (:mod:`resnet_deploy.onnx_meta`).
 
 from __future__ import annotations
 
+import contextlib
 import io
+import logging
 import time
 import warnings
 from pathlib import Path
@@ -18,9 +20,9 @@ from torch import nn
 from torch.fx.experimental.optimization import fuse
 
 from . import __version__
-from .artifacts import atomic_path, sha256_file, write_manifest
+from .artifacts import publish_manifest, replacing, sha256_file
 from .errors import UserError
-from .onnx_meta import INPUT_NAME, OUTPUT_NAME, count_ops, set_metadata
+from .onnx_meta import INPUT_NAME, OUTPUT_NAME, count_ops, opset_of, set_metadata
 from .preprocess import DEFAULT, Preprocess
 
 DEFAULT_OPSET = 17
@@ -37,14 +39,36 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     return fuse(model.eval(), inplace=False)
 
 
+DYNAMO_MIN_OPSET = 18  # torch's dynamo exporter writes nothing older (it falls back to 18, saying so at length)
+_NOISY_LOGGERS = ("torch.onnx", "torch.export", "onnxscript", "torch._dynamo", "torch.fx")
+
+
+@contextlib.contextmanager
+def _quiet_dynamo():
+    """The dynamo exporter prints progress on stdout (which would break --json) and logs warnings and
+    tracebacks of its fallbacks on stderr: held back, as every other stage's tools are."""
+    loggers = [logging.getLogger(n) for n in _NOISY_LOGGERS]
+    levels = [lg.level for lg in loggers]
+    buf = io.StringIO()
+    try:
+        for lg in loggers:
+            lg.setLevel(logging.ERROR + 10)
+        with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
+            yield buf
+    finally:
+        for lg, level in zip(loggers, levels):
+            lg.setLevel(level)
+
+
 def _export_proto(model: nn.Module, sample: torch.Tensor, opset: int, dynamic: bool, exporter: str) -> onnx.ModelProto:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         if exporter == "dynamo":
             dyn = {"x": {0: torch.export.Dim("batch", min=1)}} if dynamic else None
-            program = torch.onnx.export(model, (sample,), dynamo=True, input_names=[INPUT_NAME],
-                                        output_names=[OUTPUT_NAME], dynamic_shapes=dyn,
-                                        opset_version=opset, external_data=False)
+            with _quiet_dynamo():
+                program = torch.onnx.export(model, (sample,), dynamo=True, input_names=[INPUT_NAME],
+                                            output_names=[OUTPUT_NAME], dynamic_shapes=dyn, verbose=False,
+                                            opset_version=opset, external_data=False)
             return program.model_proto
         buf = io.BytesIO()
         axes = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}} if dynamic else None
@@ -63,11 +87,14 @@ def check_onnx(model: onnx.ModelProto) -> onnx.ModelProto:
 def validate_options(opset: int, exporter: str, batch: int | None) -> None:
     """Check export options before any slow work."""
     if opset not in OPSETS:
-        raise UserError(f"opset {opset} not supported; choose {OPSETS.start}..{OPSETS.stop - 1}")
+        raise UserError(f"--opset {opset} is not supported; choose {OPSETS.start}..{OPSETS.stop - 1}")
     if exporter not in EXPORTERS:
-        raise UserError(f"unknown exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+        raise UserError(f"unknown --exporter {exporter!r}; choose one of {', '.join(EXPORTERS)}")
+    if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
+        raise UserError(f"--exporter dynamo writes opset {DYNAMO_MIN_OPSET} or newer, not --opset {opset}: ask "
+                        f"--opset {DYNAMO_MIN_OPSET}..{OPSETS.stop - 1}, or use the torchscript exporter for opset {opset}")
     if batch is not None and batch < 1:
-        raise UserError(f"batch must be at least 1, got {batch}")
+        raise UserError(f"--batch must be at least 1, got {batch}")
 
 
 def export_onnx(
@@ -106,7 +133,7 @@ def export_onnx(
         "std": list(recipe.std),
         "preprocess": recipe.to_dict(),
         "precision": "fp32",
-        "opset": opset,
+        "opset": opset_of(proto),  # what the file holds (asked for: validate_options refuses what cannot be)
         "exporter": exporter,
         "batch": batch if batch is not None else "dynamic",
         "batchnorm_folded": count_ops(proto, "BatchNormalization") == 0,
@@ -121,7 +148,8 @@ def export_onnx(
         raise RuntimeError(f"exported ONNX failed its check: {e}") from e
     t_check = time.perf_counter()
     path = Path(path)
-    with atomic_path(path) as tmp:
+    # the file, then its manifest (artifacts.replacing): stopped between, the previous pair comes back
+    with replacing(path) as tmp:
         onnx.save(inferred, str(tmp))
     t_save = time.perf_counter()
     manifest = {
@@ -140,7 +168,7 @@ def export_onnx(
                       "check": round(t_check - t_export, 3), "save": round(t_save - t_check, 3),
                       "total": round(time.perf_counter() - (t0 if started is None else started), 3)},
     }
-    write_manifest(path, manifest)
+    publish_manifest(path, manifest)
     return manifest
 
 

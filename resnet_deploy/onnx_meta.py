@@ -66,9 +66,22 @@ def artifact_facts(artifact: str | os.PathLike[str], kind: str) -> dict[str, str
 
     ONNX files carry them as ``resnet_deploy.*`` metadata; an engine's manifest copies its
     source ONNX's metadata under ``source_metadata`` (the engine format has no room for them).
+    An ONNX must be an image classifier (:func:`check_image_classifier`); for one not made here,
+    what the graph says stands in: its precision, class count and fixed batch.
     """
     if kind == "onnx":
-        return read_metadata(load_onnx(artifact, load_external_data=False))
+        model = load_onnx(artifact, load_external_data=False)
+        io = check_image_classifier(model, artifact)
+        facts = read_metadata(model)
+        facts.setdefault("precision", detect_precision(model))
+        classes, batch = io["output"]["shape"][-1], io["input"]["shape"][0]
+        if isinstance(classes, int):
+            facts.setdefault("num_classes", str(classes))
+        if isinstance(batch, int) and batch > 0:
+            facts.setdefault("batch", str(batch))
+        if io["input"]["shape"][2] == io["input"]["shape"][3]:
+            facts.setdefault("image_size", str(io["input"]["shape"][2]))
+        return facts
     if not Path(artifact).is_file():
         raise UserError(f"engine not found: {artifact} (create it with `resnet-deploy build`)")
     manifest = read_manifest(artifact)
@@ -97,6 +110,34 @@ def graph_io(model: onnx.ModelProto) -> tuple[list[dict[str, Any]], list[dict[st
     inits = {t.name for t in model.graph.initializer}
     inputs = [tensor_facts(i) for i in model.graph.input if i.name not in inits]
     return inputs, [tensor_facts(o) for o in model.graph.output]
+
+
+def check_image_classifier(model_or_path: Any, source: str | os.PathLike[str] | None = None) -> dict[str, Any]:
+    """The one input and output of an image classifier this toolkit can feed, or one :class:`UserError`.
+
+    An input [N, C, H, W] of float32/float16 with fixed C, H, W, and logits [N, classes]; anything
+    else (another model's [1, 10] input, two inputs, integer images) is refused before it runs,
+    saying what was expected. Returns ``{"input": ..., "output": ...}`` as :func:`tensor_facts`.
+    """
+    model = as_model(model_or_path)
+    where = source if source is not None else (model_or_path if not isinstance(model_or_path, onnx.ModelProto) else "the ONNX")
+    inputs, outputs = graph_io(model)
+
+    def shown(t: dict[str, Any]) -> str:
+        return f"{t['name']!r} {t['shape']} {t['dtype']}"
+
+    expected = "this toolkit feeds one float32 [N, 3, H, W] image batch and reads [N, classes] logits"
+    if len(inputs) != 1 or not outputs:
+        got = ", ".join(shown(t) for t in inputs) or "no input"
+        raise UserError(f"{where} is not an image classifier this toolkit can feed: it takes {got}; {expected}")
+    inp, out = inputs[0], outputs[0]
+    dims = inp["shape"]
+    if (len(dims) != 4 or not all(isinstance(d, int) and d > 0 for d in dims[1:])
+            or inp["dtype"] not in ("float32", "float16")):
+        raise UserError(f"{where} is not an image classifier this toolkit can feed: its input is {shown(inp)}; {expected}")
+    if len(out["shape"]) != 2:
+        raise UserError(f"{where} is not an image classifier this toolkit can feed: its output is {shown(out)}; {expected}")
+    return {"input": inp, "output": out}
 
 
 # ------------------------------------------------------------------------------------------ precision
@@ -185,5 +226,5 @@ def count_qdq(model_or_path: Any) -> dict[str, Any]:
 
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "DTYPE_NAMES", "load_onnx", "as_model", "read_metadata",
-           "set_metadata", "artifact_facts", "opset_of", "count_ops", "tensor_facts", "graph_io", "detect_precision",
+           "set_metadata", "artifact_facts", "check_image_classifier", "opset_of", "count_ops", "tensor_facts", "graph_io", "detect_precision",
            "count_qdq"]

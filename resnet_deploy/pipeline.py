@@ -16,20 +16,23 @@ Navigator's pipeline builders do (no command calls another).
 from __future__ import annotations
 
 import os
+import re
 import time
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writable_dir, read_manifest, sha256_file
-from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight, source_metadata_of
+from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writable_dir, sha256_file, verified_manifest
+from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight
 from .engine import ensure_engine as build_or_reuse
 from .errors import UserError
 from .model import RANDOM_SEED, create_model, random_source, read_state_dict, resolve_arch
 from .model.weights import state_dict_sha256
 from .onnx_export import DEFAULT_OPSET, export_onnx, validate_options
+from .onnx_meta import artifact_facts
 from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, make_precision_onnx, read_fp32_source
+from .precision.artifact import check_request
 from .progress import Progress, quiet
 
 
@@ -84,18 +87,26 @@ def ensure_onnx(depth: int | str, *, out_dir: str | os.PathLike[str] = DEFAULT_R
     arch = resolve_arch(depth, preact)
     path = artifact_path(arch, "fp32", "onnx", out_dir)
     reason = "it does not exist yet" if not path.is_file() else ("--force" if force else None)
+    manifest: dict[str, Any] = {}
     if reason is None:
         meta = read_fp32_source(path)
+        if not meta.get("weights_source"):
+            raise UserError(f"{path} was not made by resnet-deploy (it records no weights): move it away, or "
+                            "convert it with --onnx FILE")
         reason = stale_reason(meta, weights, num_classes)
+    if reason is None:
+        try:  # no reader trusts a manifest that does not describe its file (an interrupted write, a copy)
+            manifest = verified_manifest(path, what="ONNX model", fix="re-export it")
+        except UserError as e:
+            source = meta.get("weights_source", "")
+            if weights is None and source and not source.startswith("random("):
+                raise UserError(f"{e}; it was made from {source}: re-export it with those --weights") from None
+            reason = f"no manifest matches it: {e}"
     if reason:
         progress(f"exporting {path} first ({reason})")
         return {**export_model(arch, weights=weights, num_classes=num_classes, out_dir=out_dir, seed=seed,
                                progress=progress), "reused": False}
     progress(f"source: {path} (weights {meta.get('weights_source', 'unknown')})")
-    try:
-        manifest = read_manifest(path)
-    except UserError:
-        manifest = {}
     return {**manifest, "path": str(path), "precision": "fp32", "reused": True}
 
 
@@ -113,6 +124,9 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
     """
     precision = check_precision(precision)
     arch = resolve_arch(depth, preact)
+    if precision != "fp32":  # a request that cannot be made fails before any export
+        check_request(precision, calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
+                      high_precision=high_precision)
     if precision == "fp32":
         if source is not None:
             raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
@@ -127,7 +141,7 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
                                progress_bar=progress_bar)
 
 
-def ensure_engine(depth: int | str, precision: str = "fp32", options: BuildOptions | None = None, *,
+def ensure_engine(depth: int | str | None, precision: str | None = "fp32", options: BuildOptions | None = None, *,
                   onnx: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
                   weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
                   seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet,
@@ -140,18 +154,26 @@ def ensure_engine(depth: int | str, precision: str = "fp32", options: BuildOptio
     before any ONNX work.
     """
     opts = options if options is not None else BuildOptions()
-    precision = check_precision(precision)
-    preflight(opts, precision)
-    arch = resolve_arch(depth, preact)
     if onnx is not None:
         onnx_path = Path(onnx)
         if not onnx_path.is_file():
             raise UserError(f"ONNX file not found: {onnx_path}")
-        recorded = source_metadata_of(onnx_path.read_bytes()).get("arch")
-        if recorded and recorded != arch:
-            raise UserError(f"{onnx_path} holds {recorded}, not {arch}; pass --depth to match it")
+        facts = artifact_facts(onnx_path, "onnx")  # an image classifier, or one line saying why not
+        precision = check_precision(precision) if precision is not None else facts["precision"]
+        preflight(opts, precision)
+        recorded = facts.get("arch")
+        if depth is None:
+            # a model not made here has no architecture name: its engine is named after its file
+            arch = recorded or re.sub(r"[^A-Za-z0-9_-]+", "_", onnx_path.name.split(".")[0]) or "model"
+        else:
+            arch = resolve_arch(depth, preact)
+            if recorded and recorded != arch:
+                raise UserError(f"{onnx_path} holds {recorded}, not {arch}; pass --depth to match it")
         onnx_status = "given"
     else:
+        precision = check_precision(precision or "fp32")
+        preflight(opts, precision)
+        arch = resolve_arch(50 if depth is None else depth, preact)
         made = ensure_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
                                 progress=progress)
         onnx_path = Path(made["path"])

@@ -72,16 +72,35 @@ def recipe_from_metadata(meta: dict[str, Any]) -> Preprocess:
     return Preprocess(image_size=size, resize=resize, mean=floats("mean", base.mean), std=floats("std", base.std))
 
 
+def to_8bit(arr: np.ndarray) -> np.ndarray:
+    """An image array of any depth as uint8, scaled rather than clipped.
+
+    uint8 stays; uint16 (16-bit PNG/TIFF) is scaled from 0..65535; other integers (Pillow's 32-bit
+    ``I`` mode holds 16-bit files) stay when they fit 0..255, else are scaled from 0..65535 (or their
+    type's range); floats from 0..1 (or, when they go beyond 1, from 0..255); booleans become 0/255.
+    """
+    if arr.dtype == np.uint8:
+        return arr
+    if arr.dtype == bool:
+        return arr.astype(np.uint8) * 255
+    if np.issubdtype(arr.dtype, np.integer):
+        lo, hi = (int(arr.min()), int(arr.max())) if arr.size else (0, 0)
+        if arr.dtype != np.uint16 and lo >= 0 and hi <= 255:
+            return arr.astype(np.uint8)
+        top = 65535.0 if lo >= 0 and hi <= 65535 else float(np.iinfo(arr.dtype).max)
+        return np.clip(np.rint(arr.astype(np.float64) * (255.0 / top)), 0, 255).astype(np.uint8)
+    arr = np.nan_to_num(arr.astype(np.float64))
+    scale = 255.0 if arr.max(initial=0.0) <= 1.0 else 1.0
+    return np.clip(np.rint(arr * scale), 0, 255).astype(np.uint8)
+
+
 def to_rgb_pil(image):
-    """Any PIL image or numpy array (gray, RGB, RGBA, bool, float) -> an RGB PIL image."""
+    """Any PIL image or numpy array (gray, RGB, RGBA, bool, 16-bit, float) -> an 8-bit RGB PIL image."""
     if isinstance(image, np.ndarray):
-        arr = image
-        if arr.dtype == bool:
-            arr = arr.astype(np.uint8) * 255
-        elif arr.dtype != np.uint8:
-            arr = np.clip(arr * (255.0 if arr.max() <= 1.0 else 1.0), 0, 255).astype(np.uint8)
-        image = Image.fromarray(arr)
-    if image.mode in ("RGBA", "LA", "P"):
+        image = Image.fromarray(to_8bit(image))
+    elif image.mode in ("I", "I;16", "I;16B", "I;16L", "I;16N", "F"):  # deep grayscale: scale, do not saturate
+        image = Image.fromarray(to_8bit(np.asarray(image)))
+    if image.mode in ("RGBA", "LA", "P", "PA"):
         image = image.convert("RGBA")
         background = Image.new("RGBA", image.size, (255, 255, 255, 255))
         image = Image.alpha_composite(background, image)
@@ -112,6 +131,8 @@ def load_image(path: str | os.PathLike[str]):
             return im.copy()
     except FileNotFoundError:
         raise UserError(f"image not found: {path}") from None
+    except Image.DecompressionBombError as e:
+        raise UserError(f"refusing {path}: {e} (a decompression bomb, or an image far larger than a model needs)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
         raise UserError(f"cannot decode image {path}: {e}") from None
 

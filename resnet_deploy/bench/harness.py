@@ -524,8 +524,12 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
                         opened = open_backend(backend, model=model, artifact=artifact, precision=precision, cfg=cfg,
                                               rss=rss)
                     except (BackendUnavailable, UserError) as e:
+                        # a backend that cannot run here is unavailable; an artifact that cannot be made or
+                        # opened (a foreign model, a full disk) is an error of this run
                         row = new_row(run_id, arch, depth, precision, backend, None)
-                        row.update(status="unavailable", reason=e.reason if isinstance(e, BackendUnavailable) else str(e),
+                        unavailable_here = isinstance(e, BackendUnavailable)
+                        row.update(status="unavailable" if unavailable_here else "error",
+                                   reason=e.reason if unavailable_here else str(e),
                                    artifact=str(artifact) if artifact else None)
                         emit(row, n_b)
                         continue

@@ -10,11 +10,41 @@ one place they are registered, so no command module imports another.
 
 from __future__ import annotations
 
-import typer
+import signal
+import sys
 
+import typer
+from typer.core import TyperGroup
+
+from ..errors import Terminated
 from . import bench, deploy, engine, model, precision
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+
+class OneLineErrors(TyperGroup):
+    """Usage errors (an unknown option, a missing value, a value of the wrong type) as one line and exit 2,
+    instead of click's usage text in a box."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            code = super().main(args=args, prog_name=prog_name, complete_var=complete_var, standalone_mode=False,
+                                **extra)
+        except typer.Abort:
+            print("interrupted", file=sys.stderr)
+            code = 130
+        except Exception as e:
+            if not (hasattr(e, "format_message") and isinstance(getattr(e, "exit_code", None), int)):
+                raise
+            ctx = getattr(e, "ctx", None)
+            command = ctx.command_path if ctx is not None else "resnet-deploy"
+            if e.format_message():  # (no arguments at all: the help was printed, nothing to add)
+                print(f"error: {e.format_message()} (see `{command} --help`)", file=sys.stderr)
+            code = e.exit_code
+        if not standalone_mode:
+            return code
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="ResNets from PyTorch to verified ONNX and TensorRT engines.")
 
 for command, name in [
@@ -28,7 +58,16 @@ for command, name in [
     app.command(name)(command)
 
 
+def _terminate(signum, frame):
+    raise Terminated()
+
+
+_terminate.cancels_builds = True  # the engine builder may take it over to cancel TensorRT cleanly
+
+
 def main() -> None:
+    """The console script: SIGTERM unwinds like Ctrl-C (cleaning up), then ``app``."""
+    signal.signal(signal.SIGTERM, _terminate)
     app()
 
 

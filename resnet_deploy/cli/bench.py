@@ -146,6 +146,11 @@ def bench(
     if rows and all(r.get("status") == "unavailable" for r in rows):
         err.print("[yellow]nothing could run here[/yellow]: every requested backend is unavailable (see the report)")
         raise typer.Exit(3)
+    if not any(r.get("status") in ("ok", "failed") for r in rows):
+        reasons = sorted({str(r.get("reason") or r.get("status")) for r in rows})
+        err.print(f"[red]error:[/red] nothing was measured ({len(rows)} row(s), none ran): " + "; ".join(reasons[:3]),
+                  highlight=False, soft_wrap=True)
+        raise typer.Exit(1)
 
 
 def bench_merge(

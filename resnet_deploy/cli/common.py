@@ -11,10 +11,11 @@ from typing import Any, Callable, Iterator
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-from ..artifacts import DEFAULT_ROOT
-from ..errors import UserError
+from ..artifacts import DEFAULT_ROOT, cleanup_created_dirs, os_reason
+from ..errors import Terminated, UserError
 
 out = Console()
 err = Console(stderr=True, log_path=False)
@@ -45,18 +46,32 @@ def handled(as_json: bool) -> Iterator[Callable[[str], None]]:
 
         yield progress
     except UserError as e:
-        if status:
-            status.stop()
-        err.print(f"[red]error:[/red] {e}", highlight=False, soft_wrap=True)
+        fail(status)
+        err.print(f"[red]error:[/red] {escape(str(e))}", highlight=False, soft_wrap=True)
         raise typer.Exit(e.exit_code) from None
+    except OSError as e:  # a read or write the stages did not wrap: still one line, naming the file
+        fail(status)
+        where = f"{e.filename}: " if e.filename else ""
+        err.print(f"[red]error:[/red] {escape(where + os_reason(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except Terminated:
+        fail(status)
+        err.print("terminated: nothing half-written was left behind")
+        raise typer.Exit(143) from None
     except KeyboardInterrupt:
-        if status:
-            status.stop()
+        fail(status)
         err.print("interrupted: nothing half-written was left behind")
         raise typer.Exit(130) from None
     finally:
         if status:
             status.stop()
+
+
+def fail(status) -> None:
+    """After a failed command: stop the spinner, remove the output folders it made and left empty."""
+    if status:
+        status.stop()
+    cleanup_created_dirs()
 
 
 def emit(as_json: bool, payload: dict[str, Any], render: Callable[[], None]) -> None:

@@ -64,7 +64,8 @@ def package(depth: str = DepthOpt,
 def predict(images: list[Path] = typer.Argument(..., help="Image files to classify."),
             depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt,
             engine: str = typer.Option("ort", "--engine", "-e", help="ort, ort-cuda, torch, torch-compile, trt or trt-rtx."),
-            precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact."),
+            precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact "
+                                                      "(default: the given artifact's; fp32 when none is given)."),
             artifact: Optional[Path] = typer.Option(None, "--artifact", help="ONNX model or engine (default: the precision's "
                                                     "artifact under --out)."),
             labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (default ImageNet)."),

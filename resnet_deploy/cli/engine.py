@@ -16,7 +16,7 @@ from .. import api
 from ..doctor import check
 from ..engine import BuildOptions
 from ..errors import UserError
-from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
+from .common import ClassesOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
 
 
 @contextlib.contextmanager
@@ -55,9 +55,10 @@ def _parse_ccs(cc: Optional[str]) -> Optional[list[str]]:
 
 
 def build(
-    depth: str = DepthOpt,
-    precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, bf16 or int8: the precision's ONNX is compiled "
-                                  "(made first if missing)."),
+    depth: Optional[str] = typer.Option(None, "--depth", "-d", help="As for export (default 50; with --onnx: the "
+                                        "architecture the file records, or its file name for a model made elsewhere)."),
+    precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 or int8: the precision's ONNX "
+                                            "is compiled, made first if missing (default fp32; with --onnx: the file's)."),
     engine: str = typer.Option("trt", "--engine", "-e", help="trt (TensorRT 10/11: datacenter GPUs, Jetson) or trt-rtx "
                                "(TensorRT-RTX: RTX GPUs; builds without a GPU)."),
     min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Smallest batch of the optimization profile (default 1)."),

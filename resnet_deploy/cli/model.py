@@ -16,7 +16,7 @@ from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, W
 def info(depth: str = DepthOpt,
          num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Default: the architecture's (1000, CIFAR 10)."),
          preact: bool = PreactOpt,
-         image_size: Optional[int] = typer.Option(None, "--image-size", min=32, help="Default: the architecture's (224, CIFAR 32)."),
+         image_size: Optional[int] = typer.Option(None, "--image-size", help="Default: the architecture's (224, CIFAR 32)."),
          as_json: bool = JsonOpt) -> None:
     """Parameters, multiply-accumulates, stage output shapes and layer count."""
     with handled(as_json):
@@ -62,7 +62,8 @@ def export(depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt, num_clas
 
 def parity(depth: str = DepthOpt,
            engine: str = typer.Option("ort", "--engine", "-e", help="Backend: ort, ort-cuda, trt, trt-rtx."),
-           precision: str = typer.Option("fp32", "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact."),
+           precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact "
+                                                      "(default: the given artifact's; fp32 when none is given)."),
            onnx: Optional[Path] = typer.Option(None, "--onnx", "--artifact", help="ONNX model or engine "
                                                "(default: the precision's artifact under --out)."),
            weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,

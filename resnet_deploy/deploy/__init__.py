@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import DEFAULT_ROOT, read_manifest
+from ..artifacts import DEFAULT_ROOT, verified_manifest
 from ..errors import UserError
 from ..model import resolve_arch
 from ..pipeline import ensure_precision
@@ -49,7 +49,7 @@ def package(depth: int | str = 50, *, precision: str | None = None, target: str 
     if target == "triton" and engine is not None:
         if not Path(engine).is_file():
             raise UserError(f"engine not found: {engine}")
-        built = read_manifest(engine).get("precision", precision)
+        built = verified_manifest(engine, what="engine", fix="rebuild it").get("precision", precision)
         if explicit_precision and built != precision:
             raise UserError(f"{engine} is a {built} engine but --precision {precision} was asked for")
         return write_triton_model(engine, out, name=name or f"{arch}_{built}_trt", labels=labels,

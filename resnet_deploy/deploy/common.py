@@ -6,12 +6,10 @@ import contextlib
 import json
 import os
 import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..artifacts import atomic_write_text, ensure_writable_dir
+from ..artifacts import atomic_write_text, ensure_writable_dir, sweep_stale_temporaries, temp_name, write_error
 from ..errors import UserError
 from ..onnx_meta import detect_precision, graph_io, load_onnx, opset_of, read_metadata
 from ..preprocess import recipe_from_metadata
@@ -42,15 +40,17 @@ def staged_folder(final: str | os.PathLike[str], force: bool = False) -> Iterato
     final = Path(final)
     check_output_folder(final, force)
     ensure_writable_dir(final.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.", suffix=".tmp", dir=final.parent))
+    sweep_stale_temporaries(final.parent)
+    tmp = temp_name(final)
     try:
+        tmp.mkdir(mode=0o700)
         yield tmp
         mask = os.umask(0)
         os.umask(mask)
         os.chmod(tmp, 0o755 & ~mask)  # mkdtemp makes 0700
         check_output_folder(final, force)  # still true after the (possibly long) work?
         if final.exists():
-            old = final.parent / f".{final.name}.old-{uuid.uuid4().hex[:8]}"
+            old = temp_name(final, "work")  # the old folder, swept like any stale temporary if we die here
             os.replace(final, old)
             try:
                 os.replace(tmp, final)
@@ -60,6 +60,9 @@ def staged_folder(final: str | os.PathLike[str], force: bool = False) -> Iterato
             shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, final)
+    except OSError as e:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise write_error(final, e) from None
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

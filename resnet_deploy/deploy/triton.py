@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import read_manifest, sha256_file
+from ..artifacts import sha256_file, verified_manifest
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
@@ -97,7 +97,7 @@ def _onnx_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
 
 
 def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
-    m = read_manifest(path)
+    m = verified_manifest(path, what="engine", fix="rebuild it")
     if m.get("kind") != "engine":
         raise UserError(f"manifest of {path} does not describe an engine")
     if m.get("flavour") != "trt":

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -31,11 +30,11 @@ import onnx
 from .. import __version__
 from .._native.cuda import cuda_device_info, load_cudart
 from .._native.trt import FLAVOURS, import_flavour, is_rtx, make_logger, rtx_cc_supported
-from ..artifacts import atomic_path, ensure_writable_dir, manifest_path, read_manifest, write_manifest
+from ..artifacts import abandon, ensure_writable_dir, publish_manifest, read_manifest, replacing
 from ..errors import BackendUnavailable, UserError
 from ..onnx_meta import read_metadata
 from .config import apply_config, load_timing_cache, save_timing_cache
-from .monitor import make_progress_monitor, sigint_cancels
+from .monitor import Cancel, make_progress_monitor, raise_if_cancelled, sigint_cancels
 from .network import create_network, inspector_precision, io_facts, network_precision, parse_onnx, parser_error_line
 from .options import BuildOptions, ProgressCallback, resolve_profile
 from .reuse import needs_rebuild, request_facts, target_facts
@@ -136,7 +135,7 @@ def build_engine(
         raise UserError(f"TensorRT rejected the batch profile {mn}/{opt}/{mx}: {logger.last_error()}")
 
     timing_cache = load_timing_cache(trt, config, opts, notes)
-    cancel = threading.Event()
+    cancel = Cancel()
     monitor = make_progress_monitor(trt, progress, cancel)
     if monitor is not None:
         config.progress_monitor = monitor
@@ -147,8 +146,7 @@ def build_engine(
     with sigint_cancels(cancel):
         serialized = builder.build_serialized_network(network, config)
     build_seconds = time.perf_counter() - t0
-    if cancel.is_set():  # Ctrl-C: nothing was written; let the caller report the interruption
-        raise KeyboardInterrupt
+    raise_if_cancelled(cancel)  # Ctrl-C or SIGTERM: nothing was written; let the caller report the interruption
     if serialized is None or serialized.nbytes == 0:
         if monitor is not None and monitor.cancelled:
             raise UserError(f"engine build cancelled: nothing was written to {engine_path}")
@@ -161,64 +159,67 @@ def build_engine(
 
     view = memoryview(serialized)
     engine_sha = hashlib.sha256(view).hexdigest()
-    # Drop the old manifest first: if we die between the two writes, the engine has no manifest
-    # (runner and needs_rebuild then say so) rather than a stale one.
-    manifest_path(engine_path).unlink(missing_ok=True)
-    with atomic_path(engine_path) as tmp:
+    # The engine, then its manifest (artifacts.replacing): stopped between, the previous pair comes back;
+    # killed between, the engine has no manifest (runner and needs_rebuild then say so), never a stale one.
+    with replacing(engine_path) as tmp:
         with open(tmp, "wb") as f:
             f.write(view)
-    if timing_cache is not None and opts.timing_cache is not None:
-        save_timing_cache(config, Path(opts.timing_cache), notes)
+    try:  # until its manifest is written, the new engine is not done: interrupted, the previous one returns
+        if timing_cache is not None and opts.timing_cache is not None:
+            save_timing_cache(config, Path(opts.timing_cache), notes)
 
-    layer_precision = inspect_with_gpu(trt, logger, serialized, device, target, notes)
-    if layer_precision is None:
-        layer_precision = net_precision
-        why = notes[-1] if notes and notes[-1].startswith("engine inspector") else (
-            f"engine inspector unavailable: deserializing an engine needs a CUDA GPU ({no_device_reason})"
-        )
-        inspector_note = why
-    else:
-        layer_precision["network"] = {k: net_precision[k] for k in ("output_dtypes", "qdq_layers", "implied_precision")}
-        inspector_note = "used"
+        layer_precision = inspect_with_gpu(trt, logger, serialized, device, target, notes)
+        if layer_precision is None:
+            layer_precision = net_precision
+            why = notes[-1] if notes and notes[-1].startswith("engine inspector") else (
+                f"engine inspector unavailable: deserializing an engine needs a CUDA GPU ({no_device_reason})"
+            )
+            inspector_note = why
+        else:
+            layer_precision["network"] = {k: net_precision[k] for k in ("output_dtypes", "qdq_layers", "implied_precision")}
+            inspector_note = "used"
 
-    outputs = [network.get_output(i) for i in range(network.num_outputs)]
-    manifest: dict[str, Any] = {
-        "kind": "engine",
-        "flavour": opts.flavour,
-        "builder": trt.__name__,
-        "builder_version": trt.__version__,
-        "onnx_parser_version": _call_or_none(getattr(trt, "get_nv_onnx_parser_version", None)),
-        "toolkit_version": __version__,
-        "onnx": str(onnx_path),
-        "onnx_sha256": onnx_sha,
-        "source_metadata": {**source_metadata, "precision": precision},
-        "engine_sha256": engine_sha,
-        "engine_bytes": len(view),
-        "precision": precision,
-        "strongly_typed": strongly_typed,
-        "legacy_precision_flags": opts.legacy_precision_flags,
-        "requested_profile": opts.requested_profile(),
-        "min_batch": mn,
-        "opt_batch": opt,
-        "max_batch": mx,
-        "onnx_fixed_batch": fixed_batch,
-        "input": io_facts(trt, [inp])[0],
-        "outputs": io_facts(trt, outputs),
-        "workspace_mib": opts.workspace_mib,
-        "opt_level": opts.opt_level,
-        "hardware_compatibility": opts.hardware_compatibility,
-        "version_compatible": opts.version_compatible,
-        **opts.dla_facts(),
-        "target": target,
-        "build_gpu": device,
-        "build_seconds": round(build_seconds, 3),
-        "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        "layer_precision": layer_precision,
-        "engine_inspector": inspector_note,
-        "notes": notes,
-    }
-    del parser
-    write_manifest(engine_path, manifest)
+        outputs = [network.get_output(i) for i in range(network.num_outputs)]
+        manifest: dict[str, Any] = {
+            "kind": "engine",
+            "flavour": opts.flavour,
+            "builder": trt.__name__,
+            "builder_version": trt.__version__,
+            "onnx_parser_version": _call_or_none(getattr(trt, "get_nv_onnx_parser_version", None)),
+            "toolkit_version": __version__,
+            "onnx": str(onnx_path),
+            "onnx_sha256": onnx_sha,
+            "source_metadata": {**source_metadata, "precision": precision},
+            "engine_sha256": engine_sha,
+            "engine_bytes": len(view),
+            "precision": precision,
+            "strongly_typed": strongly_typed,
+            "legacy_precision_flags": opts.legacy_precision_flags,
+            "requested_profile": opts.requested_profile(),
+            "min_batch": mn,
+            "opt_batch": opt,
+            "max_batch": mx,
+            "onnx_fixed_batch": fixed_batch,
+            "input": io_facts(trt, [inp])[0],
+            "outputs": io_facts(trt, outputs),
+            "workspace_mib": opts.workspace_mib,
+            "opt_level": opts.opt_level,
+            "hardware_compatibility": opts.hardware_compatibility,
+            "version_compatible": opts.version_compatible,
+            **opts.dla_facts(),
+            "target": target,
+            "build_gpu": device,
+            "build_seconds": round(build_seconds, 3),
+            "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+            "layer_precision": layer_precision,
+            "engine_inspector": inspector_note,
+            "notes": notes,
+        }
+        del parser
+        publish_manifest(engine_path, manifest)
+    except BaseException:
+        abandon(engine_path)
+        raise
     return manifest
 
 

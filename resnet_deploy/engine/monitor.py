@@ -7,6 +7,7 @@ import logging
 import signal
 import threading
 
+from ..errors import Terminated
 from .options import ProgressCallback
 
 log = logging.getLogger(__name__)
@@ -54,25 +55,43 @@ def make_progress_monitor(trt, callback: ProgressCallback | None, cancel: thread
     return _Monitor()
 
 
+class Cancel(threading.Event):
+    """Set by Ctrl-C (or SIGTERM) during a build; remembers which, so the caller re-raises the right one."""
+
+    signum: int | None = None
+
+
 @contextlib.contextmanager
-def sigint_cancels(cancel: threading.Event):
-    """While building, Ctrl-C sets ``cancel`` (the progress monitor then stops the builder)
-    instead of raising inside a TensorRT callback, where the bindings would swallow it."""
+def sigint_cancels(cancel: Cancel):
+    """While building, Ctrl-C (and SIGTERM, where the CLI turns it into an interruption) sets ``cancel``
+    (the progress monitor then stops the builder) instead of raising inside a TensorRT callback,
+    where the bindings would swallow it."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
-    previous = signal.getsignal(signal.SIGINT)
-    if previous is not signal.default_int_handler:  # someone else owns SIGINT (or it is ignored)
-        yield
-        return
+    taken = {}
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        previous = signal.getsignal(signum)
+        # only what would interrupt anyway: Python's Ctrl-C handler, or the CLI's SIGTERM handler
+        if previous is signal.default_int_handler or getattr(previous, "cancels_builds", False):
+            taken[signum] = previous
 
     def handler(signum, frame):
+        cancel.signum = signum
         cancel.set()
 
-    signal.signal(signal.SIGINT, handler)
+    for signum in taken:
+        signal.signal(signum, handler)
     try:
         yield
     finally:
-        signal.signal(signal.SIGINT, previous)
+        for signum, previous in taken.items():
+            signal.signal(signum, previous)
 
 
+def raise_if_cancelled(cancel: Cancel) -> None:
+    """After the build: the interruption the signal meant (nothing was written)."""
+    if cancel.is_set():
+        if cancel.signum == signal.SIGTERM:
+            raise Terminated()
+        raise KeyboardInterrupt

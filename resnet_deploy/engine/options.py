@@ -57,11 +57,11 @@ class BuildOptions:
         for name in ("min_batch", "opt_batch", "max_batch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise UserError(f"{name.replace('_', ' ')} must be an integer >= 1 (got {v!r})")
+                raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1 (got {v!r})")
         if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= MAX_OPT_LEVEL:
-            raise UserError(f"builder optimization level must be 0..{MAX_OPT_LEVEL} (got {self.opt_level!r})")
+            raise UserError(f"--opt-level must be 0..{MAX_OPT_LEVEL} (got {self.opt_level!r})")
         if self.workspace_mib is not None and (not isinstance(self.workspace_mib, int) or self.workspace_mib < 1):
-            raise UserError(f"workspace must be a positive number of MiB (got {self.workspace_mib!r})")
+            raise UserError(f"--workspace must be a positive number of MiB (got {self.workspace_mib!r})")
         if self.dla_core is not None:
             check_dla_core(self.dla_core)
         if self.dla_core is None and not self.gpu_fallback:

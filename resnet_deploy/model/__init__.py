@@ -13,11 +13,14 @@ from typing import Any
 
 from torch import nn
 
+from ..errors import UserError
 from .archs import ARCHS, CIFAR_ARCHS, CIFAR_DEPTHS, DEPTHS, PREACT_ARCHS, PREACT_PREFIX, ArchSpec, arch_spec, build_network, resolve_arch
 from .card import ModelCard
 from .info import describe_network
 from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
 from .weights import RANDOM_SEED, WeightsInfo, load_weights, random_source, randomize, read_state_dict
+
+MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # describe() runs the network once at this size on the CPU
 
 
 def create_model(depth: int | str, *, num_classes: int | None = None, weights: str | os.PathLike[str] | None = None,
@@ -54,6 +57,8 @@ def describe(depth: int | str, *, num_classes: int | None = None, preact: bool =
     spec = arch_spec(arch)
     n = spec.default_classes if num_classes is None else num_classes
     size = spec.recipe.image_size if image_size is None else image_size
+    if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
+        raise UserError(f"--image-size must be within {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (got {size})")
     return {"arch": arch, "family": spec.family, "num_classes": n, **describe_network(build_network(arch, n), size)}
 
 

@@ -102,7 +102,7 @@ def arch_spec(arch: str) -> ArchSpec:
 def build_network(arch: str, num_classes: int | None = None) -> nn.Module:
     """An untrained network of ``arch`` (as :func:`resolve_arch` names it); ``None`` classes: the arch's default."""
     if num_classes is not None and num_classes < 1:
-        raise UserError(f"num_classes must be at least 1, got {num_classes}")
+        raise UserError(f"--num-classes must be at least 1, got {num_classes}")
     return arch_spec(arch).build(num_classes)
 
 

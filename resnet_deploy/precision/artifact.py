@@ -13,14 +13,24 @@ source's metadata (arch, weights sha256, preprocessing) with ``precision`` updat
 from __future__ import annotations
 
 import os
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import onnx
 
-from ..artifacts import DEFAULT_ROOT, artifact_path, atomic_path, check_precision, ensure_writable_dir, read_manifest, sha256_file, verify, write_manifest
+from ..artifacts import (
+    DEFAULT_ROOT,
+    artifact_path,
+    check_precision,
+    ensure_writable_dir,
+    publish_manifest,
+    read_manifest,
+    replacing,
+    sha256_file,
+    verify,
+    work_folder,
+)
 from ..errors import UserError
 from ..onnx_meta import detect_precision, graph_io, load_onnx, read_metadata, set_metadata
 from ..preprocess import recipe_from_metadata
@@ -73,6 +83,25 @@ def _io(tensors: list[dict[str, Any]]) -> dict[str, Any]:
     return tensors[0] if tensors else {}
 
 
+def check_request(precision: str, *, calib=None, calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy",
+                  fp16_io: bool = False, high_precision: str = "fp32") -> tuple[str, str]:
+    """Refuse a request that cannot be made, before any slow work; ``(precision, method)`` normalised."""
+    precision = check_precision(precision)
+    if precision == "fp32":
+        raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
+    method = normalize_method(method)
+    if calib_samples < 1:
+        raise UserError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if fp16_io and precision != "fp16":
+        raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
+    if high_precision not in HIGH_PRECISIONS:
+        raise UserError(f"--high-precision must be fp16 or fp32, got {high_precision!r}")
+    if calib is not None and not Path(calib).expanduser().is_dir():
+        raise UserError(f"calibration folder not found: {calib}" if not Path(calib).expanduser().exists()
+                        else f"--calib must be a folder of images, got the file {calib}")
+    return precision, method
+
+
 def make_precision_onnx(
     source: str | os.PathLike[str],
     precision: str,
@@ -99,19 +128,8 @@ def make_precision_onnx(
     scikit-image's bundled photographs and says so through ``progress``. ``method``:
     ``entropy`` (default), ``minmax`` or ``percentile``. ``progress_bar`` shows rich bars on stderr.
     """
-    precision = check_precision(precision)
-    if precision == "fp32":
-        raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
-    method = normalize_method(method)
-    if calib_samples < 1:
-        raise UserError(f"--calib-samples must be at least 1, got {calib_samples}")
-    if fp16_io and precision != "fp16":
-        raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
-    if high_precision not in HIGH_PRECISIONS:
-        raise UserError(f"--high-precision must be fp16 or fp32, got {high_precision!r}")
-    if calib is not None and not Path(calib).expanduser().is_dir():
-        raise UserError(f"calibration folder not found: {calib}" if not Path(calib).expanduser().exists()
-                        else f"--calib must be a folder of images, got the file {calib}")
+    precision, method = check_request(precision, calib=calib, calib_samples=calib_samples, method=method,
+                                      fp16_io=fp16_io, high_precision=high_precision)
     src = Path(source).expanduser()
     t0 = time.perf_counter()
     src_meta = read_fp32_source(src)
@@ -146,8 +164,8 @@ def make_precision_onnx(
         request["calib_digest"] = calibration.digest
     t_calib = time.perf_counter()
 
-    with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", suffix=".work", dir=dst.parent) as work:
-        tmp = Path(work) / dst.name
+    with work_folder(dst) as work:
+        tmp = work / dst.name
         if precision in LOW_PRECISIONS:
             progress(f"converting {src.name} to {precision.upper()} with ModelOpt AutoCast "
                      f"(reference run on {calibration.used} images)")
@@ -174,7 +192,7 @@ def make_precision_onnx(
         else:
             meta.update(io_dtype="fp16" if fp16_io else "fp32")
         set_metadata(model, meta)
-        with atomic_path(dst) as out:
+        with replacing(dst) as out:
             onnx.save(model, str(out))
         inputs, outputs = graph_io(model)
         del model
@@ -196,9 +214,9 @@ def make_precision_onnx(
         "timings_s": {"calibration_data": round(t_calib - t0, 3), "convert": round(t_convert - t_calib, 3),
                       "total": round(time.perf_counter() - t0, 3)},
     }
-    write_manifest(dst, manifest)
+    publish_manifest(dst, manifest)
     progress(f"wrote {dst}")
     return {**manifest, "path": str(dst), "reused": False}
 
 
-__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "make_precision_onnx", "read_fp32_source", "reusable"]
+__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "check_request", "make_precision_onnx", "read_fp32_source", "reusable"]

@@ -9,6 +9,7 @@ temporary folder that is removed whatever happens.
 from __future__ import annotations
 
 import contextlib
+import errno
 import importlib
 import io
 import logging
@@ -18,7 +19,7 @@ from typing import Iterator
 
 import onnx
 
-from ..artifacts import ensure_writable_dir
+from ..artifacts import disk_is_full, work_folder, write_error
 from ..errors import BackendUnavailable, UserError
 from ..onnx_meta import detect_precision
 from ..versions import dist_version
@@ -100,10 +101,25 @@ def warnings_from(buf: io.StringIO, limit: int = 20) -> list[str]:
 
 @contextlib.contextmanager
 def workdir(dst: Path) -> Iterator[Path]:
-    """A private folder beside ``dst`` (same filesystem, so the result can be renamed)."""
-    ensure_writable_dir(dst.parent)
-    with tempfile.TemporaryDirectory(prefix=f".{dst.name}.", suffix=".work", dir=dst.parent) as d:
-        yield Path(d)
+    """A private folder beside ``dst`` (same filesystem, so the result can be renamed), removed whatever happens.
+
+    ModelOpt also makes ``tmp*.onnx`` files of its own in the temporary directory (and leaves an
+    empty one at every Ctrl-C): while it works, Python's temporary directory is this folder, so
+    they go with it. A failure on a full disk, whatever type ModelOpt raises it as, is one line.
+    """
+    with work_folder(dst) as work:
+        saved = tempfile.tempdir
+        tempfile.tempdir = str(work)
+        try:
+            yield work
+        except (OSError, UserError, KeyboardInterrupt):
+            raise
+        except Exception:
+            if disk_is_full(work):
+                raise write_error(dst, OSError(errno.ENOSPC, "no space left on device")) from None
+            raise
+        finally:
+            tempfile.tempdir = saved
 
 
 def self_contained_copy(model, work: Path) -> Path:

@@ -123,7 +123,7 @@ def test_unwritable_out_is_one_line(built18, tmp_path):
     (("--engine", "trt-rtx", "--hardware-compat", "ampere+"), 2, "not supported by TensorRT-RTX"),
     (("--engine", "trt", "--cc", "8.6"), 2, "apply to trt-rtx"),
     (("--engine", "trt-rtx", "--min-batch", 8, "--max-batch", 2), 2, "min <= opt <= max"),
-    (("--engine", "trt-rtx", "--opt-level", 7), 2, "optimization level must be 0..5"),
+    (("--engine", "trt-rtx", "--opt-level", 7), 2, "--opt-level must be 0..5"),
     (("--engine", "onnxruntime"), 2, "unknown engine flavour"),
     (("--engine", "trt-rtx", "--precision", "fp8"), 2, "unknown precision"),
     (("--engine", "trt-rtx", "--dla-core", 0), 2, "TensorRT-RTX has no DLA"),

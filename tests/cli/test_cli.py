@@ -56,7 +56,7 @@ def test_bad_inputs_one_line_each(tmp_path, exported):
         (("info", "--depth", "42"), "unknown depth or architecture '42'"),
         (("export", "--depth", "18", "--weights", tmp_path / "missing.pth"), "weights file not found"),
         (("export", "--depth", "18", "--weights", tmp_path / "corrupt.pth"), "cannot read weights"),
-        (("export", "--depth", "18", "--opset", "7"), "opset 7 not supported"),
+        (("export", "--depth", "18", "--opset", "7"), "--opset 7 is not supported"),
         (("parity", "--depth", "18", "--onnx", tmp_path / "corrupt.onnx"), "cannot read ONNX model"),
         (("parity", "--depth", "18", "--onnx", tmp_path / "nope.onnx"), "ONNX model not found"),
         (("parity", "--depth", "34", "--onnx", onnx18), "holds resnet18, not resnet34"),

@@ -95,8 +95,8 @@ def test_missing_onnx(tmp_path):
     [
         (dict(min_batch=16, max_batch=4), r"min <= opt <= max"),
         (dict(min_batch=1, opt_batch=64, max_batch=32), r"min <= opt <= max"),
-        (dict(min_batch=0), r"min batch must be an integer >= 1"),
-        (dict(max_batch=-3), r"max batch must be an integer >= 1"),
+        (dict(min_batch=0), r"--min-batch must be an integer >= 1"),
+        (dict(max_batch=-3), r"--max-batch must be an integer >= 1"),
     ],
 )
 def test_impossible_profiles(rtx, model_onnx, tmp_path, kw, match):
@@ -144,7 +144,7 @@ def test_precision_comes_from_the_onnx(rtx, models_dir, tmp_path):
         (dict(flavour="trt-rtx", version_compatible=True), "not compatible between releases"),
         (dict(flavour="trt", compute_capabilities=["8.6"]), "apply to trt-rtx"),
         (dict(flavour="trt", hardware_compatibility="turing+"), "hardware compatibility must be one of"),
-        (dict(flavour="trt-rtx", opt_level=9), "optimization level must be 0..5"),
+        (dict(flavour="trt-rtx", opt_level=9), "--opt-level must be 0..5"),
         (dict(flavour="tensorflow"), "unknown engine flavour"),
         (dict(flavour="trt-rtx", compute_capabilities=["current", "8.6"]), "only target"),
         (dict(flavour="trt-rtx", dla_core=0), "TensorRT-RTX has no DLA"),
