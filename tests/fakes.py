@@ -23,51 +23,105 @@ CLASSES = 10
 
 
 class FakeCudart:
-    """Enough of cuda.bindings.runtime: host 'device' memory, async copies, stream capture."""
+    """Enough of cuda.bindings.runtime to catch data-path bugs, not only to run the data path.
+
+    * Device memory is apart from host memory: ``cudaMalloc`` returns addresses in a fake device
+      range backed by ``buffers[addr]`` (bytearrays no host pointer reaches); ``cudaMallocHost``
+      returns real pinned-host stand-ins (ctypes buffers) the runner views with numpy.
+    * ``cudaMemcpyAsync`` honours ``cudaMemcpyKind``: a host-to-device copy needs a host source and a
+      device destination, a device-to-host copy the reverse; anything else is
+      ``cudaErrorInvalidValue`` (1), as CUDA answers.
+    * Work is asynchronous: copies, kernels (``execute_async_v3``), event records and graph launches
+      are queued on their stream and happen only at ``cudaStreamSynchronize`` (or
+      ``cudaEventSynchronize`` of an event recorded after them). A missing synchronize reads stale data.
+    * Stream capture records the stream's work into a graph instead of queueing it.
+    """
 
     cudaStreamNonBlocking = 1
-    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2)
+    cudaMemcpyKind = types.SimpleNamespace(cudaMemcpyHostToHost=0, cudaMemcpyHostToDevice=1, cudaMemcpyDeviceToHost=2,
+                                           cudaMemcpyDeviceToDevice=3)
     cudaStreamCaptureMode = types.SimpleNamespace(cudaStreamCaptureModeThreadLocal=1)
+    DEVICE_BASE = 1 << 60  # beyond any user-space host address (x86-64 and arm64 use 47-48 bits)
+    INVALID_VALUE = 1
 
     def __init__(self):
-        self.buffers, self.capture, self.launches, self.freed = {}, None, 0, []
+        self.buffers: dict[int, bytearray] = {}  # device allocations
+        self.host: dict[int, object] = {}  # pinned host allocations (kept alive)
+        self.queues: dict[int, list] = {}  # stream -> pending work
+        self.capture, self.launches, self.freed, self.copies = None, 0, [], []
+        self._next_device, self._next_stream = self.DEVICE_BASE, 77
 
-    def _alloc(self, n):
+    # ---- memory
+    def cudaMalloc(self, n):
+        addr, self._next_device = self._next_device, self._next_device + ((n + 0xFFF) & ~0xFFF) + 0x1000
+        self.buffers[addr] = bytearray(n)
+        return 0, addr
+
+    def cudaMallocHost(self, n):
         import ctypes
 
         buf = ctypes.create_string_buffer(n)
-        self.buffers[ctypes.addressof(buf)] = buf
+        self.host[ctypes.addressof(buf)] = buf
         return 0, ctypes.addressof(buf)
 
-    cudaMalloc = cudaMallocHost = _alloc
+    def device_view(self, addr: int, n: int) -> memoryview:
+        """The ``n`` bytes of device memory at ``addr`` (which may point inside an allocation)."""
+        for base, buf in self.buffers.items():
+            if base <= addr and addr + n <= base + len(buf):
+                return memoryview(buf)[addr - base:addr - base + n]
+        raise ValueError(f"{addr:#x}+{n} is not device memory")
 
-    def run(self, op):
-        if self.capture is not None:
-            self.capture.append(op)
+    def is_device(self, addr: int) -> bool:
+        return any(base <= addr < base + len(buf) for base, buf in self.buffers.items())
+
+    # ---- streams and asynchronous work
+    def cudaStreamCreateWithFlags(self, flags):
+        s, self._next_stream = self._next_stream, self._next_stream + 1
+        self.queues[s] = []
+        return 0, s
+
+    def enqueue(self, stream, op):
+        """Queue ``op`` on ``stream`` (or record it into the graph being captured there)."""
+        if self.capture is not None and self.capture[0] == stream:
+            self.capture[1].append(op)
         else:
-            op()
+            self.queues.setdefault(int(stream), []).append(op)
 
     def cudaMemcpyAsync(self, dst, src, n, kind, stream):
         import ctypes
 
-        self.run(lambda: ctypes.memmove(dst, src, n))
+        k = self.cudaMemcpyKind
+        if kind == k.cudaMemcpyHostToDevice and not self.is_device(src) and self.is_device(dst):
+            def op():
+                self.device_view(dst, n)[:] = ctypes.string_at(src, n)
+        elif kind == k.cudaMemcpyDeviceToHost and self.is_device(src) and not self.is_device(dst):
+            def op():
+                ctypes.memmove(dst, bytes(self.device_view(src, n)), n)
+        else:
+            return (self.INVALID_VALUE,)
+        self.copies.append((kind, n))
+        self.enqueue(stream, op)
+        return (0,)
+
+    def cudaStreamSynchronize(self, s):
+        queue = self.queues.setdefault(int(s), [])
+        while queue:
+            queue.pop(0)()
         return (0,)
 
     def cudaSetDevice(self, i):
         return (0,)
 
-    def cudaStreamCreateWithFlags(self, flags):
-        return 0, 77
-
-    def cudaStreamSynchronize(self, s):
+    def cudaGetLastError(self):
         return (0,)
 
+    # ---- graphs
     def cudaStreamBeginCapture(self, s, mode):
-        self.capture = []
+        self.capture = (int(s), [])
         return (0,)
 
     def cudaStreamEndCapture(self, s):
-        graph, self.capture = self.capture, None
+        graph, self.capture = self.capture[1], None
         return 0, graph
 
     def cudaGraphInstantiate(self, graph, flags):
@@ -76,29 +130,34 @@ class FakeCudart:
     def cudaGraphLaunch(self, exe, s):
         self.launches += 1
         for op in exe:
-            op()
+            self.enqueue(s, op)
         return (0,)
 
     def _free(self, *a):
         self.freed.append(a)
         return (0,)
 
-    # events (bench's CudartEventClock) and memory info (bench's memory probe)
+    # ---- events (bench's CudartEventClock) and memory info (bench's memory probe)
     def cudaEventCreate(self):
-        import time
-
-        return 0, {"t": time.perf_counter()}
+        return 0, {"t": None}
 
     def cudaEventRecord(self, ev, stream):
         import time
 
-        self.run(lambda: ev.__setitem__("t", time.perf_counter()))
+        ev["stream"] = int(stream)
+        ev["t"] = None
+        self.enqueue(stream, lambda: ev.__setitem__("t", time.perf_counter()))
         return (0,)
 
     def cudaEventSynchronize(self, ev):
+        queue = self.queues.setdefault(ev.get("stream", 77), [])
+        while ev["t"] is None and queue:
+            queue.pop(0)()
         return (0,)
 
     def cudaEventElapsedTime(self, a, b):
+        if a["t"] is None or b["t"] is None:
+            return 600, 0.0  # cudaErrorNotReady: an event not yet reached
         return 0, (b["t"] - a["t"]) * 1e3
 
     def cudaEventDestroy(self, ev):
@@ -110,11 +169,12 @@ class FakeCudart:
     cudaFree = cudaFreeHost = cudaStreamDestroy = cudaGraphDestroy = cudaGraphExecDestroy = _free
 
 
-def fake_trt(cudart: FakeCudart):
-    """A 'TensorRT' whose engine maps input [N,3,4,4] to per-channel means [N,3]."""
-    import ctypes
-
+def fake_trt(cudart: FakeCudart, flavour: str = "trt"):
+    """A 'TensorRT' (or, ``flavour="trt-rtx"``, a 'TensorRT-RTX') whose engine maps input [N,3,4,4]
+    to per-channel means [N,3], computed on the fake device: it reads and writes device buffers only,
+    queued on the stream ``execute_async_v3`` is given."""
     runtimes = []
+    rtx = flavour == "trt-rtx"
 
     profile = [(1, 3, 4, 4), (2, 3, 4, 4), (4, 3, 4, 4)]
 
@@ -125,8 +185,8 @@ def fake_trt(cudart: FakeCudart):
             pass
 
     class Context:
-        def __init__(self):
-            self.shape, self.addr = None, {}
+        def __init__(self, runtime_config=None):
+            self.shape, self.addr, self.runtime_config = None, {}, runtime_config
 
         def set_input_shape(self, name, shape):
             if not all(lo <= s <= hi for lo, s, hi in zip(profile[0], shape, profile[2])):
@@ -138,19 +198,22 @@ def fake_trt(cudart: FakeCudart):
             return self.shape if name == "input" else (self.shape[0], 3)
 
         def set_tensor_address(self, name, ptr):
+            if not cudart.is_device(ptr):
+                return False  # TensorRT takes device addresses
             self.addr[name] = ptr
             return True
 
         def execute_async_v3(self, stream):
             n, shape = self.shape[0], self.shape
+            src, dst = self.addr["input"], self.addr["logits"]
 
-            def op():
+            def kernel():
                 size = int(np.prod(shape))
-                x = np.frombuffer((ctypes.c_float * size).from_address(self.addr["input"]), np.float32).reshape(shape)
-                y = np.frombuffer((ctypes.c_float * (n * 3)).from_address(self.addr["logits"]), np.float32).reshape(n, 3)
+                x = np.frombuffer(cudart.device_view(src, size * 4), np.float32).reshape(shape)
+                y = np.frombuffer(cudart.device_view(dst, n * 3 * 4), np.float32).reshape(n, 3)
                 y[:] = x.mean(axis=(2, 3))
 
-            cudart.run(op)
+            cudart.enqueue(stream, kernel)
             return True
 
     class Engine:
@@ -168,24 +231,34 @@ def fake_trt(cudart: FakeCudart):
         def get_tensor_profile_shape(self, name, index):
             return profile
 
-        def create_execution_context(self):
-            return Context()
+        def create_execution_context(self, runtime_config=None):
+            return Context(runtime_config)
+
+        if rtx:
+            def create_runtime_config(self):
+                return types.SimpleNamespace(cuda_graph_strategy=None)
 
     class Runtime:
-        num_DLA_cores = 2  # a Jetson AGX Orin
+        num_DLA_cores = 0 if rtx else 2  # a Jetson AGX Orin
 
         def __init__(self, logger):
             self.DLA_core = -1
+            self.engine_host_code_allowed = False
             runtimes.append(self)
 
         def deserialize_cuda_engine(self, blob):
             self.core_at_deserialize = self.DLA_core  # IRuntime.DLA_core must be set before this
+            self.host_code_at_deserialize = self.engine_host_code_allowed
             return Engine() if blob == b"fake-engine" else None
 
-    return types.SimpleNamespace(
-        __name__="tensorrt", __version__="10.9.0.34", ILogger=ILogger, Runtime=Runtime, runtimes=runtimes,
+    module = types.SimpleNamespace(
+        __name__="tensorrt_rtx" if rtx else "tensorrt", __version__="1.7.1.116" if rtx else "10.9.0.34",
+        ILogger=ILogger, Runtime=Runtime, runtimes=runtimes,
         TensorIOMode=types.SimpleNamespace(INPUT="IN", OUTPUT="OUT"), nptype=lambda dt: dt,
     )
+    if rtx:
+        module.CudaGraphStrategy = types.SimpleNamespace(DISABLED=0, WHOLE_GRAPH_CAPTURE=1)
+    return module
 
 
 def make_tiny_onnx(path: Path, *, batch: int | str = "N", precision: str = "fp32", seed: int = 0) -> Path:
@@ -241,20 +314,21 @@ def make_tiny_onnx(path: Path, *, batch: int | str = "N", precision: str = "fp32
     return path
 
 
-def install_fake_tensorrt(tmp_path: Path, monkeypatch):
+def install_fake_tensorrt(tmp_path: Path, monkeypatch, flavour: str = "trt"):
     """Point the TensorRT runner at :class:`FakeCudart` and :func:`fake_trt`; return (module, engine path, cudart)."""
     import resnet_deploy.runners.tensorrt as rt
 
     cudart = FakeCudart()
     monkeypatch.setattr(rt, "load_cudart", lambda: cudart)
     monkeypatch.setattr(rt, "cuda_device_info", lambda i=0: ({"index": i, "name": "Fake A10", "compute_capability": "8.6"}, ""))
-    fake = fake_trt(cudart)
+    fake = fake_trt(cudart, flavour)
     monkeypatch.setattr(rt, "import_flavour", lambda f: fake)
-    path = tmp_path / "fake.fp32.trt.engine"
+    path = tmp_path / f"fake.fp32.{flavour}.engine"
     path.write_bytes(b"fake-engine")
-    write_manifest(path, {"flavour": "trt", "builder_version": "10.9.0.34", "precision": "fp32",
-                          "engine_bytes": path.stat().st_size, "engine_sha256": sha256_file(path),
-                          "target": {"compute_capability": "8.6", "hardware_compatibility": None}})
+    target = ({"compute_capabilities": ["8.6"]} if flavour == "trt-rtx"
+              else {"compute_capability": "8.6", "hardware_compatibility": None})
+    write_manifest(path, {"flavour": flavour, "builder_version": fake.__version__, "precision": "fp32",
+                          "engine_bytes": path.stat().st_size, "engine_sha256": sha256_file(path), "target": target})
     return rt, path, cudart
 
 

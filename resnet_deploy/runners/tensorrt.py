@@ -64,7 +64,7 @@ def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[s
     """Raise :class:`UserError` if this library / GPU cannot run the engine the manifest describes."""
     built, installed = str(manifest.get("builder_version", "?")), str(trt.__version__)
     name = trt.__name__
-    if built != installed:
+    if not same_release(built, installed):
         if is_rtx(trt):
             raise UserError(
                 f"{engine_path.name} was built with {name} {built} but {installed} is installed; "
@@ -78,6 +78,12 @@ def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[s
         if version_tuple(installed) < version_tuple(built):
             raise UserError(
                 f"{engine_path.name} is version-compatible from {name} {built} onwards but the older {installed} is installed"
+            )
+        major = version_tuple(built)[0]
+        if version_tuple(installed)[0] > NEXT_MAJOR.get(major, major + 1):
+            raise UserError(
+                f"{engine_path.name} was built version-compatible with {name} {built}, but {installed} is installed: "
+                "TensorRT runs version-compatible engines at most one major version forward (8 -> 10, 10 -> 11); rebuild it"
             )
     if device is None:
         return
@@ -101,6 +107,20 @@ def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[s
                 f"{engine_path.name} was built for compute capability {built_cc}; this GPU ({device['name']}) is {cc}: "
                 "rebuild it here (or build with hardware compatibility ampere+)"
             )
+
+
+# TensorRT's support matrix: a version-compatible engine runs on later releases of its major version and
+# of the next one (8.6 -> 10.x: there was no public 9; 10.x -> 11.x), no further.
+NEXT_MAJOR = {8: 10}
+
+
+def same_release(built: str, installed: str) -> bool:
+    """Is ``built`` the release ``installed`` is? trtexec prints 3 parts ("10.3.0"), the Python module
+    4 ("10.3.0.30"): a 3-part record matches by those 3, two 4-part ones must be equal."""
+    a, b = version_tuple(built), version_tuple(installed)
+    if len(a) == 3 and len(b) >= 3 or len(b) == 3 and len(a) >= 3:
+        return a[:3] == b[:3]
+    return a == b
 
 
 def verify_engine_file(engine_path: Path, manifest: dict[str, Any]) -> None:
@@ -520,4 +540,4 @@ class TensorRTRunner(Runner):
         return {"cuda_graph": True}
 
 
-__all__ = ["TensorRTRunner", "check_manifest_against_runtime", "verify_engine_file"]
+__all__ = ["TensorRTRunner", "check_manifest_against_runtime", "same_release", "verify_engine_file"]

@@ -268,3 +268,82 @@ def test_runner_sets_the_dla_core_before_deserializing(fake_runner_env):
     r.close()
     with pytest.raises(UserError, match=r"runs on DLA core 2, but this device's DLA cores: 2 \(0..1\)"):
         rt.TensorRTRunner(path, dla_core=2).open()
+
+
+# ------------------------------------------------------------------------------------------ fakes that can fail
+
+
+def test_the_fake_device_keeps_host_and_device_apart_and_works_asynchronously():
+    """What makes the fake-backed tests able to fail: a copy in the wrong direction is refused, and
+    nothing happens on a stream until it is synchronized."""
+    from fakes import FakeCudart
+
+    cu = FakeCudart()
+    k = cu.cudaMemcpyKind
+    _, dev = cu.cudaMalloc(16)
+    _, host = cu.cudaMallocHost(16)
+    _, s = cu.cudaStreamCreateWithFlags(cu.cudaStreamNonBlocking)
+    view = np.frombuffer((np.ctypeslib.as_ctypes_type(np.uint8) * 16).from_address(host), np.uint8)
+    view[:] = 7
+    assert cu.cudaMemcpyAsync(host, dev, 16, k.cudaMemcpyHostToDevice, s) == (1,)  # a device source: invalid
+    assert cu.cudaMemcpyAsync(dev, host, 16, k.cudaMemcpyDeviceToHost, s) == (1,)
+    assert cu.cudaMemcpyAsync(dev, host, 16, k.cudaMemcpyHostToDevice, s) == (0,)
+    assert bytes(cu.buffers[dev]) == bytes(16)  # not yet: queued on the stream
+    cu.cudaStreamSynchronize(s)
+    assert bytes(cu.buffers[dev]) == bytes([7] * 16)
+
+
+@pytest.mark.parametrize("graph", [False, True], ids=["plain", "cuda-graph"])
+def test_rtx_runner_data_path_with_fake_backend(tmp_path, monkeypatch, graph):
+    """TensorRT-RTX: the same data path; CUDA graphs are the runtime's own (IRuntimeConfig's
+    WHOLE_GRAPH_CAPTURE strategy), never a manual stream capture."""
+    from fakes import install_fake_tensorrt
+
+    rt, path, cudart = install_fake_tensorrt(tmp_path, monkeypatch, flavour="trt-rtx")
+    x = np.random.default_rng(1).standard_normal((3, 3, 4, 4)).astype(np.float32)
+    with rt.TensorRTRunner(path, cuda_graph=graph) as r:
+        np.testing.assert_allclose(r.infer(x), x.mean(axis=(2, 3)), rtol=1e-6)
+        config = r._context.runtime_config
+        assert r.describe()["backend"] == "trt-rtx" and cudart.launches == 0 and r._graphs == {}
+        if graph:
+            assert config.cuda_graph_strategy == rt.import_flavour("trt-rtx").CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
+            assert r.describe()["cuda_graph"] == "rtx-whole-graph"
+        else:
+            assert config is None
+
+
+def test_version_compatible_engines_allow_their_embedded_runtime_and_one_major_forward(fake_runner_env):
+    rt, path, _ = fake_runner_env
+    manifest = read_manifest(path)
+    fake = rt.import_flavour("trt")
+    write_manifest(path, {**manifest, "builder_version": "10.3.0.26", "version_compatible": True})
+    with rt.TensorRTRunner(path) as r:
+        r.infer(np.ones((1, 3, 4, 4), np.float32))
+    assert fake.runtimes[-1].host_code_at_deserialize is True  # the lean runtime inside the plan may run
+
+    from resnet_deploy.runners.tensorrt import check_manifest_against_runtime
+
+    def runtime(version):
+        return types.SimpleNamespace(__name__="tensorrt", __version__=version)
+
+    vc = {"builder_version": "10.3.0.26", "version_compatible": True}
+    check_manifest_against_runtime(vc, runtime("11.4.0.106"), None, path)  # one major forward: supported
+    with pytest.raises(UserError, match=r"10\.3\.0\.26, but 12\.0\.0\.1 is installed.*one major version forward"):
+        check_manifest_against_runtime(vc, runtime("12.0.0.1"), None, path)
+    with pytest.raises(UserError, match="one major version forward"):
+        check_manifest_against_runtime({**vc, "builder_version": "8.6.1.6"}, runtime("11.4.0.106"), None, path)
+    check_manifest_against_runtime({**vc, "builder_version": "8.6.1.6"}, runtime("10.3.0.30"), None, path)
+
+
+def test_an_engine_whose_manifest_has_trtexecs_three_part_version_runs_on_that_release(fake_runner_env):
+    """build_engine.sh without the Python module records trtexec's "10.3.0"; pip and JetPack's module
+    say "10.3.0.30": the same release, not a mismatch. Another release still is."""
+    from resnet_deploy.runners.tensorrt import check_manifest_against_runtime
+
+    rt, path, _ = fake_runner_env
+    trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.3.0.30")
+    check_manifest_against_runtime({"builder_version": "10.3.0"}, trt, None, path)
+    with pytest.raises(UserError, match="rebuild it"):
+        check_manifest_against_runtime({"builder_version": "10.3.1"}, trt, None, path)
+    with pytest.raises(UserError, match="rebuild it"):
+        check_manifest_against_runtime({"builder_version": "10.3.0.26"}, trt, None, path)
