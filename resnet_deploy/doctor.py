@@ -59,8 +59,27 @@ def _cuda_python(gpu: dict[str, Any]) -> dict[str, Any]:
     if cudart is None:
         return _row("cuda-python", installed=False, version=version, runs=False,
                     why="not installed (pip install cuda-python): the TensorRT runner drives CUDA with it")
-    return _row("cuda-python", installed=True, version=version, runs=gpu["device"] is not None, why=gpu["why"],
+    why = gpu["why"]
+    mismatch = driver_mismatch(version, driver_and_runtime(cudart)[0])
+    if mismatch:
+        why = f"{mismatch}; {why}" if why else mismatch
+    return _row("cuda-python", installed=True, version=version, runs=gpu["device"] is not None, why=why,
                 module=getattr(cudart, "__name__", "?"))
+
+
+def driver_mismatch(cuda_python: str | None, driver_cuda: str | None) -> str:
+    """Why this cuda-python cannot run on this driver ("" when it can, or when either is unknown).
+
+    cuda-python's major version is the CUDA major it needs: 13.x needs a CUDA 13 driver (580+), and on
+    a CUDA 12 driver (JetPack 6's 540 series) fails with cudaErrorInsufficientDriver."""
+    try:
+        have, need = int(str(driver_cuda).split(".")[0]), int(str(cuda_python).split(".")[0])
+    except ValueError:
+        return ""
+    if need > have:
+        return (f"cuda-python {cuda_python} needs a CUDA {need} driver, this driver supports CUDA {driver_cuda}: "
+                f"pip install 'cuda-python>={have},<{have + 1}'")
+    return ""
 
 
 def _torch_rows() -> list[dict[str, Any]]:

@@ -64,6 +64,8 @@ def build(
     min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Smallest batch of the optimization profile (default 1)."),
     opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Batch the builder tunes for (default 8)."),
     max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Largest batch of the profile (default 32)."),
+    batch: Optional[int] = typer.Option(None, "--batch", help="One static batch (min = opt = max) instead of a profile: "
+                                        "what DLA engines take (default 1 with --dla-core)."),
     workspace: Optional[int] = typer.Option(None, "--workspace", help="Workspace memory pool limit in MiB (default: the library's)."),
     opt_level: int = typer.Option(3, "--opt-level", help="Builder optimization level 0-5 (3 is TensorRT's default)."),
     timing_cache: Optional[Path] = typer.Option(None, "--timing-cache", help="Timing cache file, loaded if present and saved "
@@ -77,7 +79,7 @@ def build(
     legacy_precision_flags: bool = typer.Option(False, "--legacy-precision-flags", help="trt on TensorRT 10 only: weak "
                                                 "typing with the FP16/INT8 builder flags (removed in TensorRT 11)."),
     dla_core: Optional[int] = typer.Option(None, "--dla-core", help="trt on a Jetson with DLA (AGX/NX Orin): run on this "
-                                           "DLA core (0 or 1); FP16 or INT8 only."),
+                                           "DLA core (0 or 1); FP16 or INT8 only; one static --batch (default 1)."),
     gpu_fallback: bool = typer.Option(True, "--gpu-fallback/--no-gpu-fallback", help="With --dla-core: layers DLA cannot "
                                       "run go to the GPU (default) instead of failing the build."),
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Compile this ONNX instead of the precision's default one."),
@@ -88,7 +90,7 @@ def build(
 ) -> None:
     """Compile the precision's ONNX into a TensorRT or TensorRT-RTX engine (reused when its manifest matches)."""
     with handled(as_json) as progress:
-        opts = BuildOptions(flavour=engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+        opts = BuildOptions(flavour=engine, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch, batch=batch,
                                 workspace_mib=workspace, opt_level=opt_level, timing_cache=timing_cache,
                                 compute_capabilities=_parse_ccs(cc), hardware_compatibility=hardware_compat,
                                 version_compatible=version_compatible, legacy_precision_flags=legacy_precision_flags,

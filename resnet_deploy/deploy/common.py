@@ -111,6 +111,7 @@ def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
         "precision": precision,
         "metadata": meta,
         "opset": opset_of(model),
+        "nodes": len(graph.node),
     }
 
 

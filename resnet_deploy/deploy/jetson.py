@@ -104,7 +104,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
     values = {
         "TOOLKIT_VERSION": __version__, "ARCH": arch, "PRECISION": precision, "ONNX_FILE": onnx_name,
         "ENGINE_FILE": engine_name, "INPUT_NAME": facts["input"]["name"], "SAMPLE_SHAPE": sample,
-        "FIXED_BATCH": facts["fixed_batch"] or "", "MIN": mn, "OPT": opt, "MAX": mx,
+        "FIXED_BATCH": facts["fixed_batch"] or "", "MIN": mn, "OPT": opt, "MAX": mx, "ONNX_NODES": facts["nodes"],
         "IMAGE_SIZE": recipe["image_size"], "RESIZE": recipe["resize"],
         "MEAN": ", ".join(f"{v!r}F" for v in recipe["mean"]), "STD": ", ".join(f"{v!r}F" for v in recipe["std"]),
         "MEAN_TEXT": recipe["mean"], "STD_TEXT": recipe["std"], "NUM_CLASSES": facts["num_classes"],
@@ -126,11 +126,11 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
             "kind": "jetson-bundle",
             "toolkit_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "target": "TensorRT 10.x (JetPack 6), trtexec",
+            "target": "TensorRT 10.x (JetPack 6) or 11.x, trtexec",
             "model": {
                 "arch": arch, "precision": precision, "file": onnx_name, "source": str(onnx),
                 "sha256": sha256_file(tmp / onnx_name), "bytes": (tmp / onnx_name).stat().st_size,
-                "opset": facts["opset"], "num_classes": facts["num_classes"],
+                "opset": facts["opset"], "nodes": facts["nodes"], "num_classes": facts["num_classes"],
                 "input": facts["input"], "output": facts["output"], "metadata": meta,
                 "weights_source": meta.get("weights_source"), "weights_sha256": meta.get("weights_sha256"),
             },

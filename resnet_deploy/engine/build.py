@@ -33,15 +33,19 @@ from .._native.trt import FLAVOURS, import_flavour, is_rtx, make_logger, rtx_cc_
 from ..artifacts import abandon, ensure_writable_dir, publish_manifest, read_manifest, replacing
 from ..errors import BackendUnavailable, UserError
 from ..onnx_meta import read_metadata
-from .config import apply_config, load_timing_cache, save_timing_cache
+from .config import apply_config, dla_capability, dla_placement, load_timing_cache, save_timing_cache
 from .monitor import Cancel, make_progress_monitor, raise_if_cancelled, sigint_cancels
 from .network import create_network, inspector_precision, io_facts, network_precision, parse_onnx, parser_error_line
-from .options import BuildOptions, ProgressCallback, resolve_profile
+from .options import BuildOptions, ProgressCallback
 from .reuse import needs_rebuild, request_facts, target_facts
 
 
-def inspect_with_gpu(trt, logger, engine_bytes, device, target: dict[str, Any], notes: list[str]) -> dict[str, Any] | None:
-    """Deserialize once to run the engine inspector; None (with a note) where that is impossible."""
+def inspect_with_gpu(trt, logger, engine_bytes, device, target: dict[str, Any], notes: list[str], *,
+                     version_compatible: bool = False) -> dict[str, Any] | None:
+    """Deserialize once to run the engine inspector; None (with a note) where that is impossible.
+
+    A version-compatible plan embeds its lean runtime (host code), which IRuntime refuses to run
+    unless ``engine_host_code_allowed`` is set; we built it, so it is trusted here as in the runner."""
     if device is None:
         return None
     if is_rtx(trt) and not rtx_cc_supported(device["compute_capability"], target.get("compute_capabilities") or []):
@@ -52,6 +56,8 @@ def inspect_with_gpu(trt, logger, engine_bytes, device, target: dict[str, Any], 
         return None
     try:
         runtime = trt.Runtime(logger)
+        if version_compatible and hasattr(runtime, "engine_host_code_allowed"):
+            runtime.engine_host_code_allowed = True
         engine = runtime.deserialize_cuda_engine(engine_bytes)
         if engine is None:
             notes.append(f"engine inspector unavailable: cannot deserialize on {device['name']} ({logger.last_error() or 'no reason given'})")
@@ -115,7 +121,7 @@ def build_engine(
     if any(d < 0 for d in shape[1:]):
         raise UserError(f"ONNX input {inp.name!r} has dynamic non-batch dimensions {shape}; only the batch may be dynamic")
     fixed_batch = shape[0] if shape[0] >= 1 else None
-    mn, opt, mx = resolve_profile(opts.requested_profile(), fixed_batch)
+    mn, opt, mx = opts.profile_for(fixed_batch)
 
     net_precision = network_precision(trt, network)
     if strongly_typed and net_precision["implied_precision"] != precision:
@@ -126,10 +132,11 @@ def build_engine(
 
     config = builder.create_builder_config()
     apply_config(trt, builder, config, opts, precision, device, notes)
+    capability = dla_capability(network, config) if opts.dla_core is not None else None
     profile = builder.create_optimization_profile()
     try:
         profile.set_shape(inp.name, [mn, *shape[1:]], [opt, *shape[1:]], [mx, *shape[1:]])
-    except ValueError as e:
+    except (RuntimeError, ValueError) as e:  # the bindings raise RuntimeError (PY_ASSERT_RUNTIME_ERROR in pyCore.cpp)
         raise UserError(f"invalid batch profile {mn}/{opt}/{mx} for input {inp.name!r}: {e}") from None
     if config.add_optimization_profile(profile) < 0:
         raise UserError(f"TensorRT rejected the batch profile {mn}/{opt}/{mx}: {logger.last_error()}")
@@ -168,7 +175,8 @@ def build_engine(
         if timing_cache is not None and opts.timing_cache is not None:
             save_timing_cache(config, Path(opts.timing_cache), notes)
 
-        layer_precision = inspect_with_gpu(trt, logger, serialized, device, target, notes)
+        layer_precision = inspect_with_gpu(trt, logger, serialized, device, target, notes,
+                                           version_compatible=opts.version_compatible)
         if layer_precision is None:
             layer_precision = net_precision
             why = notes[-1] if notes and notes[-1].startswith("engine inspector") else (
@@ -179,6 +187,8 @@ def build_engine(
             layer_precision["network"] = {k: net_precision[k] for k in ("output_dtypes", "qdq_layers", "implied_precision")}
             inspector_note = "used"
 
+        placement = (dla_placement(capability, logger.warnings, opts.dla_core, notes)
+                     if capability is not None else None)
         outputs = [network.get_output(i) for i in range(network.num_outputs)]
         manifest: dict[str, Any] = {
             "kind": "engine",
@@ -207,6 +217,7 @@ def build_engine(
             "hardware_compatibility": opts.hardware_compatibility,
             "version_compatible": opts.version_compatible,
             **opts.dla_facts(),
+            "dla_placement": placement,
             "target": target,
             "build_gpu": device,
             "build_seconds": round(build_seconds, 3),

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from typing import Any
 
 from .._native.trt import cc_tuple, is_rtx
 from ..artifacts import atomic_path
@@ -87,6 +89,34 @@ def _apply_dla(trt, builder, config, opts: BuildOptions, notes: list[str]) -> No
                      "limit) run on the GPU; the engine inspector's layer list shows which")
     else:
         notes.append(f"DLA core {opts.dla_core} without GPU fallback: every layer runs on the DLA")
+
+
+# TensorRT's builder warns once per layer it moves off the DLA: "Layer 'x' (TYPE): Unsupported on DLA.
+# Switching this layer's device type to GPU." (TensorRT 8.6-10), "... is not supported on DLA, falling
+# back to GPU." (before).
+_FELL_BACK = re.compile(r"Unsupported on DLA|not (?:supported|running) on DLA, falling back to GPU")
+
+
+def dla_capability(network, config) -> dict[str, int]:
+    """How many of the network's layers DLA can run (``IBuilderConfig.can_run_on_DLA``), before building."""
+    n = int(network.num_layers)
+    capable = sum(1 for i in range(n) if config.can_run_on_DLA(network.get_layer(i)))
+    return {"network_layers": n, "dla_capable": capable}
+
+
+def dla_placement(capability: dict[str, int], builder_warnings: list[str], core: int, notes: list[str]) -> dict[str, Any]:
+    """Where a DLA build put the layers: what DLA could take, what the builder says it moved to the GPU."""
+    n, capable = capability["network_layers"], capability["dla_capable"]
+    moved = sum(1 for w in builder_warnings if _FELL_BACK.search(w))
+    on_gpu = max(n - capable, moved)
+    placement = {"source": "IBuilderConfig.can_run_on_DLA and the builder's warnings", "network_layers": n,
+                 "dla_layers": n - on_gpu, "gpu_fallback_layers": on_gpu, "builder_moved": moved,
+                 "mostly_gpu": on_gpu > n / 2}
+    if placement["mostly_gpu"]:
+        notes.append(f"warning: most layers fell back to the GPU: {on_gpu} of {n} run there, {n - on_gpu} on DLA core {core}")
+    else:
+        notes.append(f"DLA core {core} runs {n - on_gpu} of {n} layers; {on_gpu} fell back to the GPU")
+    return placement
 
 
 def load_timing_cache(trt, config, opts: BuildOptions, notes: list[str]):

@@ -54,19 +54,19 @@ def parse_onnx(trt, network, logger, onnx_bytes: bytes, onnx_path: Path):
     if not ok:
         errors = []
         for i in range(parser.num_errors):
-            e = parser.get_error(i)
+            err = parser.get_error(i)
             where = ""
             try:
-                node = e.node()
+                node = err.node()
                 if node >= 0:
-                    op, nm = e.node_operator(), e.node_name()
+                    op, nm = err.node_operator(), err.node_name()
                     where = f"node {node}" + (f" {op}" if op else "") + (f" '{nm}'" if nm else "") + ": "
             except Exception:  # noqa: BLE001 - a binding without this accessor or dtype
                 pass
             try:
-                desc = f"{e.code().name}: {e.desc()}"
+                desc = f"{err.code().name}: {err.desc()}"
             except Exception:  # noqa: BLE001 - a binding without this accessor or dtype
-                desc = str(e)
+                desc = str(err)
             errors.append(where + desc)
         raise UserError(f"cannot parse ONNX {onnx_path}: {parser_error_line(errors or ['unknown parser error'])}")
     return parser
@@ -122,10 +122,10 @@ def inspector_precision(trt, engine) -> dict[str, Any]:
     info = json.loads(text)
     layers = info.get("Layers", []) if isinstance(info, dict) else []
     by_dtype: dict[str, int] = {}
-    for layer in layers:
-        if not isinstance(layer, dict):
+    for entry in layers:
+        if not isinstance(entry, dict):
             continue
-        for out in layer.get("Outputs", []) or []:
+        for out in entry.get("Outputs", []) or []:
             if not isinstance(out, dict):
                 continue
             # TRT 10: "Format/Datatype": "Row major linear FP16"; TRT 11 splits Format and DataType.

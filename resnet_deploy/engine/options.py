@@ -12,6 +12,7 @@ from ..artifacts import DEFAULT_ROOT, artifact_path, check_precision
 from ..errors import UserError
 
 DEFAULT_PROFILE = (1, 8, 32)  # min / opt / max batch for a dynamic-batch ONNX
+DLA_DEFAULT_BATCH = 1  # DLA engines are static-shape (TensorRT's DLA restrictions)
 MAX_OPT_LEVEL = 5  # IBuilderConfig.builder_optimization_level: 0..5, default 3 (API reference)
 HARDWARE_COMPAT = {"ampere+": "AMPERE_PLUS", "same_cc": "SAME_COMPUTE_CAPABILITY"}
 
@@ -28,6 +29,7 @@ class BuildOptions:
     min_batch: int | None = None
     opt_batch: int | None = None
     max_batch: int | None = None
+    batch: int | None = None  # one static batch (min = opt = max); what DLA builds take (default 1)
     workspace_mib: int | None = None  # None: the library's default (all device memory)
     opt_level: int = 3  # IBuilderConfig.builder_optimization_level
     timing_cache: Path | None = None  # loaded if present, saved after the build (trt only)
@@ -39,7 +41,20 @@ class BuildOptions:
     gpu_fallback: bool = True  # with dla_core: layers DLA cannot run go to the GPU (else the build fails)
 
     def requested_profile(self) -> list[int | None]:
+        if self.batch is not None:
+            return [self.batch] * 3
         return [self.min_batch, self.opt_batch, self.max_batch]
+
+    def profile_for(self, fixed_batch: int | None) -> tuple[int, int, int]:
+        """The (min, opt, max) batch to build; DLA: one static batch (default 1), never a range."""
+        requested = self.requested_profile()
+        if self.dla_core is not None and fixed_batch is None and requested == [None, None, None]:
+            requested = [DLA_DEFAULT_BATCH] * 3
+        mn, opt, mx = resolve_profile(requested, fixed_batch)
+        if self.dla_core is not None and not mn == opt == mx:
+            raise UserError(f"DLA has no dynamic shapes (min = opt = max), so a DLA engine takes one static batch: "
+                            f"--batch N (default {DLA_DEFAULT_BATCH}), not the profile {mn}/{opt}/{mx}")
+        return mn, opt, mx
 
     def check_precision(self, precision: str) -> None:
         """The precision is one this module builds, and one these options can build (DLA: FP16, INT8)."""
@@ -54,10 +69,12 @@ class BuildOptions:
 
     def validate(self) -> None:
         check_flavour(self.flavour)
-        for name in ("min_batch", "opt_batch", "max_batch"):
+        for name in ("min_batch", "opt_batch", "max_batch", "batch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1 (got {v!r})")
+        if self.batch is not None and any(v is not None for v in (self.min_batch, self.opt_batch, self.max_batch)):
+            raise UserError("--batch is one static batch (min = opt = max): give it or --min-batch/--opt-batch/--max-batch, not both")
         if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= MAX_OPT_LEVEL:
             raise UserError(f"--opt-level must be 0..{MAX_OPT_LEVEL} (got {self.opt_level!r})")
         if self.workspace_mib is not None and (not isinstance(self.workspace_mib, int) or self.workspace_mib < 1):
@@ -120,5 +137,5 @@ def engine_path_for(arch: str, precision: str, flavour: str, root: str | os.Path
     return artifact_path(arch, precision, kind=check_flavour(flavour), root=root)
 
 
-__all__ = ["BuildOptions", "DEFAULT_PROFILE", "HARDWARE_COMPAT", "MAX_OPT_LEVEL", "ProgressCallback", "engine_path_for",
+__all__ = ["BuildOptions", "DEFAULT_PROFILE", "DLA_DEFAULT_BATCH", "HARDWARE_COMPAT", "MAX_OPT_LEVEL", "ProgressCallback", "engine_path_for",
            "resolve_profile"]

@@ -52,9 +52,17 @@ def test_e2e_rows_have_speed_and_parity(e2e_run):
                 assert r["memory_kind"].startswith("CPU: peak RSS") and r["memory_mib"] >= 0
             assert math.isfinite(r["harness_overhead_pct"]) and r["bare_mean_ms"] > 0
     assert rows[("ort", 1)]["artifact"].endswith("resnet18.fp32.onnx") and rows[("ort", 1)]["artifact_reused"]
-    # trt-rtx cannot execute here; on a GPU machine it may run, so only check the shape of the row
+    # trt-rtx: unavailable here, saying why (the runner's own reason); where it can run, measured and right
+    from resnet_deploy.runners.tensorrt import TensorRTRunner
+
     rtx = [r for r in e2e_run.rows if r["backend"] == "trt-rtx"]
-    assert rtx and all(r["status"] in ("unavailable", "ok", "failed", "error") for r in rtx)
+    why = TensorRTRunner.unavailable("trt-rtx", "fp32")
+    assert rtx, "no trt-rtx row"
+    for r in rtx:
+        if why is not None:
+            assert r["status"] == "unavailable" and r["reason"] == why, (r["status"], r["reason"], why)
+        else:
+            assert r["status"] == "ok" and r["parity_passed"] is True, (r["status"], r["reason"])
 
 
 def test_e2e_files_json_schema_csv(e2e_run):

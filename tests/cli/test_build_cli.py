@@ -199,3 +199,13 @@ def test_doctor_table():
     r = invoke("doctor")
     assert r.exit_code == 0, r.output
     assert "TensorRT-RTX" in r.stdout and "ONNX Runtime" in r.stdout and "runs here" in r.stdout
+
+
+def test_doctor_says_when_cuda_python_is_newer_than_the_driver():
+    """cuda-python 13 on JetPack 6's CUDA 12 driver fails with cudaErrorInsufficientDriver: say which to install."""
+    from resnet_deploy.doctor import driver_mismatch
+
+    assert driver_mismatch("13.4.4", "12.6") == ("cuda-python 13.4.4 needs a CUDA 13 driver, this driver supports CUDA "
+                                                 "12.6: pip install 'cuda-python>=12,<13'")
+    assert driver_mismatch("12.9.0", "13.0") == "" and driver_mismatch("13.0.1", "13.0") == ""
+    assert driver_mismatch("13.4.4", None) == "" and driver_mismatch(None, "12.6") == ""

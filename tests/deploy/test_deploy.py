@@ -266,15 +266,24 @@ def test_build_engine_script_is_valid_bash(bundle):
     assert res.returncode == 0, res.stdout
 
 
-def _stub_trtexec(tmp_path: Path) -> tuple[Path, Path]:
-    """A stand-in for trtexec that logs its version, records its arguments and writes an engine file."""
+def _stub_trtexec(tmp_path: Path, version: str = "10.3.0") -> tuple[Path, Path]:
+    """A stand-in for trtexec: prints its banner and version as trtexec does, records its arguments,
+    writes an engine file and, for a DLA build, logs one layer moved to the GPU and one DLA subgraph."""
     args = tmp_path / "trtexec.args"
     stub = tmp_path / "trtexec"
+    major, minor, patch = (int(v) for v in version.split(".")[:3])
     stub.write_text(textwrap.dedent(f'''\
         #!/usr/bin/env bash
-        echo "[I] TensorRT version: 10.3.0"
+        echo "&&&& RUNNING TensorRT.trtexec [TensorRT v{major * 10000 + minor * 100 + patch}] # trtexec $*"
+        [[ "$1" == "--help" ]] && exit 0
+        echo "[I] TensorRT version: {version}"
         printf '%s\\n' "$@" > "{args}"
         for a in "$@"; do case "$a" in --saveEngine=*) printf 'not-a-real-engine' > "${{a#--saveEngine=}}";; esac; done
+        if printf '%s\\n' "$@" | grep -q -- --useDLACore; then
+            echo "[W] [TRT] Layer '/fc/Gemm' (MATRIX_MULTIPLY): Unsupported on DLA. Switching this layer's device type to GPU."
+            echo "[I] [TRT] [DlaLayer] {{ForeignNode[/conv1/Conv.../layer4/layer4.1/relu_1/Relu]}}"
+            echo "[I] [TRT] [GpuLayer] MATRIX_MULTIPLY: /fc/Gemm"
+        fi
         '''))
     stub.chmod(0o755)
     return stub, args
@@ -319,6 +328,93 @@ def test_build_engine_script_rejects_bad_input(bundle, tmp_path, argv, message):
     res = subprocess.run([str(out / "build_engine.sh"), *full], capture_output=True, text=True)
     assert res.returncode != 0 and message in res.stderr and not args.exists()
     assert not list(out.glob("*.engine*"))
+
+
+def _as_precision(bundle_dir: Path, precision: str) -> None:
+    """Make a copied fp32 bundle's script build as another precision (the flags depend only on it)."""
+    script = bundle_dir / "build_engine.sh"
+    script.write_text(script.read_text().replace('PRECISION="fp32"', f'PRECISION="{precision}"'))
+
+
+@pytest.mark.parametrize("precision, flags", [("int8", ["--int8", "--fp16"]), ("fp16", ["--fp16"])])
+def test_build_engine_script_dla_on_tensorrt_10_uses_precision_flags_and_one_static_batch(bundle, tmp_path, precision,
+                                                                                          flags):
+    """trtexec 10.x sets the FP16 builder flag for every DLA build, which a strongly typed network
+    refuses: DLA builds pass the precision flags instead; DLA has no dynamic shapes: min = opt = max."""
+    out, _ = bundle
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    _as_precision(copy, precision)
+    stub, args = _stub_trtexec(tmp_path, "10.3.0")
+    res = subprocess.run([str(copy / "build_engine.sh"), "--trtexec", str(stub), "--dla", "0"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    got = args.read_text().split()
+    assert "--stronglyTyped" not in got and [f for f in got if f in ("--int8", "--fp16")] == flags
+    assert {"--useDLACore=0", "--allowGPUFallback", "--minShapes=input:1x3x224x224", "--optShapes=input:1x3x224x224",
+            "--maxShapes=input:1x3x224x224"} <= set(got)
+    from resnet_deploy.artifacts import read_manifest
+
+    m = read_manifest(copy / "resnet18.fp32.trt.engine")
+    assert (m["dla_core"], m["min_batch"], m["opt_batch"], m["max_batch"], m["strongly_typed"]) == (0, 1, 1, 1, False)
+    assert m["dla_placement"]["fell_back_to_gpu"] == 1 and m["dla_placement"]["dla_subgraphs"] == 1
+    assert m["dla_placement"]["mostly_gpu"] is False and m["dla_placement"]["onnx_nodes"] > 20
+    # another static batch
+    res = subprocess.run([str(copy / "build_engine.sh"), "--trtexec", str(stub), "--dla", "1", "--batch", "4"],
+                         capture_output=True, text=True)
+    assert res.returncode == 0, res.stderr
+    assert "--maxShapes=input:4x3x224x224" in args.read_text().split()
+
+
+def test_build_engine_script_on_tensorrt_11_stays_strongly_typed_and_refuses_weak_typing(bundle, tmp_path):
+    out, _ = bundle
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    _as_precision(copy, "fp16")
+    stub, args = _stub_trtexec(tmp_path, "11.4.0")
+    res = subprocess.run([str(copy / "build_engine.sh"), "--trtexec", str(stub), "--dla", "0"], capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stderr
+    got = args.read_text().split()
+    assert "--stronglyTyped" in got and "--fp16" not in got and "--useDLACore=0" in got
+    args.unlink()
+    res = subprocess.run([str(copy / "build_engine.sh"), "--trtexec", str(stub), "--weak-typing"], capture_output=True,
+                         text=True)
+    assert res.returncode == 1 and "trtexec 11.x has no --fp16/--int8" in res.stderr and not args.exists()
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--dla", "0", "--max-batch", "8"], "DLA has no dynamic shapes"),
+    (["--batch", "4"], "--batch is the static batch of a DLA engine"),
+    (["--dla", "0", "--batch", "0"], "--batch must be a whole number >= 1"),
+])
+def test_build_engine_script_refuses_dynamic_dla_profiles(bundle, tmp_path, argv, message):
+    out, _ = bundle
+    copy = tmp_path / "b"
+    shutil.copytree(out, copy)
+    _as_precision(copy, "int8")
+    stub, args = _stub_trtexec(tmp_path)
+    res = subprocess.run([str(copy / "build_engine.sh"), "--trtexec", str(stub), *argv], capture_output=True, text=True)
+    assert res.returncode == 1 and message in res.stderr and not args.exists(), res.stderr
+
+
+def test_engine_manifest_version_prefers_the_module_then_the_package_then_trtexec(bundle, tmp_path, monkeypatch):
+    """The runner compares this version: the 4-part one where it can be had (JetPack's libnvinfer10 package)."""
+    out, _ = bundle
+    sys.path.insert(0, str(out))
+    try:
+        import engine_manifest
+    finally:
+        sys.path.remove(str(out))
+    fake_dpkg = tmp_path / "bin" / "dpkg-query"
+    fake_dpkg.parent.mkdir()
+    fake_dpkg.write_text('#!/usr/bin/env bash\n[[ "$*" == *libnvinfer10* ]] && echo -n "10.3.0.30-1+cuda12.5" || exit 1\n')
+    fake_dpkg.chmod(0o755)
+    monkeypatch.setitem(sys.modules, "tensorrt", None)  # no Python module: `import tensorrt` fails
+    monkeypatch.setenv("PATH", f"{fake_dpkg.parent}:{os.environ['PATH']}")
+    assert engine_manifest.tensorrt_version("10.3.0") == ("10.3.0.30", "dpkg libnvinfer10")
+    monkeypatch.setenv("PATH", str(tmp_path / "nowhere"))
+    assert engine_manifest.tensorrt_version("10.3.0") == ("10.3.0", "trtexec log")
 
 
 def test_build_engine_script_fails_clearly_without_the_model(bundle, tmp_path):

@@ -255,20 +255,35 @@ def test_real_engine_manifest(real_engine, real_onnx, rtx, arch, precision):
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
-def test_int8_engine_really_is_int8(real_engine, arch):
-    """INT8 Q/DQ really became INT8: layers typed INT8, and the engine is much smaller than FP16."""
+def test_int8_engine_stores_8_bit_weights(real_engine, arch):
+    """The engine file itself: INT8 weights take 1 byte instead of FP16's 2, so an INT8 plan is well
+    below the FP16 one (an FP16 engine built in place of INT8 would be as large), FP16 below FP32."""
     _, m16 = real_engine(arch, "fp16")
     _, m8 = real_engine(arch, "int8")
     _, m32 = real_engine(arch, "fp32")
-    lp8, lp16 = m8["layer_precision"], m16["layer_precision"]
-    if lp8["source"] == "engine_inspector":
-        assert lp8["output_dtypes"].get("INT8", 0) > 0
-    else:
-        assert lp8["output_dtypes"].get("INT8", 0) >= 20 and lp8["qdq_layers"] >= 40
-        assert lp16["output_dtypes"].get("INT8", 0) == 0 and lp16["output_dtypes"].get("HALF", 0) >= 20
-    # INT8 weights take 1 byte instead of 2: the plan shrinks well below the FP16 one, FP16 below FP32
     assert m8["engine_bytes"] < 0.85 * m16["engine_bytes"], (m8["engine_bytes"], m16["engine_bytes"])
     assert m16["engine_bytes"] < 0.6 * m32["engine_bytes"], (m16["engine_bytes"], m32["engine_bytes"])
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_int8_network_handed_to_the_builder_is_typed_int8(real_engine, arch):
+    """What the strongly typed builder must honour: the parsed network's Q/DQ layers and INT8-typed
+    outputs (from the ONNX; this is the network, not the engine), none in the FP16 network."""
+    _, m16 = real_engine(arch, "fp16")
+    _, m8 = real_engine(arch, "int8")
+    net8 = m8["layer_precision"].get("network", m8["layer_precision"])
+    net16 = m16["layer_precision"].get("network", m16["layer_precision"])
+    assert net8["output_dtypes"].get("INT8", 0) >= 20 and net8["qdq_layers"] >= 40
+    assert net16["output_dtypes"].get("INT8", 0) == 0 and net16["output_dtypes"].get("HALF", 0) >= 20
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
+def test_int8_engine_runs_int8_layers_per_the_engine_inspector(real_engine, arch):
+    """The built engine's own layers (IEngineInspector needs a deserialized engine, so a GPU it targets)."""
+    _, m8 = real_engine(arch, "int8")
+    if m8["layer_precision"]["source"] != "engine_inspector":
+        pytest.skip(f"the engine inspector needs a GPU the engine targets: {m8['engine_inspector']}")
+    assert m8["layer_precision"]["output_dtypes"].get("INT8", 0) >= 20
 
 
 def test_precision_mismatch_with_real_onnx(rtx, real_onnx, tmp_path):
@@ -397,3 +412,96 @@ def test_dla_core_change_means_rebuild(tmp_path):
     write_manifest(engine, {**base, "engine_bytes": 10, "engine_sha256": sha256_file(engine)})
     assert eng.needs_rebuild(engine, base) is None  # old manifests without DLA keys also compare equal
     assert "dla core changed" in eng.needs_rebuild(engine, {**base, "dla_core": 0, "gpu_fallback": True})
+
+
+# ------------------------------------------------------------------------------------------ Jetson / TensorRT fixes
+
+
+def test_dla_engines_take_one_static_batch():
+    """DLA has no dynamic shapes: a DLA build is min = opt = max, batch 1 unless --batch says otherwise."""
+    dla = eng.BuildOptions(flavour="trt", dla_core=0)
+    assert dla.profile_for(None) == (1, 1, 1)
+    assert eng.BuildOptions(flavour="trt", dla_core=0, batch=4).profile_for(None) == (4, 4, 4)
+    assert eng.BuildOptions(flavour="trt", dla_core=0, max_batch=8, min_batch=8).profile_for(None) == (8, 8, 8)
+    assert dla.profile_for(2) == (2, 2, 2)  # a fixed-batch ONNX keeps its batch
+    with pytest.raises(UserError, match=r"DLA has no dynamic shapes.*--batch N .*not the profile 1/8/32"):
+        eng.BuildOptions(flavour="trt", dla_core=0, max_batch=32).profile_for(None)
+    assert eng.BuildOptions(flavour="trt").profile_for(None) == (1, 8, 32)  # GPU engines keep the range
+    assert eng.BuildOptions(flavour="trt", batch=3).profile_for(None) == (3, 3, 3)
+    with pytest.raises(UserError, match="--batch is one static batch"):
+        eng.BuildOptions(flavour="trt", batch=3, max_batch=8).validate()
+    with pytest.raises(UserError, match="--batch must be an integer >= 1"):
+        eng.BuildOptions(flavour="trt", batch=0).validate()
+
+
+def test_dla_placement_counts_what_fell_back_and_warns_when_most_did():
+    from resnet_deploy.engine.config import dla_capability, dla_placement
+
+    layers = [types.SimpleNamespace(kind=k) for k in ["conv"] * 6 + ["topk"] * 4]
+    network = types.SimpleNamespace(num_layers=len(layers), get_layer=layers.__getitem__)
+    config = types.SimpleNamespace(can_run_on_DLA=lambda layer: layer.kind == "conv")
+    cap = dla_capability(network, config)
+    assert cap == {"network_layers": 10, "dla_capable": 6}
+    notes: list[str] = []
+    moved = ["Layer 'x' (SHUFFLE): Unsupported on DLA. Switching this layer's device type to GPU."] * 4
+    p = dla_placement(cap, [*moved, "unrelated warning"], 0, notes)
+    assert (p["dla_layers"], p["gpu_fallback_layers"], p["builder_moved"], p["mostly_gpu"]) == (6, 4, 4, False)
+    assert "DLA core 0 runs 6 of 10 layers" in notes[-1]
+    # the builder moved more than can_run_on_DLA predicted (format constraints, batch limits): its word counts
+    old_style = ["Default DLA is enabled but layer conv3 is not supported on DLA, falling back to GPU."] * 7
+    p = dla_placement(cap, old_style, 1, notes)
+    assert p["gpu_fallback_layers"] == 7 and p["mostly_gpu"] is True and notes[-1].startswith("warning: most layers fell back")
+
+
+def test_a_rejected_profile_shape_is_one_line(rtx, model_onnx, tmp_path, monkeypatch):
+    """IOptimizationProfile.set_shape raises RuntimeError in the Python bindings (PY_ASSERT_RUNTIME_ERROR
+    in pyCore.cpp), not ValueError: the builder must turn that into its one line."""
+    real = rtx
+
+    class Profile:
+        def set_shape(self, *args):
+            raise RuntimeError("Shape provided for min is inconsistent with other shapes.")
+
+    class Builder:
+        def __init__(self, logger):
+            self._real = real.Builder(logger)
+
+        def __getattr__(self, name):
+            return getattr(self._real, name)
+
+        def create_optimization_profile(self):
+            return Profile()
+
+    class Flavour:
+        __name__ = real.__name__
+        __version__ = real.__version__
+
+        def __getattr__(self, name):
+            return Builder if name == "Builder" else getattr(real, name)
+
+    monkeypatch.setattr(engine_build, "import_flavour", lambda flavour: Flavour())
+    with pytest.raises(UserError, match=r"invalid batch profile 1/8/32 for input 'input': Shape provided for min"):
+        eng.build_engine(model_onnx, tmp_path / "p.engine", rtx_opts(), precision="fp32")
+    assert not (tmp_path / "p.engine").exists()
+
+
+def test_the_engine_inspector_allows_a_version_compatible_plans_host_code():
+    """A version-compatible plan embeds its lean runtime: deserializing it for the inspector needs
+    IRuntime.engine_host_code_allowed, as the runner sets it; without it the manifest fell back to
+    the network's precision with a misleading note."""
+    seen = []
+
+    class Runtime:
+        def __init__(self, logger):
+            self.engine_host_code_allowed = False
+
+        def deserialize_cuda_engine(self, blob):
+            seen.append(self.engine_host_code_allowed)
+            return None
+
+    trt = types.SimpleNamespace(__name__="tensorrt", Runtime=Runtime)
+    logger = types.SimpleNamespace(last_error=lambda: "")
+    gpu = {"name": "Orin", "compute_capability": "8.7"}
+    for vc in (True, False):
+        engine_build.inspect_with_gpu(trt, logger, b"plan", gpu, {}, [], version_compatible=vc)
+    assert seen == [True, False]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
@@ -22,13 +24,34 @@ from resnet_deploy_edge.artifacts import sha256_file, write_manifest  # noqa: E4
 
 
 def tensorrt_version(fallback: str) -> tuple[str, str]:
-    """The Python module's version (what infer.py will check against), else what trtexec printed."""
+    """The TensorRT release, as infer.py's runner will compare it: the Python module's 4-part version
+    ("10.3.0.30"), else JetPack's libnvinfer package version (the same 4 parts), else what trtexec
+    printed (3 parts, "10.3.0", which the runner compares by those 3)."""
     try:
         import tensorrt
 
         return str(tensorrt.__version__), "python tensorrt module"
     except Exception:  # noqa: BLE001 - not installed / libnvinfer missing: the C++ example can still use the engine
-        return fallback, "trtexec log"
+        pass
+    for package in ("libnvinfer10", "libnvinfer11", "tensorrt"):
+        try:
+            out = subprocess.run(["dpkg-query", "-W", "-f=${Version}", package], capture_output=True, text=True,
+                                 timeout=10)
+        except (OSError, subprocess.SubprocessError):
+            break
+        m = re.match(r"(\d+\.\d+\.\d+(?:\.\d+)?)", out.stdout.strip()) if out.returncode == 0 else None
+        if m:
+            return m.group(1), f"dpkg {package}"
+    return fallback, "trtexec log"
+
+
+def dla_placement(subgraphs: int | None, fell_back: int | None, nodes: int | None) -> dict:
+    """Where a DLA build put the network, as trtexec's log says (layers moved to the GPU, DLA subgraphs)."""
+    mostly_gpu = None
+    if subgraphs is not None and fell_back is not None:
+        mostly_gpu = subgraphs == 0 or (nodes is not None and fell_back > nodes / 2)
+    return {"source": "trtexec build log", "onnx_nodes": nodes, "fell_back_to_gpu": fell_back,
+            "dla_subgraphs": subgraphs, "mostly_gpu": mostly_gpu}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -41,6 +64,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--max-batch", type=int, required=True)
     ap.add_argument("--trtexec-version", default="unknown")
     ap.add_argument("--dla", type=int, default=None)
+    ap.add_argument("--dla-subgraphs", type=int, default=None, help="DLA subgraphs the build log listed ([DlaLayer])")
+    ap.add_argument("--fell-back", type=int, default=None, help="layers the build log moved from the DLA to the GPU")
     ap.add_argument("--weak-typing", action="store_true")
     a = ap.parse_args(argv)
 
@@ -66,6 +91,8 @@ def main(argv: list[str] | None = None) -> int:
         "input": model["input"],
         "outputs": [model["output"]],
         "dla_core": a.dla,
+        "gpu_fallback": True if a.dla is not None else None,
+        "dla_placement": None if a.dla is None else dla_placement(a.dla_subgraphs, a.fell_back, model.get("nodes")),
         "target": {"hardware_compatibility": None,
                    "compute_capability": device["compute_capability"] if device else None},
         "build_gpu": device if device else f"unknown ({why})",
