@@ -554,7 +554,11 @@ def test_cpp_example_compiles_against_tensorrt_headers(bundle, tmp_path):
     cuda = next((p for p in (os.environ.get("CUDA_INCLUDE_DIR"), "/usr/local/cuda/include", *sorted(map(str, Path("/usr/local").glob("cuda*/include"))))
                  if p and (Path(p) / "cuda_runtime_api.h").is_file()), None)
     if inc is None or cuda is None or shutil.which("g++") is None:
-        pytest.skip("TensorRT 10 headers (NvInferRuntime.h; set TENSORRT_INCLUDE_DIR) or CUDA headers or g++ not found")
+        missing = [what for what, have in (("TensorRT headers (NvInferRuntime.h)", inc), ("CUDA headers", cuda),
+                                           ("g++", shutil.which("g++"))) if have is None]
+        pytest.skip(f"{', '.join(missing)} not found: no PyPI wheel carries TensorRT's headers; set TENSORRT_INCLUDE_DIR "
+                    "to JetPack's /usr/include/aarch64-linux-gnu, an SDK's include/, or NVIDIA/TensorRT's include/ "
+                    "(docs/deploy.md says which versions the example was compiled against)")
     out, _ = bundle
     subprocess.run(["g++", "-std=c++17", "-Wall", "-Wextra", "-Werror", "-isystem", str(inc), "-isystem", cuda,
                     "-c", str(out / "cpp" / "main.cpp"), "-o", str(tmp_path / "main.o")], check=True)
