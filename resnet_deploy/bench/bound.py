@@ -70,8 +70,10 @@ class MemoryProbe:
 
     @property
     def label(self) -> str:
-        return {"torch-cuda": "GPU: torch allocator peak (max_memory_allocated)",
-                "cuda-meminfo": "GPU: device memory in use above the pre-load baseline (cudaMemGetInfo, sampled)",
+        return {"torch-cuda": "GPU: torch allocator peak of this row (max_memory_allocated: weights, activations, "
+                              "torch.compile's CUDA-graph pool; earlier rows' models are freed)",
+                "cuda-meminfo": "GPU: device memory in use above the pre-load baseline (cudaMemGetInfo, sampled; "
+                                "includes the library's memory arena and cuDNN's algorithm-search workspace)",
                 "host-rss": f"CPU: peak RSS above the pre-load baseline ({self.rss.method})"}[self.kind]
 
     def baseline(self) -> None:

@@ -260,7 +260,8 @@ def _put_timing(row: dict[str, Any], prefix: str, t, batch: int) -> None:
 
 def bench_row(row: dict[str, Any], opened: Opened, batch: int, inputs: list[np.ndarray], reference: np.ndarray,
               parity_inputs: np.ndarray, cfg: BenchConfig) -> dict[str, Any]:
-    bound = bind(opened.runner, batch, inputs)
+    compiled_before = opened.runner.compile_stats()
+    bound = bind(opened.runner, batch, inputs)  # (a graph backend captures here)
     try:
         opened.memory.row_start()
         # 1. correctness on the timed path and shape
@@ -304,6 +305,13 @@ def bench_row(row: dict[str, Any], opened: Opened, batch: int, inputs: list[np.n
                        harness_overhead_pct=chk.overhead_pct)
         row["memory_mib"] = opened.memory.peak_mib()
         row["memory_kind"] = opened.memory.label
+        compiled = opened.runner.compile_stats()
+        if compiled is not None:
+            graphs = compiled["graphs"] - (compiled_before or {}).get("graphs", 0)
+            row.update(compile_graphs=graphs,
+                       compile_s=round(compiled["seconds"] - (compiled_before or {}).get("seconds", 0.0), 3))
+            if graphs > 1:
+                bound.notes.append(f"{graphs} graphs compiled for one batch size: parity and timing may not share one")
         row["notes"] = "; ".join([*opened.notes, *bound.notes])
         row["status"] = "ok" if res.passed else "failed"
         if not res.passed:

@@ -33,6 +33,8 @@ ROW_FIELDS = (
     "compute_iterations", "compute_clock",
     # memory, build
     "memory_mib", "memory_kind", "build_s", "artifact_reused", "load_s", "artifact",
+    # graphs compiled or captured for this row (torch.compile, CUDA graphs) and the seconds it took
+    "compile_graphs", "compile_s",
     # correctness against PyTorch FP32 on the same inputs
     "parity_rel_l2", "parity_max_abs", "parity_top1", "parity_top5", "parity_cosine", "parity_n", "parity_passed",
     "parity_failures", "parity_bar_rel_l2", "parity_bar_top1",
@@ -44,6 +46,14 @@ ROW_FIELDS = (
     "load_avg_1m", "cpu_pressure_pct", "notes",
 )
 STATUSES = ("ok", "failed", "unavailable", "error", "skipped")
+
+
+def _compile(r: dict[str, Any]) -> str:
+    """``12.3 (1 graph)``: what compiling or capturing this row cost; ``-`` where nothing is compiled."""
+    if r.get("compile_graphs") is None:
+        return "-"
+    n = r["compile_graphs"]
+    return f"{_f(r.get('compile_s'), '{:.2f}')} ({n} graph{'s' if n != 1 else ''})"
 
 
 def default_run_id(env: dict[str, Any]) -> str:
@@ -273,7 +283,7 @@ def to_markdown(result, plots: list[str]) -> str:
     a("")
     a("| depth | precision | backend | batch | p50 ms | p90 ms | p99 ms | img/s | compute p50 ms | compute img/s "
       + ("| streams: img/s (gain) " if streams else "")
-      + "| memory MiB | build / load / first call s | rel L2 | top-1 | harness overhead | calls | load / CPU wait | verdict |")
+      + "| memory MiB | build / load / first call / compile s | rel L2 | top-1 | harness overhead | calls | load / CPU wait | verdict |")
     a("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if streams else "") + "---|---|---|---|---|---|---|---|")
     for r in rows:
         if r.get("status") in ("ok", "failed"):
@@ -284,7 +294,7 @@ def to_markdown(result, plots: list[str]) -> str:
               f"{'= e2e' if cpu_same else _ips(r['compute_throughput_ips'])} | "
               + (f"{streams_cell(r)} | " if streams else "") + f"{_f(r.get('memory_mib'), '{:.0f}')} | "
               f"{_build(r)} / {_f(r.get('load_s'), '{:.2f}')} / "
-              f"{_f(r.get('first_call_s'), '{:.2f}')} | {_f(r.get('parity_rel_l2'), '{:.2e}')} | "
+              f"{_f(r.get('first_call_s'), '{:.2f}')} / {_compile(r)} | {_f(r.get('parity_rel_l2'), '{:.2e}')} | "
               f"{_f(r.get('parity_top1'), '{:.0%}')} | {_f(r.get('harness_overhead_pct'), '{:+.1f}%')} | "
               f"{r.get('iterations')} | {_load(r)} | {_verdict(r)} |")
         else:

@@ -400,21 +400,35 @@ def paired_overhead(call: Call, n_inputs: int, *, calls_per_block: int, rounds: 
                     before: Call | None = None, sync: Callable[[], None] | None = None) -> OverheadCheck:
     """Does the harness cost speed? Alternate ``rounds`` x (harness block, bare block) of the same calls.
 
-    A harness block is :func:`measure` itself (per-call clock, rotation, ``before`` staging
-    untimed); a bare block is :func:`bare_loop`. Each round's ratio compares two blocks run
-    back to back, so slow drifts of machine load cancel; the median over rounds resists a
-    burst. With ``before`` (device-staged inputs) the bare block re-uses the staged buffer 0.
+    A harness block is :func:`measure` itself (per-call clock, rotation, bookkeeping); a bare block
+    is :func:`bare_loop`. Both are read on the same clock: the wall time of the whole block per
+    call, with a synchronize after each call on both sides (the harness's own per-call clock, CUDA
+    events on a GPU, would not see what the harness adds between calls). ``before`` staging is the
+    one thing taken out of the harness block's time: the bare block re-uses the staged buffer 0.
+    Each round's ratio compares two blocks run back to back, so slow drifts of machine load cancel;
+    the median over rounds resists a burst.
     """
     m = max(1, int(calls_per_block))
     rounds = max(1, int(rounds))
     ratios, h_ms, b_ms = [], [], []
+    staging = [0.0]
+
+    def staged(i: int) -> None:
+        t0 = time.perf_counter()
+        before(i)
+        staging[0] += time.perf_counter() - t0
+
     for _ in range(rounds):
-        t = measure(call, n_inputs, warmup=0, min_time=0.0, min_iters=m, max_iters=m, clock=clock, before=before,
-                    sync=sync)
+        staging[0] = 0.0
+        t0 = time.perf_counter()
+        measure(call, n_inputs, warmup=0, min_time=0.0, min_iters=m, max_iters=m, clock=clock,
+                before=staged if before is not None else None, sync=sync)
+        if sync is not None:
+            sync()
+        h = (time.perf_counter() - t0 - staging[0]) / m * 1e3
         if before is not None:
             before(0)
         b = bare_loop(call, 1 if before is not None else n_inputs, m, sync=sync)
-        h = t.stats.mean
         h_ms.append(h)
         b_ms.append(b.mean_ms)
         ratios.append(overhead_pct(h, b.mean_ms))

@@ -180,6 +180,11 @@ class Runner(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Backend, version, device, precision and anything else that identifies the run (works before open)."""
 
+    def compile_stats(self) -> dict[str, Any] | None:
+        """``{"graphs": n, "seconds": s}``: graphs this runner compiled or captured so far and the time the
+        calls that did it took (torch.compile, CUDA-graph capture); ``None`` where nothing is compiled."""
+        return None
+
     @classmethod
     def unavailable(cls, backend: str, precision: str) -> str | None:
         """``None`` if ``backend`` can run ``precision`` on this machine, else why not (cheap checks)."""

@@ -4,17 +4,25 @@ On a CUDA device the runner is device-resident: :meth:`~TorchRunner.stage` copie
 a device tensor it keeps, :meth:`~TorchRunner.enqueue` runs the model on it, both on the
 runner's stream (its own with ``own_stream=True``, else torch's current stream).
 
-``compile=True`` wraps the model in ``torch.compile(mode="reduce-overhead")`` (CUDA graphs
-through cudagraph trees on a GPU); on a GPU with inductor ``freezing`` and static shapes, one
-graph per batch size as the anchors compiled them. ``torch.compiler.cudagraph_mark_step_begin()``
-runs before each compiled call, since no output is kept across calls.
+``compile=True`` wraps the model in ``torch.compile(mode="reduce-overhead", dynamic=False)``
+(CUDA graphs through cudagraph trees on a GPU; inductor ``freezing`` there): one static graph per
+batch size on every device, CPU included, as the anchors compiled them. Dynamo is reset when the
+runner opens and closes (no guards, recompile counts or frozen weights of an earlier model), and a
+hit recompile limit raises instead of falling back to eager under the torch-compile label. Every
+input the runner feeds the compiled module is made the same way (an inference tensor of the
+runner's dtype and memory format), so end-to-end calls, staged calls and parity share one graph;
+:meth:`~TorchRunner.compile_stats` counts the graphs compiled and the seconds the compiling calls
+took. ``torch.compiler.cudagraph_mark_step_begin()`` runs before each compiled call, since no output
+is kept across calls.
 """
 
 from __future__ import annotations
 
 import contextlib
 import copy
+import gc
 import shutil
+import time
 from typing import Any
 
 import numpy as np
@@ -24,7 +32,15 @@ from torch import nn
 from ..errors import BackendUnavailable, UserError
 from .base import InputSpec, Runner
 
+RECOMPILE_LIMIT = 64  # graphs per compiled model: batch sizes of one sweep, with room to spare
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def _graphs_compiled() -> int:
+    """Graphs dynamo has compiled in this process (its own counter)."""
+    from torch._dynamo.utils import counters
+
+    return int(counters["stats"]["unique_graphs"])
 
 
 def cuda_available() -> bool:
@@ -42,6 +58,7 @@ def _input_channels(model: nn.Module) -> int | None:
 class TorchRunner(Runner):
     backend = "torch"
     allocator = "torch"
+    _compiled_open = 0  # compiled runners open in this process
 
     def __init__(self, model: nn.Module, *, backend: str = "torch", device: str = "cpu", precision: str | None = "fp32",
                  channels_last: bool = False, compile: bool | None = None, own_stream: bool = False,
@@ -63,6 +80,9 @@ class TorchRunner(Runner):
         self._stream = None
         self._x: torch.Tensor | None = None
         self._y: torch.Tensor | None = None
+        self._graphs = 0
+        self._compile_s = 0.0
+        self._counted = False
 
     @property
     def device_resident(self) -> bool:  # type: ignore[override]
@@ -89,25 +109,59 @@ class TorchRunner(Runner):
             if self.own_stream:
                 self._stream = torch.cuda.Stream(self.device)
         if self.compiled:
-            if self.device.type == "cuda":
-                import torch._dynamo.config as dynamo_config
-                import torch._inductor.config as inductor_config
-
-                inductor_config.freezing = True
-                # One static graph (and one CUDA graph) per batch size, as the anchors compiled them,
-                # rather than a dynamic-shape kernel after the second batch size.
-                dynamo_config.automatic_dynamic_shapes = False
-                self.notes.append("inductor freezing, static shapes")
-            self._fn = torch.compile(self._module, mode="reduce-overhead")
-            self.notes.append('torch.compile(mode="reduce-overhead")' + (" (CUDA graphs)" if self.device.type == "cuda" else ""))
+            self._fn = self._compile(self._module)
         else:
             self._fn = self._module
         return InputSpec(name="input", dtype=np.float32, sample_shape=(_input_channels(self._module), None, None),
                          source=type(self.model).__name__)
 
+    def _compile(self, module: nn.Module):
+        import torch._dynamo as dynamo
+
+        if not TorchRunner._compiled_open:  # (instances open side by side, several streams, share dynamo)
+            dynamo.reset()  # this model starts with no graphs, guards or recompile counts of an earlier one
+        TorchRunner._compiled_open += 1
+        config = dynamo.config
+        # one graph per batch size: a sweep of many batch sizes recompiles once per size, which must not
+        # reach dynamo's limit of 8 (it would then run eager while labelled torch-compile)
+        for name in ("recompile_limit", "cache_size_limit"):  # torch >= 2.6 / older
+            if hasattr(config, name):
+                setattr(config, name, max(getattr(config, name), RECOMPILE_LIMIT))
+                break
+        for name in ("fail_on_recompile_limit_hit", "fail_on_cache_limit_hit"):  # torch >= 2.6 / older
+            if hasattr(config, name):
+                setattr(config, name, True)  # a hit limit is an error, never a silent eager fallback
+                break
+        if self.device.type == "cuda":
+            import torch._inductor.config as inductor_config
+
+            inductor_config.freezing = True
+            self.notes.append("inductor freezing")
+        self.notes.append('torch.compile(mode="reduce-overhead", dynamic=False): one static graph per batch size'
+                          + (", CUDA graphs" if self.device.type == "cuda" else ""))
+        self._graphs, self._compile_s, self._counted = 0, 0.0, True
+        # dynamic=False: one static graph (and on a GPU one CUDA graph) per batch size, as the anchors
+        # compiled them, never a dynamic-shape kernel after the second size; on the CPU as on the GPU
+        return torch.compile(module, mode="reduce-overhead", dynamic=False)
+
+    def compile_stats(self) -> dict[str, Any] | None:
+        """``{"graphs": n, "seconds": s}``: graphs dynamo compiled for this runner so far, and the time of
+        the calls that compiled them (compiling, plus on a GPU the CUDA-graph capture); None uncompiled."""
+        if not self.compiled:
+            return None
+        return {"graphs": self._graphs, "seconds": self._compile_s}
+
     def _close(self) -> None:
         self._fn = self._x = self._y = None
         self._module = None
+        if self.compiled and self._counted:
+            import torch._dynamo as dynamo
+
+            TorchRunner._compiled_open -= 1
+            if not TorchRunner._compiled_open:
+                dynamo.reset()  # frees the compiled graphs, their frozen weights and CUDA-graph pools
+        self._counted = False
+        gc.collect()
         if self.device.type == "cuda" and cuda_available():
             torch.cuda.empty_cache()
 
@@ -116,13 +170,26 @@ class TorchRunner(Runner):
         return torch.cuda.stream(self._stream) if self._stream is not None else contextlib.nullcontext()
 
     def _call(self, x: torch.Tensor) -> torch.Tensor:
-        if self.compiled and self.device.type == "cuda":
+        if not self.compiled:
+            return self._fn(x)
+        if self.device.type == "cuda":
             torch.compiler.cudagraph_mark_step_begin()
-        return self._fn(x)
+        before = _graphs_compiled()
+        t0 = time.perf_counter()
+        y = self._fn(x)
+        new = _graphs_compiled() - before
+        if new:
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            self._graphs += new
+            self._compile_s += time.perf_counter() - t0
+        return y
 
     def _to_device(self, batch: np.ndarray) -> torch.Tensor:
-        x = torch.from_numpy(batch).to(self.device, self.dtype, non_blocking=True)
-        return x.contiguous(memory_format=self.memory_format)
+        """The batch as the compiled graph expects every input: made here, under inference_mode."""
+        x = torch.empty(tuple(batch.shape), device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
+        x.copy_(torch.from_numpy(batch), non_blocking=False)
+        return x
 
     @torch.inference_mode()
     def _infer(self, batch: np.ndarray) -> np.ndarray:
@@ -133,10 +200,10 @@ class TorchRunner(Runner):
     @torch.inference_mode()
     def _stage(self, batch: np.ndarray) -> None:
         with self._on_stream():
-            shape = tuple(batch.shape)
-            if self._x is None or tuple(self._x.shape) != shape:
-                self._x = torch.empty(shape, device=self.device, dtype=self.dtype).contiguous(memory_format=self.memory_format)
-            self._x.copy_(torch.from_numpy(batch), non_blocking=False)
+            if self._x is None or tuple(self._x.shape) != tuple(batch.shape):
+                self._x = self._to_device(batch)
+            else:
+                self._x.copy_(torch.from_numpy(batch), non_blocking=False)
 
     @torch.inference_mode()
     def _enqueue(self) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import json
 import math
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,8 @@ def test_e2e_rows_have_speed_and_parity(e2e_run):
                 assert r["compute_p50_ms"] is None and r["scope"].startswith("end-to-end = compute")
                 assert r["memory_kind"].startswith("CPU: peak RSS") and r["memory_mib"] >= 0
             assert math.isfinite(r["harness_overhead_pct"]) and r["bare_mean_ms"] > 0
+            # same clock on both sides: a harness that added half of each call would read ~+50%
+            assert r["harness_overhead_pct"] < 30, r["harness_overhead_pct"]
     assert rows[("ort", 1)]["artifact"].endswith("resnet18.fp32.onnx") and rows[("ort", 1)]["artifact_reused"]
     # trt-rtx: unavailable here, saying why (the runner's own reason); where it can run, measured and right
     from resnet_deploy.runners.tensorrt import TensorRTRunner
@@ -260,3 +263,19 @@ def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
     with pytest.raises(UserError, match="outside the engine's profile"):
         bb.bind(runner, 8, [np.zeros((8, 3, 4, 4), np.float32)])
     runner.close()
+
+
+@pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")), reason="torch.compile on the CPU needs g++")
+def test_torch_compile_rows_record_one_graph_each_and_the_time_it_took(tmp_path):
+    """Each (model, precision, batch) row compiles one static graph, which parity checks and the
+    timing runs; the row says how many graphs and how long, and the report shows it."""
+    cfg = BenchConfig(engines=["torch-compile"], depths=[20], precisions=["fp32"], batches=[1, 2], min_time=0.02,
+                      min_iters=3, warmup=1, bare_rounds=1)
+    run = run_bench(cfg, out=tmp_path, run_id="compile", command="pytest")
+    rows = [r for r in run.rows if r["backend"] == "torch-compile"]
+    assert [r["batch"] for r in rows] == [1, 2]
+    for r in rows:
+        assert r["status"] == "ok", r["reason"]
+        assert r["compile_graphs"] == 1 and r["compile_s"] > 0, (r["compile_graphs"], r["compile_s"])
+        assert r["parity_passed"] is True
+    assert "(1 graph)" in (run.out_dir / "report.md").read_text()

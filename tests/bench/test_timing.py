@@ -83,6 +83,44 @@ def test_bare_loop_and_paired_overhead_on_a_known_sleep():
     assert overhead_pct(11.0, 10.0) == pytest.approx(10.0) and math.isnan(overhead_pct(1.0, 0.0))
 
 
+def busy(seconds: float):
+    """A call that takes ``seconds`` of CPU (steadier than a sleep on a loaded machine)."""
+    def call(i: int) -> None:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            pass
+
+    return call
+
+
+class HeavyBookkeepingClock:
+    """A harness whose per-call clock is right but which then spends half a call more on bookkeeping,
+    outside the timed region: the samples look perfect, every call costs 1.5x."""
+
+    name = "perf_counter"
+
+    def time(self, call, i: int) -> float:
+        t0 = time.perf_counter()
+        call(i)
+        dt = time.perf_counter() - t0
+        busy(dt * 0.5)(0)
+        return dt
+
+
+def test_the_overhead_check_sees_a_harness_that_adds_half_of_each_call():
+    """Both sides on the same clock (block wall time per call): the harness's own samples would hide this."""
+    chk = paired_overhead(busy(0.002), 2, calls_per_block=20, rounds=5, clock=HeavyBookkeepingClock())
+    assert chk.overhead_pct > 30, chk
+    honest = paired_overhead(busy(0.002), 2, calls_per_block=20, rounds=5)
+    assert abs(honest.overhead_pct) < 15, honest
+
+
+def test_the_overhead_check_leaves_untimed_staging_out():
+    """Staging (``before``) is the harness's job outside the timed call; the bare block stages once."""
+    chk = paired_overhead(busy(0.002), 2, calls_per_block=10, rounds=3, before=busy(0.004))
+    assert abs(chk.overhead_pct) < 15, chk
+
+
 def test_concurrent_sleepers_overlap():
     """Two streams that sleep 10 ms per call: one stream can never exceed 100 calls/s (a sleep
     never returns early), so a total above that shows they really ran at once."""

@@ -95,6 +95,25 @@ def test_torch_compile_cuda_graphs(model18, inputs):
         out = r.infer(inputs[:4])
     res = compare(ref, out, "fp16")
     assert res.passed, res.failures
+    # the compute-only path (staged input, enqueue) runs the very graph end-to-end and parity ran
+    r.stage(inputs[:4])
+    r.enqueue()
+    r.synchronize()
+    np.testing.assert_allclose(r.fetch(), out, rtol=1e-3, atol=1e-3)
+    assert r.compile_stats()["graphs"] == 1, r.compile_stats()
+    r.close()
+
+
+@needs_cuda
+def test_bench_torch_compile_rows_compile_one_graph_each(exported, tmp_path):
+    """More rows than dynamo's default recompile limit would allow with two graphs a row, all compiled."""
+    from resnet_deploy.bench import BenchConfig, run_bench
+
+    cfg = BenchConfig(engines=["torch-compile"], depths=[18], precisions=["fp16"], batches=[1, 2, 4, 8, 16],
+                      min_time=0.05, min_iters=3, warmup=2, bare_rounds=1)
+    rows = run_bench(cfg, out=tmp_path, run_id="compile", command="pytest").rows
+    assert [r["status"] for r in rows] == ["ok"] * 5, [(r["batch"], r["reason"]) for r in rows]
+    assert [r["compile_graphs"] for r in rows] == [1] * 5 and all(r["compile_s"] > 0 for r in rows)
 
 
 @needs_cuda

@@ -110,3 +110,12 @@ def test_a_failed_capture_reruns_without_a_graph(exported):
         assert r.describe()["cuda_graph"] is False and "cudaErrorStreamCaptureUnsupported" in r.notes[0]
     with open_runner("ort", m["path"]) as plain:
         np.testing.assert_allclose(y, plain.infer(x), rtol=1e-4, atol=1e-4)
+
+
+def test_sessions_beside_each_other_run_without_cuda_graphs():
+    """ONNX Runtime captures CUDA graphs in global capture mode, which another thread's synchronous
+    update_inplace copy breaks (CUDA forbids it): several-streams sessions are opened without graphs."""
+    from resnet_deploy.runners.ort import OrtRunner
+
+    assert OrtRunner.timing_options("ort-cuda")["cuda_graph"] is True
+    assert OrtRunner.timing_options("ort-cuda", beside_others=True)["cuda_graph"] is False
