@@ -67,12 +67,10 @@ def test_ort_cuda_io_binding_and_cuda_graph(exported, inputs, graph):
     """Staging a new input into the bound buffer changes the output, with and without a CUDA graph."""
     m = exported("resnet18")
     cpu = open_runner("ort", m["path"], precision="fp32")
-    opts = {"device_id": "0", "use_tf32": "0", "prefer_nhwc": "1"}
-    if graph:
-        opts["enable_cuda_graph"] = "1"
-    opts.pop("enable_cuda_graph", None)
+    opts = {"device_id": "0", "use_tf32": "0", "prefer_nhwc": "1"}  # cuda_graph= sets enable_cuda_graph itself
     r = open_runner("ort-cuda", m["path"], precision="fp32", provider_options=opts, cuda_graph=graph)
     assert r.session.get_providers()[0] == "CUDAExecutionProvider"
+    assert r.describe()["cuda_graph"] is graph, r.notes  # a refused capture would say so and drop the graph
     batches = [np.ascontiguousarray(inputs[i:i + 4]) for i in (0, 4, 8)]
     for _ in range(2):  # the second pass replays the captured graph on newly staged inputs
         for x in batches:
