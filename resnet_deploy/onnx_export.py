@@ -7,15 +7,19 @@ and its ``resnet_deploy.*`` metadata (:mod:`resnet_deploy.onnx_meta`).
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import io
+import json
 import logging
 import time
 import warnings
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import onnx
 import torch
+from onnx import numpy_helper
 from torch import nn
 from torch.fx.experimental.optimization import fuse
 
@@ -37,6 +41,33 @@ def fold_batchnorm(model: nn.Module) -> nn.Module:
     a scale layer).
     """
     return fuse(model.eval(), inplace=False)
+
+
+def module_map(module: nn.Module, proto: onnx.ModelProto) -> dict[str, str]:
+    """ONNX Conv/Gemm/MatMul node name -> the torch module it computes (``layer3.4.conv2``, ``fc``).
+
+    The exporters name nodes after scopes that the BatchNorm fold flattens (``/conv1_1/Conv``), so
+    the map matches each node's weight initializer with the (folded) module weights, exactly.
+    """
+    def key(a: np.ndarray) -> str:
+        a = np.ascontiguousarray(a, dtype=np.float32)
+        return f"{a.shape}:{hashlib.sha256(a.tobytes()).hexdigest()}"
+
+    weights: dict[str, str] = {}
+    for name, m in module.named_modules():
+        if isinstance(m, (nn.Conv2d, nn.Linear)):
+            w = m.weight.detach().cpu().numpy()
+            weights[key(w)] = name
+            if w.ndim == 2:
+                weights.setdefault(key(w.T), name)  # a MatMul holds the transposed Linear weight
+    inits = {i.name: i for i in proto.graph.initializer}
+    found: dict[str, str] = {}
+    for node in proto.graph.node:
+        if node.op_type in ("Conv", "Gemm", "MatMul") and len(node.input) > 1 and node.input[1] in inits:
+            name = weights.get(key(numpy_helper.to_array(inits[node.input[1]])))
+            if name is not None:
+                found[node.name] = name
+    return found
 
 
 DYNAMO_MIN_OPSET = 18  # torch's dynamo exporter writes nothing older (it falls back to 18, saying so at length)
@@ -140,7 +171,9 @@ def export_onnx(
         "toolkit_version": __version__,
         "torch_version": torch.__version__,
     }
-    set_metadata(proto, {k: v for k, v in meta.items() if k != "preprocess"})
+    modules = module_map(folded, proto)
+    set_metadata(proto, {**{k: v for k, v in meta.items() if k != "preprocess"},
+                         "modules": json.dumps(modules, separators=(",", ":"))})
     proto.producer_name, proto.producer_version = "resnet-deploy", __version__
     try:
         inferred = check_onnx(proto)

@@ -115,7 +115,7 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
                      preact: bool = False, seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
                      calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", fp16_io: bool = False,
                      high_precision: str = "fp32", source: str | os.PathLike[str] | None = None,
-                     min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
+                     exclude: str | list[str] | None = None, min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
                      progress_bar: bool = False) -> dict[str, Any]:
     """The ``precision`` ONNX's manifest (with ``"path"`` and ``"reused"``), making what is missing.
 
@@ -126,8 +126,10 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
     arch = resolve_arch(depth, preact)
     if precision != "fp32":  # a request that cannot be made fails before any export
         check_request(precision, calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
-                      high_precision=high_precision)
+                      high_precision=high_precision, exclude=exclude)
     if precision == "fp32":
+        if exclude:
+            raise UserError("--exclude keeps layers out of INT8 quantization: it applies to --precision int8, not fp32")
         if source is not None:
             raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
         return ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, force=force,
@@ -136,7 +138,7 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
         source = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
                              progress=progress)["path"]
     return make_precision_onnx(source, precision, out_dir=out_dir, calib=calib, calib_samples=calib_samples,
-                               method=method, fp16_io=fp16_io, high_precision=high_precision, seed=seed,
+                               method=method, fp16_io=fp16_io, high_precision=high_precision, exclude=exclude, seed=seed,
                                min_calib_images=min_calib_images, force=force, progress=progress,
                                progress_bar=progress_bar)
 

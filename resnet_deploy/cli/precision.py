@@ -30,6 +30,9 @@ def quantize(
                                        "unquantized: fp32 (default; runs correctly on ONNX Runtime CPU too) or fp16 "
                                        "(ModelOpt's default, for TensorRT only: ONNX Runtime's CPU graph optimizer "
                                        "mis-computes it)."),
+    exclude: Optional[str] = typer.Option(None, "--exclude", help="INT8: torch module paths kept out of INT8, "
+                                          "comma-separated: residual blocks (layer4.2), stages (layer4) or layers "
+                                          "(layer1.0.conv1, fc); they stay in --high-precision."),
     source: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX to convert (default: the exported "
                                           "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
@@ -42,6 +45,7 @@ def quantize(
         m = api.quantize(depth, precision, out_dir=out_dir, weights=weights, num_classes=num_classes,
                                   preact=preact, seed=seed, calib=calib, calib_samples=calib_samples,
                                   method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
+                                  exclude=exclude,
                                   force=force, progress=progress, progress_bar=not as_json)
 
     def render() -> None:
@@ -57,6 +61,9 @@ def quantize(
                          ("Q/DQ", f"{qdq.get('quantize_linear')} Q / {qdq.get('dequantize_linear')} DQ; quantized ops "
                                   + ", ".join(f"{k} {v}" for k, v in qdq.get("quantized_ops", {}).items())),
                          ("unquantized layers", m["request"]["high_precision"])]
+                if m["request"].get("exclude"):
+                    rows.append(("kept out of INT8", ", ".join(f"{k} ({len(v)} layers)"
+                                                               for k, v in conv.get("excluded", {}).items())))
             else:
                 rows += [("low-precision nodes", f"{conv.get('nodes_low_precision')} of {conv.get('nodes_total')}"),
                          ("reference data", f"{c.get('used')} images from {c.get('source')}")]

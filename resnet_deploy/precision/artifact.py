@@ -37,6 +37,7 @@ from ..preprocess import recipe_from_metadata
 from ..progress import Progress, quiet
 from .autocast import LOW_PRECISIONS, convert_fp16
 from .calib import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, calibration_digest, load_calibration
+from .exclude import excluded_nodes, module_paths, node_patterns, parse_exclude
 from .ptq import HIGH_PRECISIONS, normalize_method, quantize_int8
 
 FP16_REFERENCE_IMAGES = 16   # AutoCast's reference run: enough to see which activations exceed FP16
@@ -84,7 +85,7 @@ def _io(tensors: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def check_request(precision: str, *, calib=None, calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy",
-                  fp16_io: bool = False, high_precision: str = "fp32") -> tuple[str, str]:
+                  fp16_io: bool = False, high_precision: str = "fp32", exclude=None) -> tuple[str, str]:
     """Refuse a request that cannot be made, before any slow work; ``(precision, method)`` normalised."""
     precision = check_precision(precision)
     if precision == "fp32":
@@ -92,6 +93,8 @@ def check_request(precision: str, *, calib=None, calib_samples: int = DEFAULT_CA
     method = normalize_method(method)
     if calib_samples < 1:
         raise UserError(f"--calib-samples must be at least 1, got {calib_samples}")
+    if exclude and precision != "int8":
+        raise UserError(f"--exclude keeps layers out of INT8 quantization: it applies to --precision int8, not {precision}")
     if fp16_io and precision != "fp16":
         raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
     if high_precision not in HIGH_PRECISIONS:
@@ -112,6 +115,7 @@ def make_precision_onnx(
     method: str = "entropy",
     fp16_io: bool = False,
     high_precision: str = "fp32",
+    exclude: str | list[str] | None = None,
     seed: int = 0,
     min_calib_images: int = MIN_CALIB_IMAGES,
     force: bool = False,
@@ -126,10 +130,13 @@ def make_precision_onnx(
     ``high_precision``). ``calib`` is a folder of images (flat or one sub-folder per class)
     preprocessed exactly as the model's recorded evaluation recipe; ``None`` uses
     scikit-image's bundled photographs and says so through ``progress``. ``method``:
-    ``entropy`` (default), ``minmax`` or ``percentile``. ``progress_bar`` shows rich bars on stderr.
+    ``entropy`` (default), ``minmax`` or ``percentile``. ``exclude`` (INT8): torch module paths
+    (``layer4.2``, ``layer1.0.conv1``) whose layers stay in ``high_precision``
+    (:mod:`resnet_deploy.precision.exclude`). ``progress_bar`` shows rich bars on stderr.
     """
+    exclude = parse_exclude(exclude)
     precision, method = check_request(precision, calib=calib, calib_samples=calib_samples, method=method,
-                                      fp16_io=fp16_io, high_precision=high_precision)
+                                      fp16_io=fp16_io, high_precision=high_precision, exclude=exclude)
     src = Path(source).expanduser()
     t0 = time.perf_counter()
     src_meta = read_fp32_source(src)
@@ -139,6 +146,7 @@ def make_precision_onnx(
         raise UserError(f"the source and the output are the same file: {dst}")
     ensure_writable_dir(dst.parent)
     recipe = recipe_from_metadata(src_meta)
+    excluded = excluded_nodes(exclude, module_paths(src_meta, src)) if exclude else {}
     samples = min(calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else calib_samples
     progress(f"hashing {src.name} and the calibration data")
     request: dict[str, Any] = {
@@ -150,6 +158,8 @@ def make_precision_onnx(
     }
     if precision == "int8":
         request.update(method=method, high_precision=high_precision)
+        if exclude:  # (absent when empty: earlier calibration caches stay valid)
+            request.update(exclude=exclude)
     else:
         request.update(fp16_io=fp16_io)
     if not force:
@@ -181,14 +191,21 @@ def make_precision_onnx(
                 calibration.used = keep
             progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({method} calibration on "
                      f"{calibration.used} images; this takes a while on a CPU)")
+            if excluded:
+                progress(f"keeping {', '.join(excluded)} out of INT8 ({sum(map(len, excluded.values()))} layers)")
             facts = quantize_int8(src, tmp, calibration.batch, method=method, high_precision=high_precision,
-                                  calibration_batch=calibration_batch(calibration.used))
+                                  calibration_batch=calibration_batch(calibration.used),
+                                  nodes_to_exclude=node_patterns(excluded) or None)
+            if excluded:
+                facts["excluded"] = excluded
         t_convert = time.perf_counter()
         model = load_onnx(tmp)
         meta = {**src_meta, "precision": precision, "source_sha256": request["source_sha256"]}
         if precision == "int8":
             meta.update(calibration_method=method, calibration_images=calibration.used,
                         calibration_source=calibration.source, high_precision=high_precision)
+            if exclude:
+                meta.update(excluded_modules=",".join(exclude))
         else:
             meta.update(io_dtype="fp16" if fp16_io else "fp32")
         set_metadata(model, meta)
