@@ -120,6 +120,13 @@ def temp_name(final: Path, suffix: str = "tmp") -> Path:
     return final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}"
 
 
+def fresh_temporary(final: Path, suffix: str = "tmp") -> Path:
+    """A new temporary name of ours beside ``final``, its folder made writable and swept of stale ones."""
+    ensure_writable_dir(final.parent)
+    sweep_stale_temporaries(final.parent)
+    return temp_name(final, suffix)
+
+
 def _alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
@@ -155,9 +162,7 @@ def atomic_path(final: str | os.PathLike[str], *, before_replace: Callable[[], N
     manifest, so that a crash never leaves a new artifact beside the old one's manifest).
     """
     final = Path(final)
-    ensure_writable_dir(final.parent)
-    sweep_stale_temporaries(final.parent)
-    tmp_path = temp_name(final)
+    tmp_path = fresh_temporary(final)
     try:
         tmp_path.touch()
         yield tmp_path
@@ -181,9 +186,7 @@ def atomic_path(final: str | os.PathLike[str], *, before_replace: Callable[[], N
 def work_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     """A private folder beside ``final`` (same filesystem, so results can be renamed), removed whatever happens."""
     final = Path(final)
-    ensure_writable_dir(final.parent)
-    sweep_stale_temporaries(final.parent)
-    work = temp_name(final, "work")
+    work = fresh_temporary(final, "work")
     try:
         work.mkdir()
         yield work

@@ -33,6 +33,7 @@ from .onnx_export import DEFAULT_OPSET, export_onnx, validate_options
 from .onnx_meta import artifact_facts
 from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, make_precision_onnx, read_fp32_source
 from .precision.artifact import check_request
+from .precision.exclude import check_exclude
 from .progress import Progress, quiet
 
 
@@ -128,8 +129,7 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
         check_request(precision, calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
                       high_precision=high_precision, exclude=exclude)
     if precision == "fp32":
-        if exclude:
-            raise UserError("--exclude keeps layers out of INT8 quantization: it applies to --precision int8, not fp32")
+        check_exclude(precision, exclude)
         if source is not None:
             raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
         return ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, force=force,

@@ -48,7 +48,7 @@ class FakeCudart:
         self.buffers: dict[int, bytearray] = {}  # device allocations
         self.host: dict[int, object] = {}  # pinned host allocations (kept alive)
         self.queues: dict[int, list] = {}  # stream -> pending work
-        self.capture, self.launches, self.freed, self.copies = None, 0, [], []
+        self.capture, self.launches, self.freed = None, 0, []
         self._next_device, self._next_stream = self.DEVICE_BASE, 77
 
     # ---- memory
@@ -99,7 +99,6 @@ class FakeCudart:
                 ctypes.memmove(dst, bytes(self.device_view(src, n)), n)
         else:
             return (self.INVALID_VALUE,)
-        self.copies.append((kind, n))
         self.enqueue(stream, op)
         return (0,)
 

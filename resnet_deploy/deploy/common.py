@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..artifacts import atomic_write_text, ensure_writable_dir, sweep_stale_temporaries, temp_name, write_error
+from ..artifacts import atomic_write_text, fresh_temporary, temp_name, write_error
 from ..errors import UserError
 from ..onnx_meta import detect_precision, graph_io, load_onnx, opset_of, read_metadata
 from ..preprocess import recipe_from_metadata
@@ -39,9 +39,7 @@ def staged_folder(final: str | os.PathLike[str], force: bool = False) -> Iterato
     """
     final = Path(final)
     check_output_folder(final, force)
-    ensure_writable_dir(final.parent)
-    sweep_stale_temporaries(final.parent)
-    tmp = temp_name(final)
+    tmp = fresh_temporary(final)
     try:
         tmp.mkdir(mode=0o700)
         yield tmp

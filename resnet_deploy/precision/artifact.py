@@ -37,7 +37,7 @@ from ..preprocess import recipe_from_metadata
 from ..progress import Progress, quiet
 from .autocast import LOW_PRECISIONS, convert_fp16
 from .calib import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, calibration_digest, load_calibration
-from .exclude import excluded_nodes, module_paths, node_patterns, parse_exclude
+from .exclude import check_exclude, excluded_nodes, module_paths, node_patterns, parse_exclude
 from .ptq import HIGH_PRECISIONS, normalize_method, quantize_int8
 
 FP16_REFERENCE_IMAGES = 16   # AutoCast's reference run: enough to see which activations exceed FP16
@@ -93,8 +93,7 @@ def check_request(precision: str, *, calib=None, calib_samples: int = DEFAULT_CA
     method = normalize_method(method)
     if calib_samples < 1:
         raise UserError(f"--calib-samples must be at least 1, got {calib_samples}")
-    if exclude and precision != "int8":
-        raise UserError(f"--exclude keeps layers out of INT8 quantization: it applies to --precision int8, not {precision}")
+    check_exclude(precision, exclude)
     if fp16_io and precision != "fp16":
         raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
     if high_precision not in HIGH_PRECISIONS:

@@ -26,6 +26,12 @@ def module_paths(metadata: dict[str, str], source: Any) -> dict[str, str]:
     return json.loads(raw)
 
 
+def check_exclude(precision: str, exclude: list[str] | str | None) -> None:
+    """Exclusions keep layers out of INT8: any other precision refuses them."""
+    if exclude and precision != "int8":
+        raise UserError(f"--exclude keeps layers out of INT8 quantization: it applies to --precision int8, not {precision}")
+
+
 def parse_exclude(value: str | list[str] | None) -> list[str]:
     """``"layer4.2, fc"`` or ``["layer4.2", "fc"]`` -> ``["fc", "layer4.2"]`` (sorted, unique)."""
     if not value:
@@ -55,4 +61,4 @@ def node_patterns(nodes: dict[str, list[str]]) -> list[str]:
     return sorted({f"^{re.escape(n)}$" for group in nodes.values() for n in group})
 
 
-__all__ = ["excluded_nodes", "module_paths", "node_patterns", "parse_exclude"]
+__all__ = ["check_exclude", "excluded_nodes", "module_paths", "node_patterns", "parse_exclude"]
