@@ -18,8 +18,9 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any, Iterable
 
-from ..artifacts import atomic_path, atomic_write_text, ensure_writable_dir
+from ..artifacts import atomic_write_text, ensure_writable_dir
 from ..errors import UserError
+from ..plots import pyplot, save_png
 
 SCHEMA_VERSION = 1
 
@@ -349,18 +350,7 @@ def to_markdown(result, plots: list[str]) -> str:
 # ------------------------------------------------------------------------------------------
 
 
-def _plt():
-    import matplotlib
-
-    matplotlib.use("Agg", force=True)
-    import matplotlib.pyplot as plt
-
-    return plt
-
-
-def _save(fig, path: Path) -> None:
-    with atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+_plt = pyplot
 
 
 def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
@@ -402,8 +392,7 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize=8)
         name = f"throughput_{arch}.png"
-        _save(fig, out_dir / name)
-        plt.close(fig)
+        save_png(fig, out_dir / name)
         names.append(name)
         # latency percentiles
         fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rs) + 2), 4.2))
@@ -423,8 +412,7 @@ def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
         ax.grid(True, axis="y", which="both", alpha=0.3)
         ax.legend(fontsize=8)
         name = f"latency_{arch}.png"
-        _save(fig, out_dir / name)
-        plt.close(fig)
+        save_png(fig, out_dir / name)
         names.append(name)
     return names
 
