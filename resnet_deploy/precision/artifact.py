@@ -15,7 +15,7 @@ from __future__ import annotations
 import os
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import onnx
 
@@ -104,6 +104,30 @@ def check_request(precision: str, *, calib=None, calib_samples: int = DEFAULT_CA
     return precision, method
 
 
+def precision_request(src: Path, precision: str, src_meta: dict[str, str], *, calib=None,
+                      calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", fp16_io: bool = False,
+                      high_precision: str = "fp32", exclude: list[str] | None = None, seed: int = 0,
+                      tuning: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What an artifact is made from and how: the manifest's ``request``, compared for reuse."""
+    samples = min(calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else calib_samples
+    request: dict[str, Any] = {
+        "precision": precision,
+        "source_sha256": sha256_file(src),
+        "calib_digest": calibration_digest(calib, recipe_from_metadata(src_meta), samples, seed),
+        "calib_samples": samples,
+        "seed": seed,
+    }
+    if precision == "int8":
+        request.update(method=method, high_precision=high_precision)
+        if exclude:  # (absent when empty: earlier calibration caches stay valid)
+            request.update(exclude=exclude)
+        if tuning:
+            request.update(tuning=tuning)
+    else:
+        request.update(fp16_io=fp16_io)
+    return request
+
+
 def make_precision_onnx(
     source: str | os.PathLike[str],
     precision: str,
@@ -118,6 +142,9 @@ def make_precision_onnx(
     seed: int = 0,
     min_calib_images: int = MIN_CALIB_IMAGES,
     force: bool = False,
+    tuning: dict[str, Any] | None = None,
+    keep: list[str] | None = None,
+    accept: Callable[[Path], dict[str, Any]] | None = None,
     progress: Progress = quiet,
     progress_bar: bool = False,
 ) -> dict[str, Any]:
@@ -132,6 +159,11 @@ def make_precision_onnx(
     ``entropy`` (default), ``minmax`` or ``percentile``. ``exclude`` (INT8): torch module paths
     (``layer4.2``, ``layer1.0.conv1``) whose layers stay in ``high_precision``
     (:mod:`resnet_deploy.precision.exclude`). ``progress_bar`` shows rich bars on stderr.
+
+    An accuracy-tuned INT8 artifact (made by the pipeline's search) passes ``tuning`` (its part
+    of the request), ``keep`` (the modules the search kept out of INT8, on top of ``exclude``)
+    and ``accept``: called on the new ONNX before it is published, it returns the facts the
+    manifest records under ``"tuning"`` or raises :class:`UserError` to publish nothing.
     """
     exclude = parse_exclude(exclude)
     precision, method = check_request(precision, calib=calib, calib_samples=calib_samples, method=method,
@@ -145,22 +177,13 @@ def make_precision_onnx(
         raise UserError(f"the source and the output are the same file: {dst}")
     ensure_writable_dir(dst.parent)
     recipe = recipe_from_metadata(src_meta)
-    excluded = excluded_nodes(exclude, module_paths(src_meta, src)) if exclude else {}
-    samples = min(calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else calib_samples
+    excluded_names = parse_exclude(exclude + list(keep or []))
+    excluded = excluded_nodes(excluded_names, module_paths(src_meta, src)) if excluded_names else {}
     progress(f"hashing {src.name} and the calibration data")
-    request: dict[str, Any] = {
-        "precision": precision,
-        "source_sha256": sha256_file(src),
-        "calib_digest": calibration_digest(calib, recipe, samples, seed),
-        "calib_samples": samples,
-        "seed": seed,
-    }
-    if precision == "int8":
-        request.update(method=method, high_precision=high_precision)
-        if exclude:  # (absent when empty: earlier calibration caches stay valid)
-            request.update(exclude=exclude)
-    else:
-        request.update(fp16_io=fp16_io)
+    request = precision_request(src, precision, src_meta, calib=calib, calib_samples=calib_samples, method=method,
+                                fp16_io=fp16_io, high_precision=high_precision, exclude=exclude, seed=seed,
+                                tuning=tuning)
+    samples = request["calib_samples"]
     if not force:
         cached = reusable(dst, request)
         if cached is not None:
@@ -203,10 +226,13 @@ def make_precision_onnx(
         if precision == "int8":
             meta.update(calibration_method=method, calibration_images=calibration.used,
                         calibration_source=calibration.source, high_precision=high_precision)
-            if exclude:
-                meta.update(excluded_modules=",".join(exclude))
+            if excluded_names:
+                meta.update(excluded_modules=",".join(excluded_names))
         else:
             meta.update(io_dtype="fp16" if fp16_io else "fp32")
+        tuned = accept(tmp) if accept is not None else None  # raises to publish nothing
+        if tuned is not None:
+            meta.update(tuned.get("metadata", {}))
         set_metadata(model, meta)
         with replacing(dst) as out:
             onnx.save(model, str(out))
@@ -227,6 +253,7 @@ def make_precision_onnx(
         "output": _io(outputs),
         "sha256": sha256_file(dst),
         "bytes": dst.stat().st_size,
+        **({"tuning": {k: v for k, v in tuned.items() if k != "metadata"}} if tuned is not None else {}),
         "timings_s": {"calibration_data": round(t_calib - t0, 3), "convert": round(t_convert - t_calib, 3),
                       "total": round(time.perf_counter() - t0, 3)},
     }
@@ -235,4 +262,4 @@ def make_precision_onnx(
     return {**manifest, "path": str(dst), "reused": False}
 
 
-__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "check_request", "make_precision_onnx", "read_fp32_source", "reusable"]
+__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "check_request", "make_precision_onnx", "precision_request", "read_fp32_source", "reusable"]

@@ -266,6 +266,11 @@ class OrtRunner(Runner):
         out = self.session.run([self.output_name], {self.input_name: batch})[0]
         return out.astype(np.float32, copy=False)
 
+    def infer_outputs(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """The graph outputs ``names`` for one batch, float32 (diagnosis makes intermediate tensors outputs)."""
+        x = self._require_open().check(batch)
+        return [np.asarray(o, dtype=np.float32) for o in self.session.run(list(names), {self.input_name: x})]
+
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
         try:
