@@ -18,7 +18,8 @@ MAX_LINES = 700
 STAGES = ("resnet_deploy.model", "resnet_deploy.onnx_export", "resnet_deploy.precision", "resnet_deploy.engine",
           "resnet_deploy.runners")
 CONSUMERS = ("resnet_deploy.pipeline", "resnet_deploy.api", "resnet_deploy.bench", "resnet_deploy.deploy",
-             "resnet_deploy.cli", "resnet_deploy.compare", "resnet_deploy.evaluate", "resnet_deploy.predict")
+             "resnet_deploy.cli", "resnet_deploy.compare", "resnet_deploy.evaluate", "resnet_deploy.predict",
+             "resnet_deploy.tuning")
 
 
 def modules() -> dict[str, Path]:

@@ -1,0 +1,19 @@
+"""INT8 to an accuracy target: find the blocks that break it, keep only those in high precision.
+
+A consumer of the pipeline's artifacts (FP32 ONNX + plain INT8 ONNX): :mod:`.blocks` names the
+units by torch module, :mod:`.keep` takes a unit's Q/DQ out of the INT8 graph, :mod:`.measure`
+scores candidates on ONNX Runtime CPU, :mod:`.diagnose` reports errors and the sensitivity
+ranking, :mod:`.search` finds the fewest units to keep, :mod:`.tune` runs it for the pipeline.
+"""
+
+from .blocks import Unit, find_units, units_of
+from .diagnose import candidates, diagnose_int8, plot_diagnosis, rank, unit_errors
+from .images import AGREEMENT, TOP1, EvalSet, load_eval_set
+from .keep import keep_high_precision
+from .measure import Measure
+from .search import default_max_excluded, search
+from .tune import acceptor, search_plain
+
+__all__ = ["AGREEMENT", "EvalSet", "Measure", "TOP1", "Unit", "acceptor", "candidates", "default_max_excluded", "diagnose_int8",
+           "find_units", "keep_high_precision", "load_eval_set", "plot_diagnosis", "rank", "search", "search_plain", "unit_errors",
+           "units_of"]

@@ -1,0 +1,91 @@
+"""The units INT8 diagnosis and tuning work in: residual blocks, the stem and the classifier.
+
+The FP32 export names every Conv/Gemm node by its torch module (``layer3.4.conv2``,
+``layer2.0.downsample.0``, ``fc``). A unit is a residual block (``layerN.M``: every layer below
+it) or a top-level layer of its own (the stem ``conv1``, the classifier ``fc`` / ``linear``).
+Its output tensor is what the rest of the network sees of it: for a block the residual ``Add``
+fed by one of its layers (through the ``Relu`` after it, when that is its only consumer;
+pre-activation blocks end at the ``Add``), for a stem or classifier its layer's output
+through any single-consumer ``Relu``/``MaxPool``/``BatchNormalization`` after it. Node and
+tensor names are the FP32 export's; ModelOpt's INT8 graph keeps them.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+
+import onnx
+
+from ..onnx_meta import read_metadata
+from ..precision.exclude import module_paths
+
+BLOCK = re.compile(r"^(layer\d+\.\d+)\.")
+FOLLOW = ("Relu", "MaxPool", "BatchNormalization", "Clip")
+
+
+@dataclass
+class Unit:
+    name: str                           # torch module path: layer3.4, conv1, fc
+    kind: str                           # "block", "stem" or "classifier"
+    layers: dict[str, str]              # {ONNX node: module path} of its Conv/Gemm layers
+    output: str                         # the tensor the rest of the network sees
+    adds: list[str] = field(default_factory=list)   # its residual Add node(s)
+
+
+def unit_name(path: str) -> str:
+    """``layer3.4.conv2 -> layer3.4``; a layer outside blocks is its own unit (``conv1``, ``fc``)."""
+    m = BLOCK.match(path)
+    return m.group(1) if m else path
+
+
+def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
+def _follow(tensor: str, consumers: dict[str, list[onnx.NodeProto]], ops: tuple[str, ...] = FOLLOW) -> str:
+    while len(consumers.get(tensor, [])) == 1 and consumers[tensor][0].op_type in ops:
+        tensor = consumers[tensor][0].output[0]
+    return tensor
+
+
+def find_units(model: onnx.ModelProto, modules: dict[str, str]) -> list[Unit]:
+    """The units of an FP32 (or INT8) graph, in graph order, from the export's module map."""
+    graph = model.graph
+    consumers = _consumers(graph)
+    nodes = {n.name: n for n in graph.node}
+    grouped: dict[str, dict[str, str]] = {}
+    order = [n.name for n in graph.node if n.name in modules]
+    for node in order:
+        grouped.setdefault(unit_name(modules[node]), {})[node] = modules[node]
+    units = []
+    for name, layers in grouped.items():
+        outputs = {nodes[n].output[0] for n in layers}
+        adds = [n for n in graph.node if n.op_type == "Add" and outputs & set(n.input)]
+        if BLOCK.match(next(iter(layers.values()))) and adds:
+            add = adds[-1]
+            out = add.output[0]
+            after = consumers.get(out, [])
+            if len(after) == 1 and after[0].op_type == "Relu":
+                out = after[0].output[0]
+            units.append(Unit(name, "block", layers, out, [a.name for a in adds]))
+        else:
+            last = nodes[list(layers)[-1]]
+            kind = "classifier" if last.op_type in ("Gemm", "MatMul") or last.output[0] in {o.name for o in graph.output} \
+                else "stem"
+            units.append(Unit(name, kind, layers, _follow(last.output[0], consumers)))
+    return units
+
+
+def units_of(fp32_path: str | os.PathLike[str]) -> list[Unit]:
+    """The units of an FP32 ONNX this toolkit exported (its metadata names the modules)."""
+    model = onnx.load(str(fp32_path), load_external_data=False)
+    return find_units(model, module_paths(read_metadata(model), fp32_path))
+
+
+__all__ = ["BLOCK", "Unit", "find_units", "unit_name", "units_of"]

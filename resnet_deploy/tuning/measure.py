@@ -1,0 +1,113 @@
+"""Measuring an INT8 candidate against FP32 on ONNX Runtime CPU, the toolkit's reference for ONNX numerics.
+
+:class:`Measure` runs the FP32 model once on the :class:`~.images.EvalSet`, then scores each
+candidate (a file or an in-memory graph, written to the work folder): top-1 accuracy on a
+labelled set, agreement with FP32's top-1 otherwise, plus the logits' relative L2 and cosine
+(:func:`resnet_deploy.compare.compare`). :meth:`Measure.tensor_errors` compares intermediate
+tensors (block outputs, layer outputs) by making them graph outputs of both models.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import onnx
+
+from ..classify import infer_all
+from ..compare import compare
+from ..progress import progress_bar
+from ..runners.ort import OrtRunner
+from .images import EvalSet
+
+TENSOR_BATCH = 8       # images per run when intermediate tensors come back (they are large)
+
+
+def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
+    """A copy of ``model`` whose graph also outputs ``tensors`` (float32 activations)."""
+    out = onnx.ModelProto()
+    out.CopyFrom(model)
+    present = {o.name for o in out.graph.output}
+    for t in tensors:
+        if t not in present:
+            out.graph.output.append(onnx.helper.make_tensor_value_info(t, onnx.TensorProto.FLOAT, None))
+    return out
+
+
+class Measure:
+    """Scores of INT8 candidates on one image set, each against the same FP32 logits."""
+
+    def __init__(self, fp32: str | os.PathLike[str], images: EvalSet, work: str | os.PathLike[str], *,
+                 threads: int | None = None, progress_bar_enabled: bool = False):
+        self.fp32_path = Path(fp32)
+        self.images = images
+        self.work = Path(work)
+        self.threads = threads
+        self.bar = progress_bar_enabled
+        self.evaluations = 0            # candidate scorings (the search's cost)
+        self.seconds = 0.0
+        self.fp32_logits = self._run(self.fp32_path, "FP32 reference")
+        self.reference = self._score_of(self.fp32_logits)
+
+    def _file(self, model: onnx.ModelProto | str | os.PathLike[str], name: str) -> Path:
+        if isinstance(model, onnx.ModelProto):
+            path = self.work / f"{name}.onnx"
+            onnx.save(model, str(path))
+            return path
+        return Path(model)
+
+    def _run(self, path: Path, desc: str) -> np.ndarray:
+        t = time.perf_counter()
+        chunks = []
+        step = 32
+        with OrtRunner(path, threads=self.threads) as runner, \
+                progress_bar(len(self.images.batch), desc, self.bar) as advance:
+            for start in range(0, len(self.images.batch), step):
+                chunks.append(infer_all(runner, self.images.batch[start:start + step]))
+                advance(len(chunks[-1]))
+        self.seconds += time.perf_counter() - t
+        return np.concatenate(chunks)
+
+    def _score_of(self, logits: np.ndarray) -> float:
+        if not np.isfinite(logits).all():
+            return 0.0
+        top1 = logits.argmax(1)
+        truth = self.images.labels if self.images.labels is not None else self.fp32_logits.argmax(1)
+        return float(np.mean(top1 == truth))
+
+    def score(self, model: onnx.ModelProto | str | os.PathLike[str], desc: str = "candidate") -> dict[str, Any]:
+        """``{score, agreement, rel_l2, cosine, finite}`` of one candidate (``score``: the set's metric)."""
+        path = self._file(model, "candidate")
+        logits = self._run(path, desc)
+        self.evaluations += 1
+        c = compare(self.fp32_logits, logits, "int8")
+        return {"score": self._score_of(logits), "agreement": c.top1_agreement if c.finite else 0.0,
+                "rel_l2": c.rel_l2, "cosine": c.cosine, "finite": c.finite}
+
+    def tensor_errors(self, model: onnx.ModelProto | str | os.PathLike[str], tensors: list[str]) -> dict[str, dict[str, float]]:
+        """``{tensor: {rel_l2, cosine}}``: global relative L2 and mean per-image cosine of each tensor vs FP32."""
+        fp32 = self._file(with_outputs(onnx.load(str(self.fp32_path)), tensors), "fp32_tensors")
+        cand_model = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
+        cand = self._file(with_outputs(cand_model, tensors), "int8_tensors")
+        sq = {t: [0.0, 0.0, 0.0] for t in tensors}      # sum |d|^2, sum |ref|^2, sum cosine
+        n = len(self.images.batch)
+        with OrtRunner(fp32, threads=self.threads) as ref, OrtRunner(cand, threads=self.threads) as run, \
+                progress_bar(n, "block errors", self.bar) as advance:
+            for start in range(0, n, TENSOR_BATCH):
+                x = self.images.batch[start:start + TENSOR_BATCH]
+                for t, a, b in zip(tensors, ref.infer_outputs(x, tensors), run.infer_outputs(x, tensors)):
+                    a = a.reshape(len(x), -1).astype(np.float64)
+                    b = b.reshape(len(x), -1).astype(np.float64)
+                    d = b - a
+                    sq[t][0] += float((d * d).sum())
+                    sq[t][1] += float((a * a).sum())
+                    norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
+                    sq[t][2] += float(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0).sum())
+                advance(len(x))
+        return {t: {"rel_l2": (s[0] / s[1]) ** 0.5 if s[1] > 0 else 0.0, "cosine": s[2] / n} for t, s in sq.items()}
+
+
+__all__ = ["Measure", "with_outputs"]

@@ -1,0 +1,78 @@
+"""The greedy search for INT8 that meets an accuracy target.
+
+Start from plain INT8 (with the user's own ``--exclude``); if its score is below
+``target x FP32``, rank the units once (:func:`.diagnose.rank`), then keep them in high
+precision in rank order, re-measuring after each, and stop at the first set that meets the
+target. It fails, saying how far it got, when that needs more than ``max_excluded`` units or
+would leave fewer than half the convolutions with INT8 input (no longer an INT8 model).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import onnx
+
+from ..errors import UserError
+from ..progress import Progress, quiet
+from .blocks import Unit
+from .diagnose import candidates, rank
+from .keep import int8_conv_share, keep_high_precision
+from .measure import Measure
+
+
+def default_max_excluded(n_candidates: int) -> int:
+    """A quarter of the units that can be kept out of INT8 (at least one)."""
+    return max(1, n_candidates // 4)
+
+
+def _pct(x: float) -> str:
+    return f"{x:.2%}"
+
+
+def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: float, *,
+           max_excluded: int | None = None, progress: Progress = quiet) -> dict[str, Any]:
+    """The fewest ranked units to keep in high precision so the score reaches ``target x FP32``."""
+    if not 0 < target <= 1:
+        raise UserError(f"--accuracy-target is a fraction of FP32's score in (0, 1], got {target}")
+    goal = target * measure.reference
+    metric = measure.images.metric
+    progress("scoring plain INT8")
+    plain = measure.score(int8, "plain INT8")
+    found = candidates(int8, units)
+    limit = default_max_excluded(len(found)) if max_excluded is None else max_excluded
+    if limit < 0:
+        raise UserError(f"--max-excluded must be at least 0, got {max_excluded}")
+    result: dict[str, Any] = {"target": target, "goal": goal, "metric": metric, "fp32": measure.reference,
+                              "plain": plain, "max_excluded": limit, "candidates": len(found), "steps": [],
+                              "ranking": [], "kept": []}
+    if plain["score"] >= goal:
+        progress(f"plain INT8 meets the target: {metric} {_pct(plain['score'])} >= {_pct(goal)}")
+        return {**result, "met": True, "final": plain}
+    ranking = rank(measure, int8, units, plain, progress=progress) if limit else []
+    result["ranking"] = ranking
+    by_name = {u.name: u for u in units}
+    kept: list[Unit] = []
+    last = plain
+    for row in ranking[:limit]:
+        trial = kept + [by_name[row["unit"]]]
+        model = keep_high_precision(int8, trial)
+        int8_convs, convs = int8_conv_share(model)
+        if 2 * int8_convs < convs:
+            result["stopped"] = f"keeping {row['unit']} would leave {int8_convs} of {convs} convolutions with INT8 input"
+            break
+        kept = trial
+        progress(f"keeping {', '.join(u.name for u in kept)} in high precision")
+        last = measure.score(model, f"{len(kept)} kept")
+        result["steps"].append({"kept": [u.name for u in kept], **last, "int8_convs": int8_convs, "convs": convs})
+        if last["score"] >= goal:
+            return {**result, "met": True, "kept": [u.name for u in kept], "final": last}
+    names = ", ".join(u.name for u in kept) or "none"
+    why = result.get("stopped") or (f"--max-excluded {limit} reached" if len(kept) >= limit or limit == 0
+                                    else "every block tried")
+    raise UserError(f"--accuracy-target {target:g} not met: {metric} {_pct(last['score'])} with {len(kept)} unit(s) kept "
+                    f"in high precision ({names}) is below {_pct(goal)} (= {target:g} x FP32 {_pct(measure.reference)}; "
+                    f"plain INT8 {_pct(plain['score'])}); {why}: raise --max-excluded or lower the target")
+
+
+__all__ = ["default_max_excluded", "search"]
