@@ -12,7 +12,7 @@ __version__ = "0.1.0"
 
 _LAZY = {
     # (evaluate and predict are modules of this package too: they stay resnet_deploy.api.evaluate / .predict)
-    **{name: "resnet_deploy.api" for name in ("create_model", "describe", "export", "quantize", "build", "parity")},
+    **{name: "resnet_deploy.api" for name in ("create_model", "describe", "export", "quantize", "build", "parity", "diagnose")},
     "UserError": "resnet_deploy.errors",
 }
 

@@ -13,6 +13,7 @@ through :mod:`resnet_deploy.runners`.
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -20,18 +21,20 @@ import numpy as np
 
 from . import evaluate as evaluation
 from . import pipeline
-from .artifacts import DEFAULT_ROOT, artifact_path, check_precision
+from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, sha256_file
 from .compare import THRESHOLDS, parity_batch, run_parity
 from .engine import BuildOptions, ProgressCallback, engine_path_for
 from .errors import ParityError, UserError
 from .labels import load_labels, read_labels
 from .model import RANDOM_SEED, create_model, describe, resolve_arch
 from .onnx_meta import artifact_facts
+from .precision import DEFAULT_CALIB_SAMPLES, read_fp32_source
 from .predict import classify_images, decode_images
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
 from .runners import artifact_kind, open_runner
 from .runners.torch_runner import TorchRunner
+from .tuning import diagnose_int8, load_eval_set, plot_diagnosis
 
 export = pipeline.export_model
 quantize = pipeline.ensure_precision
@@ -227,4 +230,49 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
     }
 
 
-__all__ = ["build", "create_model", "describe", "evaluate", "export", "parity", "predict", "quantize"]
+def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,
+             limit: int | None = None, onnx: str | os.PathLike[str] | None = None,
+             plot: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+             weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
+             seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
+             calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", progress: Progress = quiet,
+             progress_bar: bool = False) -> dict[str, Any]:
+    """Where INT8 goes wrong: block-by-block errors against FP32 and the sensitivity ranking (``resnet-deploy diagnose``).
+
+    The INT8 ONNX is ``onnx`` (made from this model's FP32 export) or the pipeline's own (made
+    when missing, with the ``calib`` options). Images: ``data`` (labelled: top-1; flat:
+    agreement with FP32's top-1) or the calibration images. ``plot`` writes the bar charts.
+    """
+    arch = resolve_arch(depth, preact)
+    fp32 = pipeline.ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
+                                progress=progress)
+    fp32_path = Path(fp32["path"])
+    src_meta = read_fp32_source(fp32_path)
+    if onnx is not None:
+        int8_path = Path(onnx).expanduser()
+        if not int8_path.is_file():
+            raise UserError(f"ONNX file not found: {int8_path}")
+        facts = artifact_facts(int8_path, "onnx")
+        if facts.get("precision") != "int8":
+            raise UserError(f"{int8_path} is {facts.get('precision', 'not').upper()}, not an INT8 Q/DQ model; diagnose "
+                            "compares INT8 with FP32")
+        if facts.get("source_sha256") not in (None, fp32.get("sha256") or sha256_file(fp32_path)):
+            raise UserError(f"{int8_path} was not quantized from {fp32_path}; pass the --weights it was made from")
+    else:
+        int8_path = Path(pipeline.ensure_precision(arch, "int8", out_dir=out_dir, seed=seed, calib=calib,
+                                                   calib_samples=calib_samples, method=method, progress=progress,
+                                                   progress_bar=progress_bar)["path"])
+    images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
+                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
+                           progress=progress, progress_bar_enabled=progress_bar)
+    with tempfile.TemporaryDirectory(prefix="resnet-deploy-diagnose-") as work:
+        report = diagnose_int8(fp32_path, int8_path, images, Path(work), progress=progress,
+                               progress_bar_enabled=progress_bar)
+    report["arch"] = arch
+    if plot is not None:
+        plot_diagnosis(report, plot)
+        report["plot"] = str(plot)
+    return report
+
+
+__all__ = ["build", "create_model", "describe", "diagnose", "evaluate", "export", "parity", "predict", "quantize"]

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from torch import nn
 
-from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writable_dir, sha256_file, verified_manifest
+from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writable_dir, sha256_file, verified_manifest, work_folder
 from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight
 from .engine import ensure_engine as build_or_reuse
 from .errors import UserError
@@ -32,9 +33,11 @@ from .model.weights import state_dict_sha256
 from .onnx_export import DEFAULT_OPSET, export_onnx, validate_options
 from .onnx_meta import artifact_facts
 from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, make_precision_onnx, read_fp32_source
-from .precision.artifact import check_request
-from .precision.exclude import check_exclude
+from .precision.artifact import check_request, precision_request, reusable
+from .precision.exclude import check_exclude, parse_exclude
+from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
+from .tuning import acceptor, load_eval_set, search_plain
 
 
 def load_model(depth: int | str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
@@ -117,14 +120,30 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
                      calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", fp16_io: bool = False,
                      high_precision: str = "fp32", source: str | os.PathLike[str] | None = None,
                      exclude: str | list[str] | None = None, min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
-                     progress_bar: bool = False) -> dict[str, Any]:
+                     progress_bar: bool = False, accuracy_target: float | None = None,
+                     data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,
+                     limit: int | None = None, max_excluded: int | None = None) -> dict[str, Any]:
     """The ``precision`` ONNX's manifest (with ``"path"`` and ``"reused"``), making what is missing.
 
     ``fp32`` is the exported ONNX itself. ``source`` converts a given FP32 ONNX instead of the
     default export (which is made first when missing or made from other ``weights``).
+    ``accuracy_target`` (INT8) tunes it to that fraction of FP32's top-1 on ``data``
+    (:func:`ensure_tuned_int8`, which ``labels``, ``limit`` and ``max_excluded`` belong to).
     """
     precision = check_precision(precision)
     arch = resolve_arch(depth, preact)
+    if accuracy_target is not None:
+        if precision != "int8":
+            raise UserError(f"--accuracy-target tunes INT8 quantization: use it with --precision int8, not {precision}")
+        return ensure_tuned_int8(arch, accuracy_target, data=data, labels=labels, limit=limit, max_excluded=max_excluded,
+                                 out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, calib=calib,
+                                 calib_samples=calib_samples, method=method, high_precision=high_precision,
+                                 source=source, exclude=exclude, min_calib_images=min_calib_images, force=force,
+                                 progress=progress, progress_bar=progress_bar)
+    given = [f for f, v in (("--data", data), ("--labels", labels), ("--limit", limit), ("--max-excluded", max_excluded))
+             if v is not None]
+    if given:
+        raise UserError(f"{', '.join(given)} set(s) what --accuracy-target is measured on; give --accuracy-target too")
     if precision != "fp32":  # a request that cannot be made fails before any export
         check_request(precision, calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
                       high_precision=high_precision, exclude=exclude)
@@ -141,6 +160,65 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
                                method=method, fp16_io=fp16_io, high_precision=high_precision, exclude=exclude, seed=seed,
                                min_calib_images=min_calib_images, force=force, progress=progress,
                                progress_bar=progress_bar)
+
+
+def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | os.PathLike[str] | None = None,
+                      labels: str | os.PathLike[str] | None = None, limit: int | None = None,
+                      max_excluded: int | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                      weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+                      preact: bool = False, seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
+                      calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", high_precision: str = "fp32",
+                      source: str | os.PathLike[str] | None = None, exclude: str | list[str] | None = None,
+                      min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
+                      progress_bar: bool = False) -> dict[str, Any]:
+    """The INT8 ONNX that meets ``accuracy_target x`` FP32's top-1 on ``data`` (``quantize --accuracy-target``).
+
+    Plain INT8 first (with ``exclude`` as the fixed start), then :mod:`resnet_deploy.tuning`'s
+    greedy search on ONNX Runtime CPU keeps the most sensitive blocks in high precision until the
+    target holds; ModelOpt then quantizes with those exclusions, and the result is measured again
+    before it is published. Reused while the request (tuning part included) matches.
+    """
+    if not 0 < accuracy_target <= 1:
+        raise UserError(f"--accuracy-target is a fraction of FP32's top-1 in (0, 1], e.g. 0.99; got {accuracy_target}")
+    if max_excluded is not None and max_excluded < 0:
+        raise UserError(f"--max-excluded must be at least 0, got {max_excluded}")
+    if high_precision != "fp32":
+        raise UserError("--accuracy-target measures candidates on ONNX Runtime CPU, which mis-computes "
+                        "--high-precision fp16 graphs: tune with fp32, then quantize --high-precision fp16 "
+                        "--exclude <the modules it kept>")
+    exclude = parse_exclude(exclude)
+    check_request("int8", calib=calib, calib_samples=calib_samples, method=method, high_precision=high_precision,
+                  exclude=exclude)
+    arch = resolve_arch(depth, preact)
+    if source is None:
+        source = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
+                             progress=progress)["path"]
+    src = Path(source).expanduser()
+    src_meta = read_fp32_source(src)
+    images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
+                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
+                           progress=progress, progress_bar_enabled=progress_bar)
+    tuning = {"accuracy_target": accuracy_target, "data_digest": images.digest, "max_excluded": max_excluded}
+    options = dict(calib=calib, calib_samples=calib_samples, method=method, high_precision=high_precision,
+                   exclude=exclude, seed=seed)
+    dst = artifact_path(src_meta.get("arch") or arch, "int8", "onnx", out_dir)
+    if not force:
+        cached = reusable(dst, precision_request(src, "int8", src_meta, tuning=tuning, **options))
+        if cached is not None:
+            progress(f"reusing {dst}: tuned for the same target, images and settings (--force redoes it)")
+            return {**cached, "path": str(dst), "reused": True}
+    plain = make_precision_onnx(src, "int8", out_dir=out_dir, min_calib_images=min_calib_images, progress=progress,
+                                progress_bar=progress_bar, **options)
+    with work_folder(dst) as work:
+        start = work / "plain.int8.onnx"
+        shutil.copyfile(plain["path"], start)
+        measure, found = search_plain(src, start, images, accuracy_target, work, max_excluded=max_excluded,
+                                      progress=progress, progress_bar_enabled=progress_bar)
+        kept = ", ".join(found["kept"]) or "nothing"
+        progress(f"quantizing again with {kept} kept out of INT8, then measuring the result")
+        return make_precision_onnx(src, "int8", out_dir=out_dir, min_calib_images=min_calib_images, force=True,
+                                   tuning=tuning, keep=found["kept"], accept=acceptor(measure, found),
+                                   progress=progress, progress_bar=progress_bar, **options)
 
 
 def ensure_engine(depth: int | str | None, precision: str | None = "fp32", options: BuildOptions | None = None, *,
@@ -206,5 +284,5 @@ def check_same_weights(artifact: Path, meta: dict[str, str], weights: str | os.P
     raise UserError(f"{artifact} was made from other weights ({source}) than {weights}; re-export it or pass the matching --weights")
 
 
-__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "ensure_precision", "export_model", "load_model",
+__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "ensure_precision", "ensure_tuned_int8", "export_model", "load_model",
            "stale_reason"]

@@ -17,7 +17,7 @@ import typer
 from typer.core import TyperGroup
 
 from ..errors import Terminated
-from . import bench, deploy, engine, model, precision
+from . import bench, deploy, diagnose, engine, model, precision
 
 
 class OneLineErrors(TyperGroup):
@@ -49,7 +49,7 @@ app = typer.Typer(cls=OneLineErrors, add_completion=False, no_args_is_help=True,
 
 for command, name in [
     (model.info, None), (model.export, None), (model.parity, None),
-    (precision.quantize, None), (precision.eval_, "eval"),
+    (precision.quantize, None), (diagnose.diagnose, None), (precision.eval_, "eval"),
     (engine.build, None), (engine.doctor, None),
     (bench.bench, None), (bench.bench_merge, "bench-merge"),
     (deploy.package, None), (deploy.predict, None),

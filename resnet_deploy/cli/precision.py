@@ -33,6 +33,18 @@ def quantize(
     exclude: Optional[str] = typer.Option(None, "--exclude", help="INT8: torch module paths kept out of INT8, "
                                           "comma-separated: residual blocks (layer4.2), stages (layer4) or layers "
                                           "(layer1.0.conv1, fc); they stay in --high-precision."),
+    accuracy_target: Optional[float] = typer.Option(None, "--accuracy-target", help="INT8: keep the most sensitive "
+                                                    "blocks in high precision until top-1 on --data is at least this "
+                                                    "fraction of FP32's (e.g. 0.99); measured on ONNX Runtime CPU."),
+    data: Optional[Path] = typer.Option(None, "--data", help="With --accuracy-target: images it is measured on "
+                                        "(<data>/<class>/<image> for top-1; a flat folder measures agreement with "
+                                        "FP32's top-1). Default: the calibration images."),
+    labels: Optional[Path] = typer.Option(None, "--labels", help="With --accuracy-target: class names, one per "
+                                          "line, mapping --data's class folders."),
+    limit: Optional[int] = typer.Option(None, "--limit", help="With --accuracy-target: measure an evenly spaced "
+                                        "subset of this many images."),
+    max_excluded: Optional[int] = typer.Option(None, "--max-excluded", help="With --accuracy-target: the most "
+                                               "blocks it may keep in high precision (default: a quarter of them)."),
     source: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX to convert (default: the exported "
                                           "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
@@ -45,7 +57,8 @@ def quantize(
         m = api.quantize(depth, precision, out_dir=out_dir, weights=weights, num_classes=num_classes,
                                   preact=preact, seed=seed, calib=calib, calib_samples=calib_samples,
                                   method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
-                                  exclude=exclude,
+                                  exclude=exclude, accuracy_target=accuracy_target, data=data, labels=labels,
+                                  limit=limit, max_excluded=max_excluded,
                                   force=force, progress=progress, progress_bar=not as_json)
 
     def render() -> None:
@@ -64,6 +77,14 @@ def quantize(
                 if m["request"].get("exclude"):
                     rows.append(("kept out of INT8", ", ".join(f"{k} ({len(v)} layers)"
                                                                for k, v in conv.get("excluded", {}).items())))
+                t = m.get("tuning")
+                if t:
+                    rows += [("accuracy target", f"{t['accuracy_target']:g} x FP32 {t['metric']} on "
+                                                 f"{t['images']['images']} images ({t['images']['source']})"),
+                             (t["metric"], f"FP32 {t['fp32']:.2%}, plain INT8 {t['plain_int8']['score']:.2%}, "
+                                           f"tuned INT8 {t['int8']['score']:.2%} (goal {t['goal']:.2%})"),
+                             ("kept in high precision", ", ".join(t["kept"]) or "nothing (plain INT8 meets it)"),
+                             ("search", f"{t['evaluations']} candidate evaluations, {t['search_seconds']:.1f} s")]
             else:
                 rows += [("low-precision nodes", f"{conv.get('nodes_low_precision')} of {conv.get('nodes_total')}"),
                          ("reference data", f"{c.get('used')} images from {c.get('source')}")]
