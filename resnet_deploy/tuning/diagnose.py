@@ -86,9 +86,10 @@ def plot_diagnosis(report: dict[str, Any], path: str | os.PathLike[str]) -> None
     bottom.axhline(100 * report["int8"]["score"], color="#c44e52", linestyle="--", label="plain INT8")
     bottom.axhline(100 * report["fp32"], color="black", linestyle=":", label="FP32")
     low = min([r["score"] for r in ranking] + [report["int8"]["score"], report["fp32"]])
-    bottom.set_ylim(max(0.0, 100 * low - 2), 100 * max(report["fp32"], 1e-9) + 1)
+    high = 100 * max(report["fp32"], 1e-9)
+    bottom.set_ylim(max(0.0, 100 * low - 2), high + 0.35 * (high - max(0.0, 100 * low - 2)))  # room for the legend
     bottom.set_ylabel(f"{report['metric']} (%)")
-    bottom.legend(loc="lower right", fontsize=8)
+    bottom.legend(loc="upper center", ncol=3, fontsize=8)
     for ax in (top, bottom):
         ax.tick_params(axis="x", rotation=60, labelsize=8)
     fig.tight_layout()

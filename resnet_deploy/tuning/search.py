@@ -2,8 +2,9 @@
 
 Start from plain INT8 (with the user's own ``--exclude``); if its score is below
 ``target x FP32``, rank the units once (:func:`.diagnose.rank`), then keep them in high
-precision in rank order, re-measuring after each, and stop at the first set that meets the
-target. It fails, saying how far it got, when that needs more than ``max_excluded`` units or
+precision in rank order, re-measuring after each: a unit whose addition does not improve the
+score (higher, or equal with a lower output error) is tried and left in INT8. It stops at the
+first set that meets the target, and fails, saying how far it got, when that needs more than ``max_excluded`` units or
 would leave fewer than half the convolutions with INT8 input (no longer an INT8 model).
 """
 
@@ -54,25 +55,35 @@ def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: f
     by_name = {u.name: u for u in units}
     kept: list[Unit] = []
     last = plain
-    for row in ranking[:limit]:
+    for row in ranking:
+        if len(kept) >= limit:
+            break
         trial = kept + [by_name[row["unit"]]]
         model = keep_high_precision(int8, trial)
         int8_convs, convs = int8_conv_share(model)
         if 2 * int8_convs < convs:
             result["stopped"] = f"keeping {row['unit']} would leave {int8_convs} of {convs} convolutions with INT8 input"
             break
-        kept = trial
-        progress(f"keeping {', '.join(u.name for u in kept)} in high precision")
-        last = measure.score(model, f"{len(kept)} kept")
-        result["steps"].append({"kept": [u.name for u in kept], **last, "int8_convs": int8_convs, "convs": convs})
+        progress(f"trying {', '.join(u.name for u in trial)} in high precision")
+        now = measure.score(model, f"{len(trial)} kept")
+        better = (now["score"], -now["rel_l2"]) > (last["score"], -last["rel_l2"])
+        result["steps"].append({"kept": [u.name for u in trial], **now, "int8_convs": int8_convs, "convs": convs,
+                                "accepted": better})
+        if not better:
+            continue
+        kept, last = trial, now
         if last["score"] >= goal:
             return {**result, "met": True, "kept": [u.name for u in kept], "final": last}
     names = ", ".join(u.name for u in kept) or "none"
-    why = result.get("stopped") or (f"--max-excluded {limit} reached" if len(kept) >= limit or limit == 0
-                                    else "every block tried")
+    if result.get("stopped"):
+        why = f"{result['stopped']}: lower the target"
+    elif len(kept) >= limit:
+        why = f"--max-excluded {limit} reached: raise --max-excluded or lower the target"
+    else:
+        why = "no further block improved it: lower the target or check the images"
     raise UserError(f"--accuracy-target {target:g} not met: {metric} {_pct(last['score'])} with {len(kept)} unit(s) kept "
                     f"in high precision ({names}) is below {_pct(goal)} (= {target:g} x FP32 {_pct(measure.reference)}; "
-                    f"plain INT8 {_pct(plain['score'])}); {why}: raise --max-excluded or lower the target")
+                    f"plain INT8 {_pct(plain['score'])}); {why}")
 
 
 __all__ = ["default_max_excluded", "search"]
