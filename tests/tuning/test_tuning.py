@@ -1,0 +1,201 @@
+"""INT8 to an accuracy target, on the trained CIFAR-10 ResNet-20: units named by torch module,
+the keep-in-high-precision surgery, the sensitivity ranking, the greedy search, and the
+``diagnose`` / ``quantize --accuracy-target`` commands."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+import skimage.data
+from onnx import numpy_helper
+from PIL import Image
+from typer.testing import CliRunner
+
+import resnet_deploy as rd
+from resnet_deploy.cli import app
+from resnet_deploy.errors import UserError
+from resnet_deploy.onnx_meta import read_metadata
+from resnet_deploy.preprocess import recipe_from_metadata
+from resnet_deploy.runners.ort import OrtRunner
+from resnet_deploy.tuning import Measure, int8_conv_share, keep_high_precision, load_eval_set, rank, search, units_of
+
+pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
+WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
+BLOCKS = [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
+CALIB = 32
+cli = CliRunner()
+
+
+def run(*args, code: int = 0):
+    r = cli.invoke(app, [str(a) for a in args])
+    assert r.exit_code == code, r.output
+    return r
+
+
+@pytest.fixture(scope="module")
+def plain(tmp_path_factory) -> dict:
+    """The trained ResNet-20 exported, and its plain INT8 (entropy PTQ on 32 bundled-photo views)."""
+    root = tmp_path_factory.mktemp("tuning")
+    fp32 = rd.export(20, weights=WEIGHTS, out_dir=root)
+    int8 = rd.quantize(20, "int8", weights=WEIGHTS, out_dir=root, calib_samples=CALIB)
+    return {"root": root, "fp32": Path(fp32["path"]), "int8": Path(int8["path"])}
+
+
+@pytest.fixture(scope="module")
+def measure(plain, tmp_path_factory) -> Measure:
+    meta = read_metadata(onnx.load(str(plain["fp32"]), load_external_data=False))
+    images = load_eval_set(None, recipe_from_metadata(meta), calib_samples=CALIB)
+    return Measure(plain["fp32"], images, tmp_path_factory.mktemp("measure"))
+
+
+def break_block(model: onnx.ModelProto, units: list, block: str, factor: float = 40.0) -> onnx.ModelProto:
+    """A copy whose activation quantizers in front of ``block``'s convolutions are ``factor`` x too coarse."""
+    broken = onnx.ModelProto()
+    broken.CopyFrom(model)
+    unit = next(u for u in units if u.name == block)
+    producer = {o: n for n in broken.graph.node for o in n.output}
+    inits = {i.name: i for i in broken.graph.initializer}
+    scales = {producer[n.input[0]].input[1] for n in broken.graph.node
+              if n.name in unit.layers and producer[n.input[0]].op_type == "DequantizeLinear"}
+    assert scales
+    for name in scales:
+        arr = numpy_helper.to_array(inits[name]) * np.float32(factor)
+        inits[name].CopyFrom(numpy_helper.from_array(arr.astype(np.float32), name))
+    return broken
+
+
+def test_units_are_the_stem_the_residual_blocks_and_the_classifier(plain):
+    units = units_of(plain["fp32"])
+    assert [u.name for u in units] == ["conv1", *BLOCKS, "linear"]
+    assert [u.kind for u in units] == ["stem"] + ["block"] * 9 + ["classifier"]
+    block = next(u for u in units if u.name == "layer2.0")
+    assert sorted(block.layers.values()) == ["layer2.0.conv1", "layer2.0.conv2"] and len(block.adds) == 1
+
+
+def test_keeping_blocks_in_high_precision_matches_modelopt_exclude(plain, measure, tmp_path):
+    """The search's fast surgery gives the same network ModelOpt makes with ``--exclude`` (the artifact)."""
+    surgery = keep_high_precision(onnx.load(str(plain["int8"])), [u for u in units_of(plain["fp32"])
+                                                                   if u.name in ("layer2.1", "conv1")])
+    onnx.save(surgery, str(tmp_path / "surgery.onnx"))
+    excluded = rd.quantize(20, "int8", weights=WEIGHTS, out_dir=tmp_path / "x", source=plain["fp32"],
+                           calib_samples=CALIB, exclude="layer2.1,conv1")
+    x = measure.images.batch[:16]
+    with OrtRunner(tmp_path / "surgery.onnx") as a, OrtRunner(excluded["path"]) as b:
+        assert np.abs(a.infer(x) - b.infer(x)).max() < 1e-5
+    plain_int8, convs = int8_conv_share(onnx.load(str(plain["int8"])))
+    assert int8_conv_share(surgery) == (plain_int8 - 3, convs)  # the stem conv and the block's two convs
+
+
+def test_ranking_names_module_paths_and_a_broken_block_comes_first(plain, measure):
+    int8 = onnx.load(str(plain["int8"]))
+    units = units_of(plain["fp32"])
+    plain_score = measure.score(int8, "plain")
+    before = rank(measure, int8, units, plain_score)
+    assert {r["unit"] for r in before} <= {"conv1", *BLOCKS, "linear"} and len(before) >= 10
+    target = next(b for b in BLOCKS if b != before[0]["unit"])
+    broken = break_block(int8, units, target)
+    broken_score = measure.score(broken, "broken")
+    assert broken_score["score"] < plain_score["score"]
+    after = rank(measure, broken, units, broken_score)
+    assert after[0]["unit"] == target, [(r["unit"], r["score"]) for r in after]
+    assert after[0]["score"] > max(r["score"] for r in after[1:])
+
+
+def test_search_stops_as_soon_as_the_target_holds(plain, measure):
+    int8 = onnx.load(str(plain["int8"]))
+    units = units_of(plain["fp32"])
+    broken = break_block(int8, units, "layer2.2")
+    n0 = measure.evaluations
+    result = search(measure, broken, units, 0.9, max_excluded=5)
+    assert result["met"] and result["kept"] == ["layer2.2"] and len(result["steps"]) == 1
+    # plain, one per candidate in the ranking, one step: nothing after the target held
+    assert measure.evaluations - n0 == 1 + len(result["ranking"]) + 1
+    assert result["final"]["score"] >= 0.9 * measure.reference
+    # already met by plain INT8: no ranking at all
+    n0 = measure.evaluations
+    easy = search(measure, int8, units, 0.5)
+    assert easy["met"] and easy["kept"] == [] and easy["ranking"] == [] and measure.evaluations - n0 == 1
+
+
+def test_a_target_that_cannot_be_met_fails_saying_how_far_it_got(plain, measure):
+    units = units_of(plain["fp32"])
+    broken = break_block(onnx.load(str(plain["int8"])), units, "layer2.2")
+    with pytest.raises(UserError, match=r"--accuracy-target 1 not met: .* 0 unit\(s\) kept .*--max-excluded 0 reached"):
+        search(measure, broken, units, 1.0, max_excluded=0)
+    with pytest.raises(UserError, match=r"in \(0, 1\]"):
+        search(measure, broken, units, 1.5)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory) -> Path:
+    """A small labelled folder named after CIFAR-10 classes: crops of the cat photograph, and of the rocket."""
+    root = tmp_path_factory.mktemp("labelled")
+    for name, img, n in (("cat", skimage.data.chelsea(), 6), ("airplane", skimage.data.rocket(), 4)):
+        (root / name).mkdir()
+        h, w = img.shape[:2]
+        for i in range(n):
+            s = min(h, w) * (0.6 + 0.08 * i)
+            x, y = int((w - s) * i / max(n - 1, 1)), int((h - s) / 2)
+            Image.fromarray(img).crop((x, y, x + int(s), y + int(s))).save(root / name / f"{i}.png")
+    return root
+
+
+def test_diagnose_reports_every_block_by_module_path_with_a_plot(plain, photos, tmp_path):
+    png = tmp_path / "diag.png"
+    r = run("diagnose", "--depth", 20, "--weights", WEIGHTS, "--out", plain["root"], "--calib-samples", CALIB,
+            "--data", photos, "--plot", png, "--json")
+    d = json.loads(r.stdout)
+    assert d["metric"] == "top-1" and d["images"]["images"] == 10 and d["images"]["labelled"]
+    assert [b["unit"] for b in d["blocks"]] == ["conv1", *BLOCKS, "linear"]
+    assert all(0 <= b["rel_l2"] < 1 and 0 < b["cosine"] <= 1 for b in d["blocks"])
+    assert {"layer2.0.conv1", "layer2.0.conv2", "layer3.2.conv2", "linear"} <= {x["layer"] for x in d["layers"]}
+    assert {x["unit"] for x in d["ranking"]} <= {"conv1", *BLOCKS} and len(d["ranking"]) >= 9
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    # no labels: agreement with FP32 stands in, and the table says so
+    r = run("diagnose", "--depth", 20, "--weights", WEIGHTS, "--out", plain["root"], "--calib-samples", CALIB)
+    assert "no labels, so agreement with FP32 top-1 stands in for accuracy" in " ".join(r.output.split())
+
+
+def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
+    args = ["quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
+            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--json"]
+    m = json.loads(run(*args).stdout)
+    t = m["tuning"]
+    assert t["plain_int8"]["score"] < t["goal"] <= t["int8"]["score"], t  # plain INT8 misses, the tuned one meets
+    assert 1 <= len(t["kept"]) <= 4 and set(t["kept"]) <= {"conv1", *BLOCKS}
+    assert len(t["steps"]) >= len(t["kept"]) and t["steps"][-1]["kept"] == t["kept"]
+    assert sorted(m["conversion"]["excluded"]) == sorted(t["kept"]) and m["request"]["tuning"]["accuracy_target"] == 0.99
+    meta = read_metadata(onnx.load(m["path"]))
+    assert meta["tuned_modules"] == ",".join(t["kept"]) and meta["accuracy_target"] == "0.99"
+    assert float(meta["accuracy_int8"]) == pytest.approx(t["int8"]["score"], abs=1e-6)
+    int8_convs, convs = int8_conv_share(onnx.load(m["path"]))
+    assert 2 * int8_convs >= convs  # still an INT8 model
+    again = json.loads(run(*args).stdout)
+    assert again["reused"] and again["sha256"] == m["sha256"]
+
+
+def test_a_target_out_of_reach_exits_2_with_one_line(plain, tmp_path):
+    r = run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB, "--out", tmp_path,
+            "--accuracy-target", 1.0, "--max-excluded", 0, code=2)
+    line = r.output.strip().splitlines()[-1]
+    assert line.startswith("error: --accuracy-target 1 not met") and "plain INT8" in line and "Traceback" not in r.output
+    r = run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--out", tmp_path, "--data", tmp_path, code=2)
+    assert "--accuracy-target" in r.output.strip().splitlines()[-1]
+    r = run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "fp16", "--out", tmp_path, "--accuracy-target", 0.9,
+            code=2)
+    assert "int8" in r.output.strip().splitlines()[-1]
+
+
+def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plain, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx)")
+    m = json.loads(run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
+                       "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--json").stdout)
+    e = json.loads(run("build", "--depth", 20, "-p", "int8", "--engine", "trt-rtx", "--out", tmp_path,
+                       "--weights", WEIGHTS, "--json").stdout)
+    assert e["source_metadata"]["tuned_modules"] == ",".join(m["tuning"]["kept"])
+    net = e["layer_precision"].get("network", e["layer_precision"])
+    assert net["implied_precision"] == "int8" and net["output_dtypes"].get("INT8", 0) >= 15 and net["qdq_layers"] >= 30
