@@ -179,8 +179,8 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
                 for existing in {artifact_path(arch, "fp32", "onnx", out_dir), artifact_path(arch, precision, "onnx", out_dir)}:
                     if existing.is_file():
                         pipeline.check_same_weights(existing, artifact_facts(existing, "onnx"), weights, seed)
-                artifact = pipeline.ensure_precision(arch, precision, out_dir=out_dir, weights=weights,
-                                                     num_classes=num_classes, seed=seed, progress=progress)["path"]
+                artifact = pipeline.current_precision(arch, precision, out_dir=out_dir, weights=weights,
+                                                      num_classes=num_classes, seed=seed, progress=progress)["path"]
             else:
                 artifact = engine_path_for(arch, precision, kind, out_dir)
                 if not Path(artifact).is_file():
@@ -239,8 +239,8 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
              progress_bar: bool = False) -> dict[str, Any]:
     """Where INT8 goes wrong: block-by-block errors against FP32 and the sensitivity ranking (``resnet-deploy diagnose``).
 
-    The INT8 ONNX is ``onnx`` (made from this model's FP32 export) or the pipeline's own (made
-    when missing, with the ``calib`` options). Images: ``data`` (labelled: top-1; flat:
+    The INT8 ONNX is ``onnx`` (made from this model's FP32 export) or the one ``quantize`` left
+    (:func:`pipeline.current_precision`; made when missing, with the ``calib`` options). Images: ``data`` (labelled: top-1; flat:
     agreement with FP32's top-1) or the calibration images. ``plot`` writes the bar charts.
     """
     arch = resolve_arch(depth, preact)
@@ -259,9 +259,9 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
         if facts.get("source_sha256") not in (None, fp32.get("sha256") or sha256_file(fp32_path)):
             raise UserError(f"{int8_path} was not quantized from {fp32_path}; pass the --weights it was made from")
     else:
-        int8_path = Path(pipeline.ensure_precision(arch, "int8", out_dir=out_dir, seed=seed, calib=calib,
-                                                   calib_samples=calib_samples, method=method, progress=progress,
-                                                   progress_bar=progress_bar)["path"])
+        int8_path = Path(pipeline.current_precision(arch, "int8", out_dir=out_dir, weights=weights, num_classes=num_classes,
+                                                    seed=seed, calib=calib, calib_samples=calib_samples, method=method,
+                                                    progress=progress, progress_bar=progress_bar)["path"])
     images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
                            labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
                            progress=progress, progress_bar_enabled=progress_bar)

@@ -221,6 +221,35 @@ def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | o
                                    progress=progress, progress_bar=progress_bar, **options)
 
 
+def current_precision(depth: int | str, precision: str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                      weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
+                      preact: bool = False, seed: int = RANDOM_SEED, progress: Progress = quiet,
+                      **make: Any) -> dict[str, Any]:
+    """The precision ONNX the later stages (build, parity, eval, bench, package, diagnose) use.
+
+    The one ``quantize`` left at the artifact path is used as it is, whatever settings made it
+    (``--calib``, ``--exclude``, ``--accuracy-target``), while its file matches its manifest and
+    it was made from the current FP32 export; only when there is none (or it is stale) is one
+    made, with ``make``'s settings (:func:`ensure_precision`'s keywords; defaults when empty).
+    """
+    precision = check_precision(precision)
+    arch = resolve_arch(depth, preact)
+    fp32 = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, progress=progress)
+    if precision == "fp32":
+        return fp32
+    dst = artifact_path(arch, precision, "onnx", out_dir)
+    if dst.is_file():
+        try:
+            manifest = verified_manifest(dst)
+        except UserError:
+            manifest = {}
+        if manifest.get("precision") == precision and manifest.get("source", {}).get("sha256") == fp32.get("sha256"):
+            progress(f"using {dst} as quantize made it")
+            return {**manifest, "path": str(dst), "reused": True}
+    return ensure_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
+                            source=fp32["path"], progress=progress, **make)
+
+
 def ensure_engine(depth: int | str | None, precision: str | None = "fp32", options: BuildOptions | None = None, *,
                   onnx: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
                   weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
@@ -254,8 +283,8 @@ def ensure_engine(depth: int | str | None, precision: str | None = "fp32", optio
         precision = check_precision(precision or "fp32")
         preflight(opts, precision)
         arch = resolve_arch(50 if depth is None else depth, preact)
-        made = ensure_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
-                                progress=progress)
+        made = current_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
+                                 progress=progress)
         onnx_path = Path(made["path"])
         onnx_status = "reused" if made.get("reused", True) else "made"
     engine_path = engine_path_for(arch, precision, opts.flavour, out_dir)
@@ -284,5 +313,5 @@ def check_same_weights(artifact: Path, meta: dict[str, str], weights: str | os.P
     raise UserError(f"{artifact} was made from other weights ({source}) than {weights}; re-export it or pass the matching --weights")
 
 
-__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "ensure_precision", "ensure_tuned_int8", "export_model", "load_model",
+__all__ = ["check_same_weights", "current_precision", "ensure_engine", "ensure_onnx", "ensure_precision", "ensure_tuned_int8", "export_model", "load_model",
            "stale_reason"]

@@ -1,7 +1,7 @@
 """The sweep: depths x precisions x backends x batch sizes, one result row each.
 
 For every (depth, precision, backend) the artifact is made or reused by the pipeline
-(:func:`resnet_deploy.pipeline.ensure_precision`, :func:`~resnet_deploy.pipeline.ensure_engine`),
+(:func:`resnet_deploy.pipeline.current_precision`, :func:`~resnet_deploy.pipeline.ensure_engine`),
 the backend is opened once through :func:`resnet_deploy.runners.make_runner` with its
 :func:`~resnet_deploy.runners.timing_options`, and for each batch size:
 
@@ -42,7 +42,7 @@ from ..compare import compare, parity_batch
 from ..engine import BuildOptions
 from ..errors import BackendUnavailable, UserError
 from ..model import resolve_arch
-from ..pipeline import ensure_engine, ensure_precision, load_model
+from ..pipeline import current_precision, ensure_engine, load_model
 from ..progress import Progress, quiet
 from ..runners import BACKENDS, ENGINE_BACKENDS, ONNX_BACKENDS, Runner, make_runner, timing_options, unavailable
 from ..runners.torch_runner import TorchRunner
@@ -189,7 +189,7 @@ def _fmt_exc(e: BaseException) -> str:
 def make_onnx(arch: str, precision: str, cfg: BenchConfig, progress: Progress) -> tuple[str, float, bool]:
     """The precision's ONNX: ``(path, seconds spent making it in this run, reused)``."""
     t0 = time.perf_counter()
-    m = ensure_precision(arch, precision, out_dir=cfg.artifacts, seed=cfg.seed, progress=progress)
+    m = current_precision(arch, precision, out_dir=cfg.artifacts, seed=cfg.seed, progress=progress)
     return str(m["path"]), time.perf_counter() - t0, bool(m.get("reused"))
 
 

@@ -14,7 +14,7 @@ from typing import Any
 from ..artifacts import DEFAULT_ROOT, verified_manifest
 from ..errors import UserError
 from ..model import resolve_arch
-from ..pipeline import ensure_precision
+from ..pipeline import current_precision
 from ..progress import Progress, quiet
 from .common import check_output_folder, onnx_facts
 from .jetson import write_jetson_bundle
@@ -58,7 +58,7 @@ def package(depth: int | str = 50, *, precision: str | None = None, target: str 
     if onnx is None:
         # fail on an occupied output before the (possibly minutes long) quantization
         check_output_folder(Path(out) / (name or f"{arch}_{precision}") if target == "triton" else Path(out), force)
-        onnx = ensure_precision(arch, precision, out_dir=artifacts_dir, weights=weights, progress=progress)["path"]
+        onnx = current_precision(arch, precision, out_dir=artifacts_dir, weights=weights, progress=progress)["path"]
     else:
         found = onnx_facts(onnx)["precision"]
         if explicit_precision and found != precision:
