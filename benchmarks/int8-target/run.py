@@ -123,6 +123,7 @@ def cifar_case(depth: int, work: Path, views: int, target: float, log, max_exclu
     write_views(work / f"views{views}-search", views, SEARCH_SEED)
     write_views(work / f"views{views}-heldout", views, HELDOUT_SEED)
     name = f"CIFAR-10 ResNet-{depth}" + (f" (--max-excluded {max_excluded})" if max_excluded is not None else "")
+    name += f" at {target:g}"
     return {"name": name, "max_excluded": max_excluded, "depth": f"resnet{depth}", "fp32": Path(fp32), "engines": engines,
             "search": work / f"views{views}-search", "heldout": work / f"views{views}-heldout",
             "images": f"{views} / {views} held-out photo crops (unlabelled: agreement with FP32)",
@@ -151,6 +152,7 @@ def tune(case: dict, log) -> dict:
     except UserError as e:  # the target is out of reach: what quantize prints, recorded as the result
         log(f"error: {e}")
         return {"name": case["name"], "weights": case["weights"], "images": case["images"], "target": target,
+                "n": {k: len(v.batch) for k, v in sets.items()},
                 "metric": sets["search"].metric, "fp32": {k: m.reference for k, m in measures.items()},
                 "plain": {k: m.score(plain_copy, "plain") for k, m in measures.items()}, "error": str(e),
                 "quantize_seconds": round(time.perf_counter() - t0, 1)}
@@ -163,6 +165,7 @@ def tune(case: dict, log) -> dict:
         scores[label]["int8_convs"], scores[label]["convs"] = int8_convs, convs
     t = tuned["tuning"]
     return {"name": case["name"], "weights": case["weights"], "images": case["images"], "metric": sets["search"].metric,
+            "n": {k: len(v.batch) for k, v in sets.items()},
             "target": target, "fp32": {k: m.reference for k, m in measures.items()},
             "plain": scores["plain"], "tuned": scores["tuned"], "kept": t["kept"], "candidates": t["candidates"],
             "max_excluded": t["max_excluded"], "ranking": [r["unit"] for r in t["ranking"]],
@@ -213,6 +216,11 @@ def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
 
+def both(c: dict, scores: dict) -> str:
+    """``search / held-out`` scores with the image counts behind them."""
+    return " / ".join(f"{pct(scores[k])} ({round(scores[k] * c['n'][k])})" for k in ("search", "heldout"))
+
+
 def markdown(r: dict, command: str) -> str:
     lines = [
         "# INT8 to an accuracy target: plain INT8 vs tuned INT8 on trained networks",
@@ -223,7 +231,8 @@ def markdown(r: dict, command: str) -> str:
         "(no `--calib`: 64 views of the bundled photographs, not images of its task). The CIFAR ResNets lose "
         "agreement under plain INT8 this way; the digits ResNet-18 does not (it keeps its top-1 with every cheap "
         "calibration tried), so its row shows the search stopping at once. Scores come from ONNX "
-        "Runtime CPU; \"held-out\" images were never seen by the search. Convs with INT8 input: of all Conv/Gemm "
+        "Runtime CPU; \"held-out\" images were never seen by the search; in brackets, the images behind each "
+        "score (agreeing with FP32, or correctly classified). Convs with INT8 input: of all Conv/Gemm "
         "layers, how many still read a DequantizeLinear.",
         "",
         "| network | images (search / held-out) | metric | T | FP32 search / held-out | plain INT8 search / held-out "
@@ -234,15 +243,13 @@ def markdown(r: dict, command: str) -> str:
     for c in r["cases"]:
         if "tuned" not in c:
             lines.append(f"| {c['name']} | {c['images']} | {c['metric']} | {c['target']:g} "
-                         f"| {pct(c['fp32']['search'])} / {pct(c['fp32']['heldout'])} "
-                         f"| {pct(c['plain']['search']['score'])} / {pct(c['plain']['heldout']['score'])} "
+                         f"| {both(c, c['fp32'])} | {both(c, {k: c['plain'][k]['score'] for k in c['n']})} "
                          f"| not met (see below) | - | - | - |")
             continue
         lines.append(
             f"| {c['name']} | {c['images']} | {c['metric']} | {c['target']:g} "
-            f"| {pct(c['fp32']['search'])} / {pct(c['fp32']['heldout'])} "
-            f"| {pct(c['plain']['search']['score'])} / {pct(c['plain']['heldout']['score'])} "
-            f"| {pct(c['tuned']['search']['score'])} / {pct(c['tuned']['heldout']['score'])} "
+            f"| {both(c, c['fp32'])} | {both(c, {k: c['plain'][k]['score'] for k in c['n']})} "
+            f"| {both(c, {k: c['tuned'][k]['score'] for k in c['n']})} "
             f"| {len(c['kept'])} of {c['candidates']}: {', '.join(f'`{k}`' for k in c['kept']) or 'none'} "
             f"| {c['plain']['int8_convs']}/{c['plain']['convs']} -> {c['tuned']['int8_convs']}/{c['tuned']['convs']} "
             f"| {c['evaluations']}, {c['search_seconds']:.1f} s |")
@@ -254,7 +261,9 @@ def markdown(r: dict, command: str) -> str:
         steps = "; ".join(f"+{s['kept'][-1]} -> {pct(s['score'])}{'' if s['accepted'] else ' (no gain: left in INT8)'}"
                           for s in c["steps"]) or "none"
         order = ", ".join(c["ranking"][:6]) + (", ..." if len(c["ranking"]) > 6 else "")
-        lines.append(f"- {c['name']}: ranking {order or 'not needed (plain INT8 met the target)'}; "
+        gain = {k: 100 * (c["tuned"][k]["score"] - c["plain"][k]["score"]) for k in c["n"]}
+        lines.append(f"- {c['name']}: gain over plain INT8 {gain['search']:+.2f} pp on the search images, "
+                     f"{gain['heldout']:+.2f} pp held-out; ranking {order or 'not needed (plain INT8 met the target)'}; "
                      f"steps: {steps}; whole quantize (two ModelOpt runs + search + final check) "
                      f"{c['quantize_seconds']:.1f} s; --max-excluded {c['max_excluded']}.")
     lines += [
@@ -309,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     cases = [digits_case(args.work / "digits", args.epochs, args.target, log),
              cifar_case(20, args.work, args.views, args.agreement_target, log)]
     if not args.quick:
-        cases += [cifar_case(20, args.work, args.views, args.agreement_target, log, max_excluded=4),
+        cases += [cifar_case(20, args.work, args.views, args.agreement_target - 0.01, log, max_excluded=4),
                   cifar_case(56, args.work, args.views, args.agreement_target, log)]
     results = []
     for case in cases:
