@@ -175,6 +175,29 @@ def tune(case: dict, log) -> dict:
             "excluded_nodes": len(tuned["conversion"].get("excluded") or [])}
 
 
+CHEAP_CALIBRATIONS = ((None, 1, "minmax"), (None, 4, "minmax"), (None, 8, "entropy"), (None, 64, "entropy"),
+                      (None, 64, "minmax"), ("train", 1, "minmax"), ("train", 2, "entropy"), ("train", 8, "minmax"))
+
+
+def calibration_sweep(case: dict, log) -> list[dict]:
+    """Plain INT8 of the digits ResNet-18 under cheap calibrations: does any of them lose top-1?"""
+    meta = read_metadata(case["fp32"])
+    recipe = recipe_from_metadata(meta)
+    work = case["engines"] / "scratch"
+    measures = {k: Measure(case["fp32"], load_eval_set(case[k], recipe, label_set=meta.get("label_set", "imagenet")), work)
+                for k in ("search", "heldout")}
+    rows = []
+    for folder, samples, method in CHEAP_CALIBRATIONS:
+        calib = None if folder is None else case["search"].parent / folder
+        made = pipeline.ensure_precision(case["depth"], "int8", out_dir=case["engines"], source=case["fp32"], calib=calib,
+                                         calib_samples=samples, method=method, min_calib_images=1, force=True,
+                                         progress=log)
+        rows.append({"calibration": f"{samples} {'bundled photo view(s)' if folder is None else 'training digit(s)'}",
+                     "method": method, **{k: m.score(made["path"], "plain")["score"] for k, m in measures.items()},
+                     "fp32": {k: m.reference for k, m in measures.items()}, "n": {k: len(m.images.batch) for k, m in measures.items()}})
+    return rows
+
+
 def ranking_cost(depth: int, work: Path, images: int, log) -> dict:
     """Time of a full sensitivity ranking (diagnose) on the seeded ImageNet ResNet at 224x224."""
     t0 = time.perf_counter()
@@ -266,6 +289,16 @@ def markdown(r: dict, command: str) -> str:
                      f"{gain['heldout']:+.2f} pp held-out; ranking {order or 'not needed (plain INT8 met the target)'}; "
                      f"steps: {steps}; whole quantize (two ModelOpt runs + search + final check) "
                      f"{c['quantize_seconds']:.1f} s; --max-excluded {c['max_excluded']}.")
+    if r["calibration_sweep"]:
+        lines += ["", "## Does a cheap calibration cost the digits ResNet-18 top-1?", "",
+                  "Plain INT8 (no search) of the digits ResNet-18 under cheap calibrations, top-1 on the same two "
+                  "image sets; FP32 for comparison:", "",
+                  "| calibration | method | top-1 search | top-1 held-out |", "|---|---|---|---|"]
+        first = r["calibration_sweep"][0]
+        lines.append(f"| FP32 | - | {both(first, first['fp32']).replace(' / ', ' | ')} |")
+        for row in r["calibration_sweep"]:
+            lines.append(f"| {row['calibration']} | {row['method']} | "
+                         f"{both(row, row).replace(' / ', ' | ')} |")
     lines += [
         "",
         "## Cost of the search on ImageNet-size ResNets",
@@ -329,8 +362,9 @@ def main(argv: list[str] | None = None) -> int:
         c = results[-1]
         log(f"{c['name']}: FP32 {pct(c['fp32']['heldout'])}, plain {pct(c['plain']['heldout']['score'])}, "
             + (f"tuned {pct(c['tuned']['heldout']['score'])} held-out; kept {c['kept']}" if "tuned" in c else c["error"]))
+    sweep = [] if args.quick else calibration_sweep(cases[0], log)
     costs = [] if args.quick else [ranking_cost(d, args.work, args.ranking_images, log) for d in (18, 50)]
-    r = {"git": revision, "cases": results, "ranking_cost": costs, "versions": versions(),
+    r = {"git": revision, "cases": results, "calibration_sweep": sweep, "ranking_cost": costs, "versions": versions(),
          "machine": machine(), "seconds": time.perf_counter() - t0}
     if not args.no_results:
         cmd = "python benchmarks/int8-target/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
