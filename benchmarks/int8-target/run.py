@@ -12,8 +12,9 @@ runs (``pipeline.ensure_tuned_int8``), on networks where plain INT8 loses accura
   (``--data``, labelled: top-1) and 270 that only the final check sees.
 - the paper's CIFAR-10 ResNet-20 and ResNet-56 (their public checkpoints in tests/data/), also
   calibrated on the bundled photo views. No CIFAR-10 images are on this machine, so the search
-  and the check use two disjoint sets of seeded 32x32 photo crops written as PNGs (a flat
-  folder: unlabelled), and the score is agreement with FP32's top-1, as ``diagnose`` reports it.
+  and the check use two sets of differently seeded 32x32 crops of the 8 bundled photographs (other
+  crops of the same photographs: less independent than a real held-out split), written as PNGs in a
+  flat folder (unlabelled), and the score is agreement with FP32's top-1, as ``diagnose`` reports it.
 
 For each: FP32, plain INT8 and tuned INT8 scores on the search images and on the held-out
 images, the blocks kept in high precision, how many convolutions keep INT8 input, and the search's

@@ -126,6 +126,11 @@ def test_a_target_that_cannot_be_met_fails_saying_how_far_it_got(plain, measure)
     broken = break_block(onnx.load(str(plain["int8"])), units, "layer2.2")
     with pytest.raises(UserError, match=r"--accuracy-target 1 not met: .* 0 unit\(s\) kept .*--max-excluded 0 reached"):
         search(measure, broken, units, 1.0, max_excluded=0)
+    # two blocks broken, one may be kept: it keeps exactly one, and says the limit stopped it
+    twice = break_block(broken, units, "layer1.1")
+    with pytest.raises(UserError, match=r"with 1 unit\(s\) kept in high precision \((layer2\.2|layer1\.1)\) .*"
+                                        r"--max-excluded 1 reached: raise --max-excluded"):
+        search(measure, twice, units, 1.0, max_excluded=1)
     with pytest.raises(UserError, match=r"in \(0, 1\]"):
         search(measure, broken, units, 1.5)
 
