@@ -28,11 +28,9 @@ from __future__ import annotations
 import argparse
 import importlib.util
 import json
-import platform
 import shutil
 import sys
 import time
-from importlib import metadata
 from pathlib import Path
 
 import numpy as np
@@ -215,27 +213,6 @@ def log(message: str) -> None:
     print(message, file=sys.stderr)
 
 
-def versions() -> dict[str, str]:
-    out = {"python": platform.python_version()}
-    for dist in ("torch", "onnx", "onnxruntime", "nvidia-modelopt", "scikit-learn", "numpy"):
-        try:
-            out[dist] = metadata.version(dist)
-        except metadata.PackageNotFoundError:
-            out[dist] = "-"
-    return out
-
-
-def machine() -> str:
-    cpu = platform.machine()
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    import os
-
-    return f"{cpu}, {os.cpu_count()} logical CPUs, no GPU (ONNX Runtime CPUExecutionProvider)"
-
-
 def pct(x: float) -> str:
     return f"{100 * x:.2f}%"
 
@@ -365,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
             + (f"tuned {pct(c['tuned']['heldout']['score'])} held-out; kept {c['kept']}" if "tuned" in c else c["error"]))
     sweep = [] if args.quick else calibration_sweep(cases[0], log)
     costs = [] if args.quick else [ranking_cost(d, args.work, args.ranking_images, log) for d in (18, 50)]
-    r = {"git": revision, "cases": results, "calibration_sweep": sweep, "ranking_cost": costs, "versions": versions(),
-         "machine": machine(), "seconds": time.perf_counter() - t0}
+    digits = digits_module()
+    r = {"git": revision, "cases": results, "calibration_sweep": sweep, "ranking_cost": costs,
+         "versions": digits._versions(), "machine": digits._machine(), "seconds": time.perf_counter() - t0}
     if not args.no_results:
         cmd = "python benchmarks/int8-target/run.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
         (HERE / "results.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
