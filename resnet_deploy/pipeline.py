@@ -214,11 +214,12 @@ def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | o
         shutil.copyfile(plain["path"], start)
         measure, found = search_plain(src, start, images, accuracy_target, work, max_excluded=max_excluded,
                                       progress=progress, progress_bar_enabled=progress_bar)
-        kept = ", ".join(found["kept"]) or "nothing"
-        progress(f"quantizing again with {kept} kept out of INT8, then measuring the result")
+        if found["kept"]:
+            progress(f"quantizing again with {', '.join(found['kept'])} kept out of INT8, then measuring the result")
+        quantized = None if found["kept"] else (start, plain["conversion"])
         return make_precision_onnx(src, "int8", out_dir=out_dir, min_calib_images=min_calib_images, force=True,
                                    tuning=tuning, keep=found["kept"], accept=acceptor(measure, found),
-                                   progress=progress, progress_bar=progress_bar, **options)
+                                   quantized=quantized, progress=progress, progress_bar=progress_bar, **options)
 
 
 def current_precision(depth: int | str, precision: str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,

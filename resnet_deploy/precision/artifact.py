@@ -13,6 +13,7 @@ source's metadata (arch, weights sha256, preprocessing) with ``precision`` updat
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from pathlib import Path
 from typing import Any, Callable
@@ -145,6 +146,7 @@ def make_precision_onnx(
     tuning: dict[str, Any] | None = None,
     keep: list[str] | None = None,
     accept: Callable[[Path], dict[str, Any]] | None = None,
+    quantized: tuple[Path, dict[str, Any]] | None = None,
     progress: Progress = quiet,
     progress_bar: bool = False,
 ) -> dict[str, Any]:
@@ -164,6 +166,9 @@ def make_precision_onnx(
     of the request), ``keep`` (the modules the search kept out of INT8, on top of ``exclude``)
     and ``accept``: called on the new ONNX before it is published, it returns the facts the
     manifest records under ``"tuning"`` or raises :class:`UserError` to publish nothing.
+    ``quantized`` is ``(INT8 ONNX, its conversion facts)`` made from this very request without
+    ``tuning`` and ``keep`` (the plain INT8 a search started from and kept as it is): it is
+    published with the tuning facts instead of being quantized again.
     """
     exclude = parse_exclude(exclude)
     precision, method = check_request(precision, calib=calib, calib_samples=calib_samples, method=method,
@@ -205,21 +210,29 @@ def make_precision_onnx(
         else:
             fixed = src_meta.get("batch", "dynamic")
             if fixed.isdigit() and calibration.used % int(fixed):
-                keep = calibration.used - calibration.used % int(fixed)
-                if keep < 1:
+                usable = calibration.used - calibration.used % int(fixed)
+                if usable < 1:
                     raise UserError(f"{src} has a fixed batch of {fixed}; give at least {fixed} calibration images")
-                calibration.batch = calibration.batch[:keep]
-                calibration.notes.append(f"used {keep} images: a multiple of the model's fixed batch {fixed}")
-                calibration.used = keep
-            progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({method} calibration on "
-                     f"{calibration.used} images; this takes a while on a CPU)")
-            if excluded:
-                progress(f"keeping {', '.join(excluded)} out of INT8 ({sum(map(len, excluded.values()))} layers)")
-            facts = quantize_int8(src, tmp, calibration.batch, method=method, high_precision=high_precision,
-                                  calibration_batch=calibration_batch(calibration.used),
-                                  nodes_to_exclude=node_patterns(excluded) or None)
-            if excluded:
-                facts["excluded"] = excluded
+                calibration.batch = calibration.batch[:usable]
+                calibration.notes.append(f"used {usable} images: a multiple of the model's fixed batch {fixed}")
+                calibration.used = usable
+            if quantized is not None:
+                if keep:
+                    raise ValueError("a quantized INT8 ONNX is reused only when nothing more is kept out of INT8")
+                progress("publishing the plain INT8 ONNX it started from (nothing kept out of INT8): no second "
+                         "quantization")
+                shutil.copyfile(quantized[0], tmp)
+                facts = dict(quantized[1])
+            else:
+                progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({method} calibration on "
+                         f"{calibration.used} images; this takes a while on a CPU)")
+                if excluded:
+                    progress(f"keeping {', '.join(excluded)} out of INT8 ({sum(map(len, excluded.values()))} layers)")
+                facts = quantize_int8(src, tmp, calibration.batch, method=method, high_precision=high_precision,
+                                      calibration_batch=calibration_batch(calibration.used),
+                                      nodes_to_exclude=node_patterns(excluded) or None)
+                if excluded:
+                    facts["excluded"] = excluded
         t_convert = time.perf_counter()
         model = load_onnx(tmp)
         meta = {**src_meta, "precision": precision, "source_sha256": request["source_sha256"]}

@@ -19,6 +19,7 @@ import resnet_deploy as rd
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
+from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners.ort import OrtRunner
 from resnet_deploy.tuning import Measure, int8_conv_share, keep_high_precision, load_eval_set, rank, search, units_of
@@ -181,6 +182,22 @@ def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     assert 2 * int8_convs >= convs  # still an INT8 model
     again = json.loads(run(*args).stdout)
     assert again["reused"] and again["sha256"] == m["sha256"]
+
+
+def test_a_target_plain_int8_meets_publishes_it_without_quantizing_again(plain, tmp_path, monkeypatch):
+    calls = []
+    real = artifact_module.quantize_int8
+    monkeypatch.setattr(artifact_module, "quantize_int8", lambda *a, **k: calls.append(1) or real(*a, **k))
+    m = rd.quantize(20, "int8", weights=WEIGHTS, out_dir=tmp_path, calib_samples=CALIB, accuracy_target=0.5)
+    t = m["tuning"]
+    assert t["plain_int8"]["score"] >= t["goal"] and t["kept"] == [] and t["ranking"] == []
+    assert len(calls) == 1 and t["evaluations"] == 2  # one ModelOpt run; scored as plain, then checked once published
+    tuned, first = onnx.load(m["path"]), onnx.load(str(plain["int8"]))
+    assert tuned.graph.SerializeToString() == first.graph.SerializeToString()  # the plain network, as made
+    meta = read_metadata(tuned)
+    assert meta["tuned_modules"] == "" and meta["accuracy_target"] == "0.5"
+    assert m["conversion"]["qdq"] == rd.quantize(20, "int8", weights=WEIGHTS, out_dir=plain["root"],
+                                                 calib_samples=CALIB)["conversion"]["qdq"]
 
 
 def test_a_target_out_of_reach_exits_2_with_one_line(plain, tmp_path):
