@@ -265,7 +265,7 @@ def markdown(r: dict, command: str) -> str:
         gain = {k: 100 * (c["tuned"][k]["score"] - c["plain"][k]["score"]) for k in c["n"]}
         lines.append(f"- {c['name']}: gain over plain INT8 {gain['search']:+.2f} pp on the search images, "
                      f"{gain['heldout']:+.2f} pp held-out; ranking {order or 'not needed (plain INT8 met the target)'}; "
-                     f"steps: {steps}; whole quantize (two ModelOpt runs + search + final check) "
+                     f"steps: {steps}; whole quantize (ModelOpt, search, ModelOpt again unless nothing was kept, final check) "
                      f"{c['quantize_seconds']:.1f} s; --max-excluded {c['max_excluded']}.")
     if r["calibration_sweep"]:
         lines += ["", "## Does a cheap calibration cost the digits ResNet-18 top-1?", "",
