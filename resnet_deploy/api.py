@@ -248,6 +248,9 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
                                 progress=progress)
     fp32_path = Path(fp32["path"])
     src_meta = read_fp32_source(fp32_path)
+    images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
+                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
+                           progress=progress, progress_bar_enabled=progress_bar)  # bad images fail before slow work
     if onnx is not None:
         int8_path = Path(onnx).expanduser()
         if not int8_path.is_file():
@@ -262,9 +265,10 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
         int8_path = Path(pipeline.current_precision(arch, "int8", out_dir=out_dir, weights=weights, num_classes=num_classes,
                                                     seed=seed, calib=calib, calib_samples=calib_samples, method=method,
                                                     progress=progress, progress_bar=progress_bar)["path"])
-    images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
-                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
-                           progress=progress, progress_bar_enabled=progress_bar)
+        facts = artifact_facts(int8_path, "onnx")
+    if facts.get("high_precision") == "fp16":
+        raise UserError(f"{int8_path} keeps its unquantized layers in FP16, which ONNX Runtime CPU mis-computes "
+                        "(docs/precision.md): diagnose an INT8 ONNX made with --high-precision fp32")
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-diagnose-") as work:
         report = diagnose_int8(fp32_path, int8_path, images, Path(work), progress=progress,
                                progress_bar_enabled=progress_bar)

@@ -135,6 +135,8 @@ def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.Path
     if accuracy_target is not None:
         if precision != "int8":
             raise UserError(f"--accuracy-target tunes INT8 quantization: use it with --precision int8, not {precision}")
+        if fp16_io:
+            raise UserError("--fp16-io applies to --precision fp16 only (INT8 models keep FP32 inputs/outputs)")
         return ensure_tuned_int8(arch, accuracy_target, data=data, labels=labels, limit=limit, max_excluded=max_excluded,
                                  out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, calib=calib,
                                  calib_samples=calib_samples, method=method, high_precision=high_precision,
@@ -187,8 +189,8 @@ def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | o
                         "--high-precision fp16 graphs: tune with fp32, then quantize --high-precision fp16 "
                         "--exclude <the modules it kept>")
     exclude = parse_exclude(exclude)
-    check_request("int8", calib=calib, calib_samples=calib_samples, method=method, high_precision=high_precision,
-                  exclude=exclude)
+    _, method = check_request("int8", calib=calib, calib_samples=calib_samples, method=method,
+                              high_precision=high_precision, exclude=exclude)
     arch = resolve_arch(depth, preact)
     if source is None:
         source = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
@@ -207,11 +209,18 @@ def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | o
         if cached is not None:
             progress(f"reusing {dst}: tuned for the same target, images and settings (--force redoes it)")
             return {**cached, "path": str(dst), "reused": True}
-    plain = make_precision_onnx(src, "int8", out_dir=out_dir, min_calib_images=min_calib_images, progress=progress,
-                                progress_bar=progress_bar, **options)
+    # plain INT8 to start from: the published one when it is exactly that, else made in the work folder, so
+    # that whatever <arch>.int8.onnx holds (an earlier tuned INT8) stays until the tuned result replaces it
+    plain = None if force else reusable(dst, precision_request(src, "int8", src_meta, **options))
     with work_folder(dst) as work:
         start = work / "plain.int8.onnx"
-        shutil.copyfile(plain["path"], start)
+        if plain is None:
+            plain = make_precision_onnx(src, "int8", out_dir=work / "plain", min_calib_images=min_calib_images,
+                                        progress=progress, progress_bar=progress_bar, **options)
+            shutil.copyfile(plain["path"], start)
+        else:
+            progress(f"starting from {dst}: plain INT8 of the same source, calibration data and settings")
+            shutil.copyfile(dst, start)
         measure, found = search_plain(src, start, images, accuracy_target, work, max_excluded=max_excluded,
                                       progress=progress, progress_bar_enabled=progress_bar)
         if found["kept"]:

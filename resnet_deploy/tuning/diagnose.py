@@ -20,7 +20,7 @@ from ..plots import pyplot, save_png
 from ..progress import Progress, quiet
 from .blocks import Unit, units_of
 from .images import EvalSet
-from .keep import keep_high_precision, quantized_inputs
+from .keep import check_nodes, keep_high_precision, quantized_inputs
 from .measure import Measure
 
 
@@ -61,6 +61,7 @@ def diagnose_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLik
     t0 = time.perf_counter()
     units = units_of(fp32_path)
     int8 = onnx.load(str(int8_path))
+    check_nodes(int8, units, Path(int8_path).name)
     progress(f"measuring FP32 on {len(images.batch)} images ({images.metric}) on ONNX Runtime CPU")
     measure = Measure(fp32_path, images, work, progress_bar_enabled=progress_bar_enabled)
     plain = measure.score(int8, "INT8")

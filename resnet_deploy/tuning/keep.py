@@ -14,6 +14,7 @@ from __future__ import annotations
 import onnx
 from onnx import numpy_helper
 
+from ..errors import UserError
 from .blocks import Unit
 
 
@@ -44,6 +45,15 @@ def _prune(graph: onnx.GraphProto) -> None:
     read = {i for n in graph.node for i in n.input}
     for t in [t for t in graph.initializer if t.name not in read]:
         graph.initializer.remove(t)
+
+
+def check_nodes(model: onnx.ModelProto, units: list[Unit], name: str) -> None:
+    """Refuse an INT8 graph that lacks the FP32 export's layer nodes (not quantized from it by this toolkit)."""
+    present = {n.name for n in model.graph.node}
+    missing = sorted({n for u in units for n in list(u.layers) + u.adds} - present)
+    if missing:
+        raise UserError(f"{name} has no node {missing[0]!r} of the FP32 export: it was not quantized from it by "
+                        "resnet-deploy (make it with `resnet-deploy quantize --precision int8`)")
 
 
 def keep_high_precision(model: onnx.ModelProto, units: list[Unit]) -> onnx.ModelProto:

@@ -2,10 +2,12 @@
 
 Start from plain INT8 (with the user's own ``--exclude``); if its score is below
 ``target x FP32``, rank the units once (:func:`.diagnose.rank`), then keep them in high
-precision in rank order, re-measuring after each: a unit whose addition does not improve the
-score (higher, or equal with a lower output error) is tried and left in INT8. It stops at the
-first set that meets the target, and fails, saying how far it got, when that needs more than ``max_excluded`` units or
-would leave fewer than half the convolutions with INT8 input (no longer an INT8 model).
+precision in rank order, re-measuring after each (the first is the ranking's own measurement): a
+unit whose addition does not improve the score (higher, or equal with a lower output error), or
+that would leave fewer than half the convolutions with INT8 input (no longer an INT8 model), is
+left in INT8 and the next one is tried. It stops at the first set that meets the target. It fails,
+saying how far it got, when the target needs more than ``max_excluded`` units, or when the ranking
+runs out first. Greedy: the set it finds is small, not proven the smallest.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ def _pct(x: float) -> str:
 
 def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: float, *,
            max_excluded: int | None = None, progress: Progress = quiet) -> dict[str, Any]:
-    """The fewest ranked units to keep in high precision so the score reaches ``target x FP32``."""
+    """Ranked units to keep in high precision, greedily, until the score reaches ``target x FP32``."""
     if not 0 < target <= 1:
         raise UserError(f"--accuracy-target is a fraction of FP32's score in (0, 1], got {target}")
     goal = target * measure.reference
@@ -63,9 +65,12 @@ def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: f
         int8_convs, convs = int8_conv_share(model)
         if 2 * int8_convs < convs:
             result["stopped"] = f"keeping {row['unit']} would leave {int8_convs} of {convs} convolutions with INT8 input"
-            break
-        progress(f"trying {', '.join(u.name for u in trial)} in high precision")
-        now = measure.score(model, f"{len(trial)} kept")
+            continue
+        if kept:
+            progress(f"trying {', '.join(u.name for u in trial)} in high precision")
+            now = measure.score(model, f"{len(trial)} kept")
+        else:  # the ranking measured this very model
+            now = {k: row[k] for k in ("score", "agreement", "rel_l2", "cosine", "finite")}
         better = (now["score"], -now["rel_l2"]) > (last["score"], -last["rel_l2"])
         result["steps"].append({"kept": [u.name for u in trial], **now, "int8_convs": int8_convs, "convs": convs,
                                 "accepted": better})
@@ -75,10 +80,10 @@ def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: f
         if last["score"] >= goal:
             return {**result, "met": True, "kept": [u.name for u in kept], "final": last}
     names = ", ".join(u.name for u in kept) or "none"
-    if result.get("stopped"):
-        why = f"{result['stopped']}: lower the target"
-    elif len(kept) >= limit:
+    if len(kept) >= limit:
         why = f"--max-excluded {limit} reached: raise --max-excluded or lower the target"
+    elif result.get("stopped"):
+        why = f"{result['stopped']}: lower the target"
     else:
         why = "no further block improved it: lower the target or check the images"
     raise UserError(f"--accuracy-target {target:g} not met: {metric} {_pct(last['score'])} with {len(kept)} unit(s) kept "

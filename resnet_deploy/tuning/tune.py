@@ -20,6 +20,7 @@ from ..errors import UserError
 from ..progress import Progress, quiet
 from .blocks import units_of
 from .images import EvalSet
+from .keep import check_nodes
 from .measure import Measure
 from .search import search
 
@@ -32,7 +33,9 @@ def search_plain(fp32_path: str | os.PathLike[str], plain_path: str | os.PathLik
     units = units_of(fp32_path)
     progress(f"measuring FP32 on {len(images.batch)} images ({images.metric}) on ONNX Runtime CPU")
     measure = Measure(fp32_path, images, work, progress_bar_enabled=progress_bar_enabled)
-    result = search(measure, onnx.load(str(plain_path)), units, target, max_excluded=max_excluded, progress=progress)
+    plain = onnx.load(str(plain_path))
+    check_nodes(plain, units, Path(plain_path).name)
+    result = search(measure, plain, units, target, max_excluded=max_excluded, progress=progress)
     result["search_seconds"] = round(time.perf_counter() - t0, 3)
     result["evaluations"] = measure.evaluations
     return measure, result

@@ -16,6 +16,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import resnet_deploy as rd
+from resnet_deploy.artifacts import read_manifest, sha256_file
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
@@ -113,8 +114,8 @@ def test_search_stops_as_soon_as_the_target_holds(plain, measure):
     n0 = measure.evaluations
     result = search(measure, broken, units, 0.9, max_excluded=5)
     assert result["met"] and result["kept"] == ["layer2.2"] and len(result["steps"]) == 1
-    # plain, one per candidate in the ranking, one step: nothing after the target held
-    assert measure.evaluations - n0 == 1 + len(result["ranking"]) + 1
+    # plain, one per candidate in the ranking (the first step is the ranking's own): nothing after the target held
+    assert measure.evaluations - n0 == 1 + len(result["ranking"])
     assert result["final"]["score"] >= 0.9 * measure.reference
     # already met by plain INT8: no ranking at all
     n0 = measure.evaluations
@@ -157,7 +158,7 @@ def test_diagnose_reports_every_block_by_module_path_with_a_plot(plain, photos, 
     d = json.loads(r.stdout)
     assert d["metric"] == "top-1" and d["images"]["images"] == 10 and d["images"]["labelled"]
     assert [b["unit"] for b in d["blocks"]] == ["conv1", *BLOCKS, "linear"]
-    assert all(0 <= b["rel_l2"] < 1 and 0 < b["cosine"] <= 1 for b in d["blocks"])
+    assert all(0 <= b["rel_l2"] < 1 and 0 < b["cosine"] <= 1 + 1e-6 for b in d["blocks"])
     assert {"layer2.0.conv1", "layer2.0.conv2", "layer3.2.conv2", "linear"} <= {x["layer"] for x in d["layers"]}
     assert {x["unit"] for x in d["ranking"]} <= {"conv1", *BLOCKS} and len(d["ranking"]) >= 9
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
@@ -173,7 +174,7 @@ def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     t = m["tuning"]
     assert t["plain_int8"]["score"] < t["goal"] <= t["int8"]["score"], t  # plain INT8 misses, the tuned one meets
     assert 1 <= len(t["kept"]) <= 4 and set(t["kept"]) <= {"conv1", *BLOCKS}
-    assert len(t["steps"]) >= len(t["kept"]) and t["steps"][-1]["kept"] == t["kept"]
+    assert sum(s["accepted"] for s in t["steps"]) == len(t["kept"]) and t["steps"][-1]["kept"] == t["kept"]
     assert sorted(m["conversion"]["excluded"]) == sorted(t["kept"]) and m["request"]["tuning"]["accuracy_target"] == 0.99
     meta = read_metadata(onnx.load(m["path"]))
     assert meta["tuned_modules"] == ",".join(t["kept"]) and meta["accuracy_target"] == "0.99"
@@ -182,6 +183,10 @@ def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     assert 2 * int8_convs >= convs  # still an INT8 model
     again = json.loads(run(*args).stdout)
     assert again["reused"] and again["sha256"] == m["sha256"]
+    # a later target that fails leaves this tuned INT8 (and its manifest) as it was
+    run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB, "--out", tmp_path,
+        "--accuracy-target", 1.0, "--max-excluded", 0, code=2)
+    assert sha256_file(Path(m["path"])) == m["sha256"] and read_manifest(Path(m["path"]))["tuning"]["kept"] == t["kept"]
 
 
 def test_a_target_plain_int8_meets_publishes_it_without_quantizing_again(plain, tmp_path, monkeypatch):
@@ -196,8 +201,29 @@ def test_a_target_plain_int8_meets_publishes_it_without_quantizing_again(plain, 
     assert tuned.graph.SerializeToString() == first.graph.SerializeToString()  # the plain network, as made
     meta = read_metadata(tuned)
     assert meta["tuned_modules"] == "" and meta["accuracy_target"] == "0.5"
-    assert m["conversion"]["qdq"] == rd.quantize(20, "int8", weights=WEIGHTS, out_dir=plain["root"],
-                                                 calib_samples=CALIB)["conversion"]["qdq"]
+    # the method as the user spells it: the same request, reused
+    spelled = [rd.quantize(20, "int8", weights=WEIGHTS, out_dir=tmp_path / "m", calib_samples=CALIB, method="MAX",
+                           accuracy_target=0.5) for _ in range(2)]
+    assert not spelled[0]["reused"] and spelled[1]["reused"] and spelled[1]["request"]["method"] == "minmax"
+
+
+def test_a_rejected_tuned_onnx_is_not_published(plain, tmp_path):
+    def reject(path):
+        raise UserError("below the goal")
+
+    with pytest.raises(UserError, match="below the goal"):
+        artifact_module.make_precision_onnx(plain["fp32"], "int8", out_dir=tmp_path, calib_samples=CALIB, accept=reject)
+    assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.json"))
+
+
+def test_diagnose_refuses_an_int8_onnx_not_made_from_this_export(plain, tmp_path):
+    foreign = onnx.load(str(plain["int8"]))
+    next(n for n in foreign.graph.node if n.op_type == "Conv").name = "/other/Conv"
+    onnx.save(foreign, str(tmp_path / "foreign.int8.onnx"))
+    r = run("diagnose", "--depth", 20, "--weights", WEIGHTS, "--out", plain["root"], "--calib-samples", CALIB,
+            "--onnx", tmp_path / "foreign.int8.onnx", code=2)
+    line = r.output.strip().splitlines()[-1]
+    assert "not quantized from it" in line and "Traceback" not in r.output
 
 
 def test_a_target_out_of_reach_exits_2_with_one_line(plain, tmp_path):
