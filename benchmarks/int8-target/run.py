@@ -277,15 +277,19 @@ def markdown(r: dict, command: str) -> str:
         for row in r["calibration_sweep"]:
             lines.append(f"| {row['calibration']} | {row['method']} | "
                          f"{both(row, row).replace(' / ', ' | ')} |")
+    searched = [c for c in r["cases"] if c.get("steps")]
+    example = max(searched, key=lambda c: c["evaluations"]) if searched else None
+    breakdown = (f" ({example['name']} above: 1 + {example['candidates']} + {len(example['steps']) - 1} + 1 = "
+                 f"{example['evaluations']})" if example else "")
     lines += [
         "",
         "## Cost of the search on ImageNet-size ResNets",
         "",
         "A search that cannot stop at plain INT8 scores plain INT8, ranks every unit once, tries units in rank order "
-        "(a unit that does not improve the score is left in INT8 and the next is tried) and checks the final file: "
-        "from units + 3 to 2 x units + 2 candidate evaluations, plus two ModelOpt quantizations (ResNet-56 above: "
-        "1 + 28 + 27 + 1 = 57). `resnet-deploy diagnose` runs the full ranking; its ranking time on the seeded "
-        "ResNets at 224x224, on this machine's 2 cores:",
+        "(the first is the ranking's own measurement; a unit that does not improve the score is left in INT8 and the "
+        "next is tried) and checks the final file: from units + 2 to 2 x units + 1 candidate evaluations, plus two "
+        f"ModelOpt quantizations{breakdown}. `resnet-deploy diagnose` runs the full ranking; its ranking time on the "
+        "seeded ResNets at 224x224, on this machine's 2 cores:",
         "",
         "| network | images | units | evaluations | ranking (s) | s per evaluation |",
         "|---|---|---|---|---|---|",
