@@ -92,6 +92,22 @@ def test_keeping_blocks_in_high_precision_matches_modelopt_exclude(plain, measur
     assert int8_conv_share(surgery) == (plain_int8 - 3, convs)  # the stem conv and the block's two convs
 
 
+def test_surgery_matches_modelopt_exclude_on_a_block_with_a_downsample_conv(tmp_path):
+    """ImageNet ResNet-18: ``layer2.0`` has a projection shortcut (``layer2.0.downsample.0``) the CIFAR nets lack."""
+    fp32 = rd.export(18, out_dir=tmp_path)
+    int8 = rd.quantize(18, "int8", out_dir=tmp_path, calib_samples=8, min_calib_images=1)
+    block = next(u for u in units_of(fp32["path"]) if u.name == "layer2.0")
+    assert "layer2.0.downsample.0" in block.layers.values()
+    onnx.save(keep_high_precision(onnx.load(int8["path"]), [block]), str(tmp_path / "surgery.onnx"))
+    excluded = rd.quantize(18, "int8", out_dir=tmp_path / "x", source=fp32["path"], calib_samples=8,
+                           min_calib_images=1, exclude="layer2.0")
+    meta = read_metadata(onnx.load(fp32["path"], load_external_data=False))
+    x = load_eval_set(None, recipe_from_metadata(meta), calib_samples=4).batch
+    with OrtRunner(tmp_path / "surgery.onnx") as a, OrtRunner(excluded["path"]) as b:
+        assert np.abs(a.infer(x) - b.infer(x)).max() < 1e-4
+    assert int8_conv_share(onnx.load(str(tmp_path / "surgery.onnx"))) == int8_conv_share(onnx.load(excluded["path"]))
+
+
 def test_ranking_names_module_paths_and_a_broken_block_comes_first(plain, measure):
     int8 = onnx.load(str(plain["int8"]))
     units = units_of(plain["fp32"])
