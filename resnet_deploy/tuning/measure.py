@@ -96,17 +96,23 @@ class Measure:
         n = len(self.images.batch)
         with OrtRunner(fp32, threads=self.threads) as ref, OrtRunner(cand, threads=self.threads) as run, \
                 progress_bar(n, "block errors", self.bar) as advance:
-            for start in range(0, n, TENSOR_BATCH):
-                x = self.images.batch[start:start + TENSOR_BATCH]
+            spec = ref.input_spec
+            fixed = spec.min_batch if spec.limit == "fixed" else None   # an export --batch N model takes N at a time
+            step = fixed or TENSOR_BATCH
+            for start in range(0, n, step):
+                x = self.images.batch[start:start + step]
+                real = len(x)
+                if fixed and real < fixed:  # pad the last chunk with its last image; the padding is not counted
+                    x = np.concatenate([x, np.repeat(x[-1:], fixed - real, axis=0)])
                 for t, a, b in zip(tensors, ref.infer_outputs(x, tensors), run.infer_outputs(x, tensors)):
-                    a = a.reshape(len(x), -1).astype(np.float64)
-                    b = b.reshape(len(x), -1).astype(np.float64)
+                    a = a[:real].reshape(real, -1).astype(np.float64)
+                    b = b[:real].reshape(real, -1).astype(np.float64)
                     d = b - a
                     sq[t][0] += float((d * d).sum())
                     sq[t][1] += float((a * a).sum())
                     norms = np.linalg.norm(a, axis=1) * np.linalg.norm(b, axis=1)
                     sq[t][2] += float(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0).sum())
-                advance(len(x))
+                advance(real)
         return {t: {"rel_l2": (s[0] / s[1]) ** 0.5 if s[1] > 0 else 0.0, "cosine": s[2] / n} for t, s in sq.items()}
 
 

@@ -232,6 +232,14 @@ def test_a_rejected_tuned_onnx_is_not_published(plain, tmp_path):
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.json"))
 
 
+def test_diagnose_works_on_a_fixed_batch_export(tmp_path):
+    rd.export(20, weights=WEIGHTS, out_dir=tmp_path, batch=3)  # 3 does not divide the 8-image chunks or the 10 images
+    r = run("diagnose", "--depth", 20, "--weights", WEIGHTS, "--out", tmp_path, "--calib-samples", 12, "--limit", 10,
+            "--json")
+    d = json.loads(r.stdout)
+    assert d["images"]["images"] == 10 and len(d["blocks"]) == 11 and all(np.isfinite(b["rel_l2"]) for b in d["blocks"])
+
+
 def test_diagnose_refuses_an_int8_onnx_not_made_from_this_export(plain, tmp_path):
     foreign = onnx.load(str(plain["int8"]))
     next(n for n in foreign.graph.node if n.op_type == "Conv").name = "/other/Conv"
