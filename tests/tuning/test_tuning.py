@@ -203,6 +203,10 @@ def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB, "--out", tmp_path,
         "--accuracy-target", 1.0, "--max-excluded", 0, code=2)
     assert sha256_file(Path(m["path"])) == m["sha256"] and read_manifest(Path(m["path"]))["tuning"]["kept"] == t["kept"]
+    # other images (a subset of them) are another request: measured again, not reused
+    other = json.loads(run(*args, "--limit", 16).stdout)
+    assert not other["reused"] and other["request"]["tuning"]["data_digest"] != m["request"]["tuning"]["data_digest"]
+    assert other["tuning"]["images"]["images"] == 16
 
 
 def test_a_target_plain_int8_meets_publishes_it_without_quantizing_again(plain, tmp_path, monkeypatch):
