@@ -204,14 +204,16 @@ def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | o
     options = dict(calib=calib, calib_samples=calib_samples, method=method, high_precision=high_precision,
                    exclude=exclude, seed=seed)
     dst = artifact_path(src_meta.get("arch") or arch, "int8", "onnx", out_dir)
-    if not force:
-        cached = reusable(dst, precision_request(src, "int8", src_meta, tuning=tuning, **options))
+    plain = None
+    if not force:  # one request (the source and calibration data hashed once): plain, and tuned = plain + tuning
+        plain_request = precision_request(src, "int8", src_meta, **options)
+        cached = reusable(dst, {**plain_request, "tuning": tuning})
         if cached is not None:
             progress(f"reusing {dst}: tuned for the same target, images and settings (--force redoes it)")
             return {**cached, "path": str(dst), "reused": True}
-    # plain INT8 to start from: the published one when it is exactly that, else made in the work folder, so
-    # that whatever <arch>.int8.onnx holds (an earlier tuned INT8) stays until the tuned result replaces it
-    plain = None if force else reusable(dst, precision_request(src, "int8", src_meta, **options))
+        # plain INT8 to start from: the published one when it is exactly that, else made in the work folder, so
+        # that whatever <arch>.int8.onnx holds (an earlier tuned INT8) stays until the tuned result replaces it
+        plain = reusable(dst, plain_request)
     with work_folder(dst) as work:
         start = work / "plain.int8.onnx"
         if plain is None:

@@ -47,10 +47,14 @@ def _prune(graph: onnx.GraphProto) -> None:
         graph.initializer.remove(t)
 
 
+def _missing_nodes(model: onnx.ModelProto, units: list[Unit]) -> list[str]:
+    """The units' layer and Add nodes the graph lacks (sorted)."""
+    return sorted({n for u in units for n in list(u.layers) + u.adds} - {n.name for n in model.graph.node})
+
+
 def check_nodes(model: onnx.ModelProto, units: list[Unit], name: str) -> None:
     """Refuse an INT8 graph that lacks the FP32 export's layer nodes (not quantized from it by this toolkit)."""
-    present = {n.name for n in model.graph.node}
-    missing = sorted({n for u in units for n in list(u.layers) + u.adds} - present)
+    missing = _missing_nodes(model, units)
     if missing:
         raise UserError(f"{name} has no node {missing[0]!r} of the FP32 export: it was not quantized from it by "
                         "resnet-deploy (make it with `resnet-deploy quantize --precision int8`)")
@@ -64,9 +68,9 @@ def keep_high_precision(model: onnx.ModelProto, units: list[Unit]) -> onnx.Model
     producer = {o: n for n in graph.node for o in n.output}
     inits = {t.name: t for t in graph.initializer}
     targets = {n for u in units for n in list(u.layers) + u.adds}
-    missing = targets - {n.name for n in graph.node}
+    missing = _missing_nodes(out, units)
     if missing:
-        raise ValueError(f"the INT8 graph has no node {sorted(missing)[0]!r}: it was not quantized from this FP32 export")
+        raise ValueError(f"the INT8 graph has no node {missing[0]!r}: it was not quantized from this FP32 export")
     added: dict[str, str] = {}
     for node in graph.node:
         if node.name not in targets:
