@@ -23,12 +23,18 @@ def info(depth: str = DepthOpt,
         d = api.describe(depth, num_classes=num_classes, preact=preact, image_size=image_size)
 
     def render() -> None:
-        out.print(kv_table(d["arch"], [
-            ("parameters", f"{d['parameters']:,}"),
+        params = f"{d['parameters']:,}"
+        if d["inference_parameters"] != d["parameters"]:
+            params += f" ({d['inference_parameters']:,} at inference; the rest train only)"
+        besides = [f"{d[k]} {what}" for k, what in (("projection_convs", "projection convs"), ("se_convs", "SE convs")) if d[k]]
+        rows = [
+            ("family", f"{d['family']}, nominal depth {d['depth']}"),
+            ("parameters", params),
             ("multiply-accumulates", f"{d['gmacs']:.2f} G at {d['image_size']}x{d['image_size']}"),
-            ("layers", f"{d['layers']} (conv + fc on the main path; {d['projection_convs']} projection convs besides)"),
-            ("blocks per stage", d["blocks"]),
-        ]))
+            ("layers", f"{d['layers']} (conv + Linear on the main path"
+                       + (f"; {', '.join(besides)} besides)" if besides else ")")),
+        ]
+        out.print(kv_table(d["arch"], rows + ([("blocks per stage", d["blocks"])] if d["blocks"] else [])))
         stages = Table(title="output shape per stage", title_justify="left")
         stages.add_column("stage")
         stages.add_column("shape")

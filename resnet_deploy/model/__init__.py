@@ -1,4 +1,4 @@
-"""The networks (torch): the ResNet family, its architecture table, weights, and what a network is.
+"""The networks (torch): the ResNet family and its relatives, the architecture table, weights, and what a network is.
 
     from resnet_deploy.model import create_model
     model = create_model(50)                      # seeded random, realistic statistics
@@ -14,7 +14,8 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
-from .archs import ARCHS, CIFAR_ARCHS, CIFAR_DEPTHS, DEPTHS, PREACT_ARCHS, PREACT_PREFIX, ArchSpec, arch_spec, build_network, resolve_arch
+from .archs import (ARCHS, CIFAR_ARCHS, CIFAR_DEPTHS, DEPTHS, FAMILIES, OTHER_ARCHS, PREACT_ARCHS, PREACT_PREFIX, ArchSpec,
+                    arch_spec, build_network, family_members, resolve_arch)
 from .card import ModelCard
 from .info import describe_network
 from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
@@ -25,10 +26,11 @@ MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # describe() runs the network once at
 
 def create_model(depth: int | str, *, num_classes: int | None = None, weights: str | os.PathLike[str] | None = None,
                  preact: bool = False, seed: int = RANDOM_SEED) -> nn.Module:
-    """A ResNet in eval mode, carrying its :class:`ModelCard` as ``.card``.
+    """A network in eval mode, carrying its :class:`ModelCard` as ``.card``.
 
     ``depth`` is 18/34/50/101/152 or an architecture name (``"resnext50_32x4d"``,
-    ``"wide_resnet50_2"``, ``"preact_resnet50"``), or 20/32/44/56/110 for the paper's CIFAR-10
+    ``"wide_resnet50_2"``, ``"preact_resnet50"``, ``"seresnet50"``, ``"densenet121"``, ``"vgg16_bn"``,
+    ``"alexnet"``, ``"googlenet"``), or 20/32/44/56/110 for the paper's CIFAR-10
     ResNets (32x32 input, 10 classes). ``weights`` is a torchvision-format
     ``.pth``/``.pt`` or ``.safetensors`` file; without it the model is seeded-random with
     BatchNorm statistics re-estimated on real photographs (so it behaves like a trained
@@ -41,10 +43,10 @@ def create_model(depth: int | str, *, num_classes: int | None = None, weights: s
         num_classes = spec.default_classes
         if weights is not None:
             state = read_state_dict(weights)
-            head = state.get("fc.weight", state.get("linear.weight"))
+            head = spec.rename_keys(state).get(f"{spec.head_key}.weight")
             num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else num_classes
     model = build_network(arch, num_classes)
-    info = load_weights(model, weights) if weights is not None else randomize(model, seed, spec.recipe)
+    info = load_weights(model, weights, spec.rename_keys) if weights is not None else randomize(model, seed, spec.recipe)
     model.eval()
     model.card = ModelCard(arch, arch_spec(arch), num_classes, info)
     return model
@@ -59,10 +61,12 @@ def describe(depth: int | str, *, num_classes: int | None = None, preact: bool =
     size = spec.recipe.image_size if image_size is None else image_size
     if not MIN_IMAGE_SIZE <= size <= MAX_IMAGE_SIZE:
         raise UserError(f"--image-size must be within {MIN_IMAGE_SIZE}..{MAX_IMAGE_SIZE} (got {size})")
-    return {"arch": arch, "family": spec.family, "num_classes": n, **describe_network(build_network(arch, n), size)}
+    return {"arch": arch, "family": spec.family, "depth": spec.depth, "num_classes": n,
+            **describe_network(build_network(arch, n), size)}
 
 
-__all__ = ["ARCHS", "ArchSpec", "BasicBlock", "Bottleneck", "CIFAR_ARCHS", "CIFAR_DEPTHS", "DEPTHS", "ModelCard",
+__all__ = ["ARCHS", "ArchSpec", "BasicBlock", "Bottleneck", "CIFAR_ARCHS", "CIFAR_DEPTHS", "DEPTHS", "FAMILIES", "ModelCard",
+           "OTHER_ARCHS", "family_members",
            "PREACT_ARCHS", "PREACT_PREFIX", "PreActBasicBlock", "PreActBottleneck", "RANDOM_SEED", "ResNet",
            "WeightsInfo", "arch_spec", "build_network", "create_model", "describe", "describe_network", "random_source",
            "read_state_dict",

@@ -81,7 +81,7 @@ class CifarResNet(CardedModule):
         return self.linear(self.forward_features(x))
 
     @property
-    def classifier(self) -> nn.Linear:
+    def head(self) -> nn.Linear:
         return self.linear
 
     def stages(self) -> dict[str, nn.Module]:

@@ -155,7 +155,12 @@ class CardedModule(nn.Module):
         return self.card.weights
 
     @property
-    def classifier(self) -> nn.Linear:
+    def head(self) -> nn.Linear:
+        """The last Linear: the one that makes the logits from :meth:`forward_features`."""
+        raise NotImplementedError
+
+    def forward_features(self, x: Tensor) -> Tensor:
+        """Everything before :attr:`head`: the features its logits are made from."""
         raise NotImplementedError
 
 
@@ -209,7 +214,7 @@ class ResNet(CardedModule):
         return self.fc(self.forward_features(x))
 
     @property
-    def classifier(self) -> nn.Linear:
+    def head(self) -> nn.Linear:
         return self.fc
 
     def stages(self) -> dict[str, nn.Module]:

@@ -9,6 +9,12 @@ Without a checkpoint the model is seeded-random, but plain random initialisation
 (ResNet-152 gave NaN on every output). So the random model's BatchNorm running statistics
 are re-estimated on views of real photographs, as a trained network's would have been: every
 BN then sees unit-variance inputs, activations stay in a trained network's range at any depth.
+
+Networks without BatchNorm (AlexNet, VGG without ``_bn``) have no statistics to re-estimate.
+They get layer-sequential unit variance instead (Mishkin and Matas 2016, "All you need is a good
+init"): in one pass over the same photographs, every conv and hidden Linear layer's weight and
+bias are divided by the standard deviation of its output, so each layer hands the next
+unit-variance pre-activations, as BatchNorm would have.
 """
 
 from __future__ import annotations
@@ -106,8 +112,10 @@ def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
         raise UserError(f"weights {source} do not fit {type(model).__name__}: " + "; ".join(parts))
 
 
-def load_weights(model: nn.Module, path: str | os.PathLike[str]) -> WeightsInfo:
+def load_weights(model: nn.Module, path: str | os.PathLike[str], rename=None) -> WeightsInfo:
+    """Load a checkpoint strict; ``rename`` maps an architecture's old key names (DenseNet's ``norm.1``)."""
     state = read_state_dict(path)
+    state = rename(state) if rename is not None else state
     check_fit(model, state, str(path))
     model.load_state_dict(state, strict=True)
     return WeightsInfo(str(path), state_dict_sha256(model.state_dict()), sha256_file(path))
@@ -134,6 +142,39 @@ def recalibrate_batchnorm(model: nn.Module, images: np.ndarray, batch_size: int 
 
 
 @torch.no_grad()
+def scale_to_unit_variance(model: nn.Module, images: np.ndarray) -> None:
+    """Layer-sequential unit variance in one pass: each conv / hidden Linear output divided by its std on ``images``.
+
+    The forward hooks run in execution order and hand the rescaled output on, so every layer is
+    scaled on the inputs the already-scaled layers before it give (what LSUV's layer-by-layer
+    passes compute). The classifier is left to :func:`center_classifier`.
+    """
+    head = getattr(model, "head", None)
+
+    def rescale(module: nn.Module, inputs, output: torch.Tensor) -> torch.Tensor:
+        std = output.float().std().clamp_min(1e-6)
+        module.weight.div_(std)
+        if module.bias is not None:
+            module.bias.div_(std)
+        return output / std
+
+    hooks = [m.register_forward_hook(rescale) for m in model.modules()
+             if isinstance(m, (nn.Conv2d, nn.Linear)) and m is not head]
+    was_training = model.training
+    model.eval()
+    try:
+        model(torch.from_numpy(images))
+    finally:
+        model.train(was_training)
+        for h in hooks:
+            h.remove()
+
+
+def has_batchnorm(model: nn.Module) -> bool:
+    return any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+
+
+@torch.no_grad()
 def center_classifier(model: nn.Module, images: np.ndarray) -> None:
     """Centre the classifier on ``images`` (mean logit 0 for every class), logit spread ``LOGIT_STD``.
 
@@ -141,8 +182,8 @@ def center_classifier(model: nn.Module, images: np.ndarray) -> None:
     one logit vector common to every image (all photos then get the same top-1). A trained
     classifier has no such shared component; removing it makes logits differ between images.
     """
-    fc = getattr(model, "classifier", None)
-    if not isinstance(fc, nn.Linear) or not hasattr(model, "forward_features"):
+    fc = getattr(model, "head", None)
+    if not isinstance(fc, nn.Linear):
         return
     features = model.forward_features(torch.from_numpy(images))
     centred = (features - features.mean(0)) @ fc.weight.T
@@ -153,8 +194,8 @@ def center_classifier(model: nn.Module, images: np.ndarray) -> None:
 @torch.no_grad()
 def randomize(model: nn.Module, seed: int = RANDOM_SEED, recipe: Preprocess = DEFAULT) -> WeightsInfo:
     """Seeded random weights conditioned like a trained network (see module doc): small gains at the
-    end of every residual branch, BatchNorm statistics and the classifier's centre from views of real
-    photographs preprocessed with ``recipe``."""
+    end of every residual branch, BatchNorm statistics (without BatchNorm: per-layer unit variance)
+    and the classifier's centre from views of real photographs preprocessed with ``recipe``."""
     gen_state = torch.random.get_rng_state()
     try:
         torch.manual_seed(seed)
@@ -175,7 +216,10 @@ def randomize(model: nn.Module, seed: int = RANDOM_SEED, recipe: Preprocess = DE
     finally:
         torch.random.set_rng_state(gen_state)
     images = augmented_photos(BN_CALIBRATION_IMAGES, recipe, seed=seed)
-    recalibrate_batchnorm(model, images)
+    if has_batchnorm(model):
+        recalibrate_batchnorm(model, images)
+    else:
+        scale_to_unit_variance(model, images)
     model.eval()
     center_classifier(model, images)
     return WeightsInfo(random_source(seed), state_dict_sha256(model.state_dict()))

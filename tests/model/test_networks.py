@@ -11,7 +11,7 @@ import torch
 
 import resnet_deploy as rd
 from resnet_deploy.errors import UserError
-from resnet_deploy.model import ARCHS, build_network, resolve_arch
+from resnet_deploy.model import ARCHS, OTHER_ARCHS, build_network, resolve_arch
 from resnet_deploy.model.weights import recalibrate_batchnorm
 
 DATA = Path(__file__).parents[1] / "data"
@@ -21,9 +21,9 @@ PARAMS = {18: 11_689_512, 34: 21_797_672, 50: 25_557_032, 101: 44_549_160, 152: 
 GMACS = {18: 1.8, 34: 3.7, 50: 4.1, 101: 7.8, 152: 11.5}
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", [*ARCHS, *OTHER_ARCHS])
 def test_state_dict_keys_and_shapes_equal_torchvision(arch):
-    """Keys, order and shapes hash to what torchvision 0.29's model of the same name gives."""
+    """Keys, order and shapes hash to what torchvision 0.29's (SE-ResNet: timm 1.0's) model of the same name gives."""
     listing = [[k, list(v.shape)] for k, v in build_network(arch).state_dict().items()]
     assert len(listing) == TV["archs"][arch]["keys"]
     assert hashlib.sha256(json.dumps(listing).encode()).hexdigest() == TV["archs"][arch]["sha256"]

@@ -1,4 +1,4 @@
-"""Every ImageNet architecture computes what torchvision's own model code computes.
+"""Every ImageNet architecture computes what torchvision's (SE-ResNet: timm's) own model code computes.
 
 The reference logits were made once with torchvision's models (benchmarks/torchvision-equivalence/
 reference.py, which says how) from a seeded state_dict on fixed inputs; here the same state_dict
@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 import torch
 
-from resnet_deploy.model import ARCHS, build_network
+from resnet_deploy.model import ARCHS, OTHER_ARCHS, build_network
 
 ROOT = Path(__file__).resolve().parents[2]
 REFERENCE = np.load(ROOT / "tests" / "data" / "torchvision_reference.npz")
@@ -32,10 +32,11 @@ def logits(arch: str) -> np.ndarray:
 
 
 def test_the_reference_covers_every_architecture():
-    assert set(ARCHS) <= set(REFERENCE.files) and "torchvision" in str(REFERENCE["__source__"])
+    assert set(ARCHS) | set(OTHER_ARCHS) <= set(REFERENCE.files) and "torchvision" in str(REFERENCE["__source__"])
+    assert "timm" in str(REFERENCE["__source__"])
 
 
-@pytest.mark.parametrize("arch", list(ARCHS))
+@pytest.mark.parametrize("arch", [*ARCHS, *OTHER_ARCHS])
 def test_outputs_equal_torchvision(arch):
     want = REFERENCE[arch]
     got = logits(arch)
