@@ -56,7 +56,7 @@ def export_model(depth: int | str, *, weights: str | os.PathLike[str] | None = N
     path = artifact_path(arch, "fp32", "onnx", out_dir)
     ensure_writable_dir(path.parent)
     t0 = time.perf_counter()
-    progress(f"building {arch} ({'weights ' + str(weights) if weights else 'seeded random weights, BN stats from photos'})")
+    progress(f"building {arch} ({'weights ' + str(weights) if weights else 'seeded random weights scaled on photos'})")
     model = load_model(arch, num_classes=num_classes, weights=weights, seed=seed)
     t_model = time.perf_counter() - t0
     progress(f"exporting {path}")

@@ -31,7 +31,9 @@ class PlainConvNet(CardedModule):
 
     def forward_features(self, x: Tensor) -> Tensor:
         x = torch.flatten(self.avgpool(self.features(x)), 1)
-        return self.classifier[:-1](x)
+        for layer in list(self.classifier)[:-1]:  # each one a registered submodule (torch.fx traces it)
+            x = layer(x)
+        return x
 
     def forward(self, x: Tensor) -> Tensor:
         return self.classifier[-1](self.forward_features(x))
