@@ -14,8 +14,21 @@ from typing import Any
 from torch import nn
 
 from ..errors import UserError
-from .archs import (ARCHS, CIFAR_ARCHS, CIFAR_DEPTHS, DEPTHS, FAMILIES, OTHER_ARCHS, PREACT_ARCHS, PREACT_PREFIX, ArchSpec,
-                    arch_spec, build_network, family_members, resolve_arch)
+from .archs import (
+    ARCHS,
+    CIFAR_ARCHS,
+    CIFAR_DEPTHS,
+    DEPTHS,
+    FAMILIES,
+    OTHER_ARCHS,
+    PREACT_ARCHS,
+    PREACT_PREFIX,
+    ArchSpec,
+    arch_spec,
+    build_network,
+    family_members,
+    resolve_arch,
+)
 from .card import ModelCard
 from .info import describe_network
 from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
