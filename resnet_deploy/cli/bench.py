@@ -13,9 +13,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..artifacts import DEFAULT_ROOT
-from ..bench import ALL_DEPTHS, BENCH_PRECISIONS, BenchConfig, defaults, merge_results, parse_list, plan_size, run_bench
+from ..bench import BENCH_PRECISIONS, BenchConfig, defaults, merge_results, parse_list, plan_size, run_bench
 from ..bench.report import streams_cell
 from ..errors import UserError
+from ..model import FAMILIES, select_archs
 from ..runners import BACKENDS
 from .common import JsonOpt, SeedOpt, emit, err, handled, out
 
@@ -64,8 +65,9 @@ def not_run_lines(rows: list[dict[str, Any]]) -> list[str]:
 def bench(
     engine: Optional[str] = typer.Option(None, "--engine", "-e", help="Comma list of torch, torch-compile, ort, ort-cuda, "
                                          "trt, trt-rtx, or all. Default: torch,ort on a CPU; every GPU backend on a GPU."),
-    depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Comma list of 18, 34, 50, 101, 152 (or architecture "
-                                        "names), or all. Default: 18,50 on a CPU; 18,50,152 on a GPU."),
+    depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Comma list of 18, 34, 50, 101, 152, architecture "
+                                        "names (densenet121, seresnet50, vgg16, ...), all (the five ImageNet ResNets) or a "
+                                        f"family ({', '.join(FAMILIES)}). Default: 18,50 on a CPU; 18,50,152 on a GPU."),
     precision: Optional[str] = typer.Option(None, "--precision", "-p", help="Comma list of fp32, fp16, bf16, int8. "
                                             "Default: fp32 on a CPU; fp32,fp16 on a GPU."),
     batch: Optional[str] = typer.Option(None, "--batch", "-b", help="Comma list of batch sizes. Default: 1,8 on a CPU; "
@@ -92,7 +94,7 @@ def bench(
     with handled(True):  # one-line errors and exit codes; the progress bar below replaces the spinner
         d = defaults()
         engines = parse_list(engine, all_values=BACKENDS, name="engine") or d["engines"]
-        depths = parse_list(depth, all_values=ALL_DEPTHS, kind=int, name="depth") or d["depths"]
+        depths = select_archs(depth) if depth is not None else d["depths"]
         precisions = parse_list(precision, all_values=BENCH_PRECISIONS, name="precision") or d["precisions"]
         batches = parse_list(batch, all_values=[1, 8, 32, 128, 256], kind=int, name="batch") or d["batches"]
         if run_id is not None and (not run_id or "/" in run_id or run_id in (".", "..")):

@@ -21,8 +21,9 @@ out = Console()
 err = Console(stderr=True, log_path=False)
 
 DepthOpt = typer.Option("50", "--depth", "-d", help="18, 34, 50, 101, 152 (ImageNet), 20, 32, 44, 56, 110 (the paper's "
-                        "CIFAR-10 ResNets), or an architecture name (resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, "
-                        "wide_resnet50_2, wide_resnet101_2).")
+                        "CIFAR-10 ResNets), or an architecture name: resnext50_32x4d, resnext101_32x8d, resnext101_64x4d, "
+                        "wide_resnet50_2, wide_resnet101_2, preact_resnet50 (any ResNet), seresnet50, seresnet101, "
+                        "densenet121/161/169/201, alexnet, vgg11/13/16/19 (+ _bn), googlenet.")
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 PreactOpt = typer.Option(False, "--preact", help="Pre-activation residual units (BN-ReLU-conv).")
 WeightsOpt = typer.Option(None, "--weights", "-w", help="torchvision-format .pth/.pt or .safetensors checkpoint.")

@@ -28,6 +28,7 @@ from .archs import (
     build_network,
     family_members,
     resolve_arch,
+    select_archs,
 )
 from .card import ModelCard
 from .info import describe_network
@@ -83,4 +84,4 @@ __all__ = ["ARCHS", "ArchSpec", "BasicBlock", "Bottleneck", "CIFAR_ARCHS", "CIFA
            "PREACT_ARCHS", "PREACT_PREFIX", "PreActBasicBlock", "PreActBottleneck", "RANDOM_SEED", "ResNet",
            "WeightsInfo", "arch_spec", "build_network", "create_model", "describe", "describe_network", "random_source",
            "read_state_dict",
-           "resolve_arch"]
+           "resolve_arch", "select_archs"]

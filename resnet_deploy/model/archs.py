@@ -127,8 +127,37 @@ FAMILIES: dict[str, tuple[str, ...]] = {
 
 
 def family_members(selector: str) -> tuple[str, ...] | None:
-    """The arch names a family selector stands for (``densenet`` -> densenet121 ... densenet201), else ``None``."""
+    """The arch names a family selector stands for (``densenet`` -> densenet121 ... densenet201), else ``None``.
+
+    An architecture's own name wins: ``alexnet`` and ``googlenet`` are one network each, so either reading
+    selects the same.
+    """
     return FAMILIES.get(str(selector).strip().lower())
+
+
+def select_archs(value: str, preact: bool = False) -> list[str]:
+    """What a sweeping ``--depth`` names, as arch names in order, duplicates dropped.
+
+    A comma-separated list of depths (``18``), architecture names (``seresnet50``), ``all`` (the five
+    ImageNet ResNets, as always) and family names (``densenet``, ``vgg``, ``seresnet``, ...:
+    :data:`FAMILIES`). Each item is checked here, so a typo fails before any work starts.
+    """
+    archs: list[str] = []
+    for part in str(value).replace(" ", "").split(","):
+        if not part:
+            continue
+        key = part.lower()
+        if key == "all":
+            archs += [resolve_arch(d, preact) for d in DEPTHS]
+        elif key in FAMILIES and key not in OTHER_ARCHS:
+            if preact and key not in ("resnet", "resnext", "wide_resnet", "preact"):
+                raise UserError(f"the {key} family has no pre-activation variant here")
+            archs += [resolve_arch(a, preact) for a in FAMILIES[key]]
+        else:
+            archs.append(resolve_arch(part, preact))
+    if not archs:
+        raise UserError(f"--depth {value!r} names no network")
+    return list(dict.fromkeys(archs))
 
 
 def resolve_arch(depth: int | str, preact: bool = False) -> str:
@@ -149,9 +178,10 @@ def resolve_arch(depth: int | str, preact: bool = False) -> str:
     if s not in ARCHS:
         if s in FAMILIES:
             raise UserError(f"{depth!r} is a family ({', '.join(FAMILIES[s])}); name one of them here "
-                            "(bench --depth takes a family)")
+                            "(bench --depth sweeps a family)")
         valid = (", ".join(str(d) for d in DEPTHS) + " (ImageNet), " + ", ".join(str(d) for d in CIFAR_DEPTHS)
-                 + " (CIFAR-10) or an architecture: " + ", ".join([*ARCHS, *OTHER_ARCHS]))
+                 + " (CIFAR-10) or an architecture: " + ", ".join([*ARCHS, *OTHER_ARCHS]) + " (preact_ before a ResNet name); bench also sweeps all or a family: "
+                 + ", ".join(FAMILIES))
         raise UserError(f"unknown depth or architecture {depth!r}; valid: {valid}")
     return PREACT_PREFIX + s if preact else s
 
@@ -172,4 +202,4 @@ def build_network(arch: str, num_classes: int | None = None) -> nn.Module:
 
 
 __all__ = ["ARCHS", "ArchSpec", "CIFAR10", "CIFAR_ARCHS", "CIFAR_DEPTHS", "DEPTHS", "FAMILIES", "OTHER_ARCHS", "PREACT_ARCHS",
-           "family_members", "PREACT_PREFIX", "arch_spec", "build_network", "resolve_arch"]
+           "family_members", "PREACT_PREFIX", "arch_spec", "build_network", "resolve_arch", "select_archs"]

@@ -45,7 +45,7 @@ class PlainConvNet(CardedModule):
     def stages(self) -> dict[str, nn.Module]:
         """The output of each max pool (a resolution), and the classifier's."""
         pools = [(i, m) for i, m in enumerate(self.features) if isinstance(m, nn.MaxPool2d)]
-        return {**{f"features.{i}": m for i, m in pools}, "classifier": self.classifier}
+        return {**{f"features.{i}": m for i, m in pools}, "classifier": self.head}
 
 
 class AlexNet(PlainConvNet):

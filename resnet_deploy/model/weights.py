@@ -202,6 +202,8 @@ def randomize(model: nn.Module, seed: int = RANDOM_SEED, recipe: Preprocess = DE
         for m in model.modules():
             if isinstance(m, nn.Conv2d):
                 nn.init.kaiming_normal_(m.weight, mode="fan_out", nonlinearity="relu")
+                if m.bias is not None:  # VGG/AlexNet convs and SE-ResNet's gate convs: seeded like the rest
+                    nn.init.normal_(m.bias, 0.0, 0.01)
             elif isinstance(m, nn.modules.batchnorm._BatchNorm):
                 # A trained network's BN affine parameters are not all 1/0; spread them a little.
                 nn.init.uniform_(m.weight, 0.5, 1.0)

@@ -39,6 +39,7 @@ from ..progress import Progress, quiet
 from .autocast import LOW_PRECISIONS, convert_fp16
 from .calib import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, calibration_digest, load_calibration
 from .exclude import check_exclude, excluded_nodes, module_paths, node_patterns, parse_exclude
+from .placement import PLACEMENT_VERSION
 from .ptq import HIGH_PRECISIONS, normalize_method, quantize_int8
 
 FP16_REFERENCE_IMAGES = 16   # AutoCast's reference run: enough to see which activations exceed FP16
@@ -119,7 +120,7 @@ def precision_request(src: Path, precision: str, src_meta: dict[str, str], *, ca
         "seed": seed,
     }
     if precision == "int8":
-        request.update(method=method, high_precision=high_precision)
+        request.update(method=method, high_precision=high_precision, placement=PLACEMENT_VERSION)
         if exclude:  # (absent when empty: earlier calibration caches stay valid)
             request.update(exclude=exclude)
         if tuning:

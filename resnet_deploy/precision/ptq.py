@@ -21,6 +21,7 @@ from ..errors import UserError
 from ..onnx_meta import as_model, count_qdq, opset_of
 from ..versions import dist_version, onnxruntime_wheel
 from .modelopt import import_modelopt, input_info, quiet_tool, require_fp32, self_contained_copy, warnings_from, workdir
+from .placement import PLACEMENT_VERSION, place_for_tensorrt
 
 HIGH_PRECISIONS = ("fp16", "fp32")
 # Calibration methods as users name them (the one list), and what ModelOpt's INT8 PTQ is told. ModelOpt
@@ -176,6 +177,10 @@ def quantize_int8(
         seconds = time.perf_counter() - t0
         if not out.is_file():
             raise RuntimeError(f"ModelOpt quantize wrote no output; its log:\n{buf.getvalue()[-4000:]}")
+        quantized = onnx.load(str(out))
+        placement = place_for_tensorrt(quantized)  # concatenations and sigmoid gates (precision/placement.py)
+        onnx.save(quantized, str(out))
+        del quantized
         qdq = count_qdq(out)
         if not qdq["dequantize_linear"]:
             raise UserError(f"{src} has no node ModelOpt INT8 PTQ can quantize")
@@ -203,6 +208,7 @@ def quantize_int8(
         "activations": "int8 symmetric per tensor",
         "high_precision": high_precision,
         "qdq": qdq,
+        "placement": {"version": PLACEMENT_VERSION, **placement},
         "opset": opset,
         "seconds": round(seconds, 3),
         "tool_warnings": warnings_from(buf),
