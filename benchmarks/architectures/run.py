@@ -39,7 +39,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 import resnet_deploy as rd  # noqa: E402
 from resnet_deploy import pipeline  # noqa: E402
 from resnet_deploy.bench import BenchConfig, run_bench  # noqa: E402
-from resnet_deploy.bench.env import device_label, environment, git_revision  # noqa: E402
+from resnet_deploy.bench.env import device_label, environment  # noqa: E402
 from resnet_deploy.compare import parity_batch  # noqa: E402
 from resnet_deploy.engine import BuildOptions  # noqa: E402
 from resnet_deploy.model import arch_spec  # noqa: E402
@@ -143,7 +143,7 @@ def markdown(results: list[dict], env: dict, command: str, seconds: float) -> st
              f"(CPU provider, {THREADS} threads), torch {torch.__version__}, nvidia-modelopt {dist_version('nvidia-modelopt')}, "
              f"tensorrt-rtx {dist_version('tensorrt-rtx') or dist_version('tensorrt_rtx')}; "
              f"seeded default weights; {len(results)} networks in {seconds / 60:.0f} min.", "",
-             f"Made by `{command}` at {git_revision(HERE) or 'an unknown revision'}.", "",
+             f"Made by `{command}` at {env.get('git') or 'an unknown revision'}.", "",
              "## Size, cost and speed (FP32, ONNX Runtime CPU)", "",
              "Parameters are those the deployed graph holds (GoogLeNet's auxiliary classifiers are in its "
              "state_dict only); MACs at 224x224; layers are the weighted layers on the main path. Latency is the "
@@ -246,7 +246,7 @@ def main(argv: list[str] | None = None) -> int:
             for f in Path(work, arch).glob("*.onnx"):
                 f.unlink()
     seconds = time.perf_counter() - t0
-    (dest / "results.json").write_text(json.dumps({"command": command, "revision": git_revision(HERE),
+    (dest / "results.json").write_text(json.dumps({"command": command, "revision": env.get("git"),
                                                     "environment": env, "seconds": round(seconds),
                                                     "results": results}, indent=1, default=str) + "\n")
     plot(results, dest / "latency_vs_macs.png")

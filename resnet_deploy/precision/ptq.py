@@ -117,6 +117,7 @@ def quantize_int8(
     op_types_to_exclude: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] | None = None,
     verbose: bool = False,
+    placement: bool = True,
 ) -> dict[str, Any]:
     """FP32 ONNX -> explicit Q/DQ INT8 ONNX with ModelOpt PTQ; returns manifest facts.
 
@@ -131,7 +132,9 @@ def quantize_int8(
     (its documented ``calibration_cache_path``), and ModelOpt places the Q/DQ nodes as usual. ``high_precision`` is the type of everything left unquantized:
     ``"fp16"`` (ModelOpt's default and what TensorRT runs fastest) or ``"fp32"``. Calibration
     runs on ONNX Runtime with ``calibration_eps`` (``"cpu"``, ``"cuda:0"``, ``"trt"``), in
-    steps of ``calibration_batch`` images.
+    steps of ``calibration_batch`` images. ``placement`` runs the toolkit's Q/DQ passes for
+    concatenations and sigmoid gates after ModelOpt (:mod:`.placement`); ``False`` leaves ModelOpt's
+    graph as it is (for comparisons; the pipeline always places).
     """
     src, dst = Path(src_onnx), Path(dst_onnx)
     key = normalize_method(method)
@@ -177,10 +180,12 @@ def quantize_int8(
         seconds = time.perf_counter() - t0
         if not out.is_file():
             raise RuntimeError(f"ModelOpt quantize wrote no output; its log:\n{buf.getvalue()[-4000:]}")
-        quantized = onnx.load(str(out))
-        placement = place_for_tensorrt(quantized)  # concatenations and sigmoid gates (precision/placement.py)
-        onnx.save(quantized, str(out))
-        del quantized
+        placed: dict[str, Any] = {"version": None}
+        if placement:  # concatenations and sigmoid gates (precision/placement.py)
+            quantized = onnx.load(str(out))
+            placed = {"version": PLACEMENT_VERSION, **place_for_tensorrt(quantized)}
+            onnx.save(quantized, str(out))
+            del quantized
         qdq = count_qdq(out)
         if not qdq["dequantize_linear"]:
             raise UserError(f"{src} has no node ModelOpt INT8 PTQ can quantize")
@@ -208,7 +213,7 @@ def quantize_int8(
         "activations": "int8 symmetric per tensor",
         "high_precision": high_precision,
         "qdq": qdq,
-        "placement": {"version": PLACEMENT_VERSION, **placement},
+        "placement": placed,
         "opset": opset,
         "seconds": round(seconds, 3),
         "tool_warnings": warnings_from(buf),
