@@ -175,3 +175,14 @@ def test_fp16_high_precision_graphs_keep_their_scale_type(small_int8, tmp_path):
     # valid ONNX that runs as written (ONNX Runtime's own QLinearConcat fusion takes float32 scales only, so
     # its optimizer refuses this graph: docs/precision.md says to keep --high-precision fp32 for ORT CPU)
     assert np.isfinite(run(out, augmented_photos(2, SMALL))).all()
+
+
+def test_the_placement_is_part_of_the_int8_reuse_key(small_int8):
+    """An INT8 ONNX made before the passes (its request has no placement) is made again, not reused."""
+    from resnet_deploy.precision.artifact import precision_request, read_fp32_source
+    from resnet_deploy.precision.placement import PLACEMENT_VERSION
+
+    fp32, _, facts = small_int8("googlenet")
+    request = precision_request(fp32, "int8", read_fp32_source(fp32))
+    assert request["placement"] == PLACEMENT_VERSION == facts["placement"]["version"]
+    assert "placement" not in precision_request(fp32, "fp16", read_fp32_source(fp32))
