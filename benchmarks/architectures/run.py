@@ -2,6 +2,7 @@
 
     python benchmarks/architectures/run.py             # writes results.md, results.json, latency_vs_macs.png here
     python benchmarks/architectures/run.py --quick     # resnet18 and alexnet only, into a temporary folder (a dry run)
+    python benchmarks/architectures/run.py --plot-only # redraw latency_vs_macs.png from results.json
 
 For each network (ResNet-18/50/152, DenseNet-121, SE-ResNet-50, AlexNet, VGG-16, GoogLeNet), with the
 toolkit's seeded default weights and everything made by the pipeline the CLI uses:
@@ -206,10 +207,14 @@ def plot(results: list[dict], path: Path) -> None:
     colours = {f: plt.cm.tab10(i) for i, f in enumerate(families)}
     for ax, key, label in ((axes[0], "latency_b1_ms", "latency at batch 1 (ms, median)"),
                            (axes[1], "throughput_b8_ips", "throughput at batch 8 (images/s)")):
+        placed: list[tuple[float, float]] = []
         for r in results:
+            x, y = r["gmacs"], r[key]
+            near = any(abs(x / px - 1) < 0.15 and abs(y / py - 1) < 0.15 for px, py in placed)
+            placed.append((x, y))
             ax.scatter(r["gmacs"], r[key], s=30 + r["parameters"] / 1e6 * 2, color=colours[family_label(r["family"])], alpha=0.8,
                        edgecolors="black", linewidths=0.5)
-            ax.annotate(r["arch"], (r["gmacs"], r[key]), textcoords="offset points", xytext=(6, 4), fontsize=8)
+            ax.annotate(r["arch"], (x, y), textcoords="offset points", xytext=(6, -12 if near else 4), fontsize=8)
         ax.set_xscale("log")
         ax.set_yscale("log")
         for axis in (ax.xaxis, ax.yaxis):
@@ -230,7 +235,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="two small networks into a temporary folder (a dry run)")
     ap.add_argument("--min-time", type=float, default=3.0, help="seconds each timed loop runs at least")
+    ap.add_argument("--plot-only", action="store_true", help="redraw the plot from the committed results.json, measuring nothing")
     args = ap.parse_args(argv)
+    if args.plot_only:
+        plot(json.loads((HERE / "results.json").read_text())["results"], HERE / "latency_vs_macs.png")
+        return 0
     torch.set_num_threads(THREADS)
     command = "python benchmarks/architectures/run.py" + (" --quick" if args.quick else "") + \
         (f" --min-time {args.min_time:g}" if args.min_time != 3.0 else "")

@@ -27,8 +27,9 @@ def test_each_family_builds(real_engine, real_onnx, arch, precision):
     fp32_bytes = Path(real_onnx(arch, "fp32")).stat().st_size
     if precision == "int8":
         assert net["output_dtypes"].get("INT8", 0) >= 20 and net["qdq_layers"] >= 40, net
-        # INT8 weights take one byte: the plan is well below the FP32 weights' four
-        assert m["engine_bytes"] < 0.45 * fp32_bytes, (m["engine_bytes"], fp32_bytes)
+        # below the FP32 weights (TensorRT-RTX's INT8 plans of the many-small-layer networks carry more than
+        # their 8-bit weights: DenseNet-121's is no smaller than its FP16 plan, benchmarks/architectures)
+        assert m["engine_bytes"] < 0.9 * fp32_bytes, (m["engine_bytes"], fp32_bytes)
     else:
         assert net["output_dtypes"].get("INT8", 0) == 0 and net["output_dtypes"].get("HALF", 0) >= 5, net
         assert m["engine_bytes"] < 0.6 * fp32_bytes, (m["engine_bytes"], fp32_bytes)
