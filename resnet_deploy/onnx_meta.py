@@ -94,6 +94,15 @@ def opset_of(model: onnx.ModelProto) -> int | None:
     return max((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), default=None)
 
 
+def consumers_of(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
+    """``{tensor: the nodes that read it}`` in graph order."""
+    out: dict[str, list[onnx.NodeProto]] = {}
+    for n in graph.node:
+        for i in n.input:
+            out.setdefault(i, []).append(n)
+    return out
+
+
 def count_ops(model: onnx.ModelProto, op_type: str) -> int:
     return sum(1 for n in model.graph.node if n.op_type == op_type)
 
@@ -225,6 +234,6 @@ def count_qdq(model_or_path: Any) -> dict[str, Any]:
     }
 
 
-__all__ = ["INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "DTYPE_NAMES", "load_onnx", "as_model", "read_metadata",
+__all__ = ["consumers_of", "INPUT_NAME", "OUTPUT_NAME", "METADATA_PREFIX", "DTYPE_NAMES", "load_onnx", "as_model", "read_metadata",
            "set_metadata", "artifact_facts", "check_image_classifier", "opset_of", "count_ops", "tensor_facts", "graph_io", "detect_precision",
            "count_qdq"]

@@ -146,15 +146,9 @@ def select_archs(value: str, preact: bool = False) -> list[str]:
     for part in str(value).replace(" ", "").split(","):
         if not part:
             continue
-        key = part.lower()
-        if key == "all":
-            archs += [resolve_arch(d, preact) for d in DEPTHS]
-        elif key in FAMILIES and key not in OTHER_ARCHS:
-            if preact and key not in ("resnet", "resnext", "wide_resnet", "preact"):
-                raise UserError(f"the {key} family has no pre-activation variant here")
-            archs += [resolve_arch(a, preact) for a in FAMILIES[key]]
-        else:
-            archs.append(resolve_arch(part, preact))
+        members = family_members("resnet" if part.lower() == "all" else part)
+        # each member resolved as named: a family without pre-activation units refuses --preact in one line
+        archs += [resolve_arch(a, preact) for a in members] if members else [resolve_arch(part, preact)]
     if not archs:
         raise UserError(f"--depth {value!r} names no network")
     return list(dict.fromkeys(archs))

@@ -32,6 +32,8 @@ import numpy as np
 import onnx
 from onnx import helper, numpy_helper
 
+from ..onnx_meta import consumers_of
+
 SIGMOID_SCALE = 1.0 / 127.0  # [0, 1] in symmetric INT8
 # In every INT8 request (precision/artifact.py): an INT8 ONNX made before these passes is made again.
 PLACEMENT_VERSION = "concat-shared-scales+sigmoid-1/127"
@@ -44,10 +46,7 @@ class _Graph:
         self.graph = model.graph
         self.inits = {t.name: t for t in self.graph.initializer}
         self.producer = {o: n for n in self.graph.node for o in n.output}
-        self.consumers: dict[str, list[onnx.NodeProto]] = defaultdict(list)
-        for n in self.graph.node:
-            for i in n.input:
-                self.consumers[i].append(n)
+        self.consumers = defaultdict(list, consumers_of(self.graph))
         self.names = {n.name for n in self.graph.node} | set(self.inits) | set(self.producer)
 
     def unique(self, base: str) -> str:
@@ -134,7 +133,8 @@ def share_concat_scales(model: onnx.ModelProto) -> dict[str, Any]:
     rewire: dict[int, dict[str, str]] = {}     # id(concat) -> {old input: dequantized input}
     emit_before: dict[int, list[onnx.NodeProto]] = defaultdict(list)  # id(concat) -> Q/DQ nodes to place first
     inputs_quantized = 0
-    for group in _groups(concats):
+    groups = _groups(concats)
+    for group in groups:
         out_qs = [u for c in group for u in g.consumers[c.output[0]]]
         scale = max(g.per_tensor_int8(q) for q in out_qs)
         base = (group[0].name or group[0].output[0]).strip("/").replace("/", "_") or "concat"
@@ -166,7 +166,7 @@ def share_concat_scales(model: onnx.ModelProto) -> dict[str, Any]:
         nodes.append(n)
     del g.graph.node[:]
     g.graph.node.extend(nodes)
-    return {"concat_groups": len(_groups(concats)), "concats": len(concats), "inputs_quantized": inputs_quantized}
+    return {"concat_groups": len(groups), "concats": len(concats), "inputs_quantized": inputs_quantized}
 
 
 def fix_sigmoid_scales(model: onnx.ModelProto) -> int:

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 
 import onnx
 
-from ..onnx_meta import read_metadata
+from ..onnx_meta import consumers_of, read_metadata
 from ..precision.exclude import module_paths
 
 BLOCK = re.compile(r"^(layer\d+\.\d+)\.")
@@ -40,14 +40,6 @@ def unit_name(path: str) -> str:
     return m.group(1) if m else path
 
 
-def _consumers(graph: onnx.GraphProto) -> dict[str, list[onnx.NodeProto]]:
-    out: dict[str, list[onnx.NodeProto]] = {}
-    for n in graph.node:
-        for i in n.input:
-            out.setdefault(i, []).append(n)
-    return out
-
-
 def _follow(tensor: str, consumers: dict[str, list[onnx.NodeProto]], ops: tuple[str, ...] = FOLLOW) -> str:
     while len(consumers.get(tensor, [])) == 1 and consumers[tensor][0].op_type in ops:
         tensor = consumers[tensor][0].output[0]
@@ -57,7 +49,7 @@ def _follow(tensor: str, consumers: dict[str, list[onnx.NodeProto]], ops: tuple[
 def find_units(model: onnx.ModelProto, modules: dict[str, str]) -> list[Unit]:
     """The units of an FP32 (or INT8) graph, in graph order, from the export's module map."""
     graph = model.graph
-    consumers = _consumers(graph)
+    consumers = consumers_of(graph)
     nodes = {n.name: n for n in graph.node}
     grouped: dict[str, dict[str, str]] = {}
     order = [n.name for n in graph.node if n.name in modules]
