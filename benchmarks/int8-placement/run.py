@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 import resnet_deploy as rd  # noqa: E402
 from resnet_deploy import pipeline  # noqa: E402
 from resnet_deploy.bench.env import git_revision  # noqa: E402
-from resnet_deploy.onnx_meta import load_onnx, read_metadata, set_metadata  # noqa: E402
+from resnet_deploy.onnx_meta import consumers_of, load_onnx, read_metadata, set_metadata  # noqa: E402
 from resnet_deploy.precision.artifact import calibration_batch  # noqa: E402
 from resnet_deploy.precision.calib import DEFAULT_CALIB_SAMPLES, load_calibration  # noqa: E402
 from resnet_deploy.precision.ptq import quantize_int8  # noqa: E402
@@ -44,10 +44,7 @@ def graph_facts(path: Path) -> dict:
     g = m.graph
     inits = {t.name: t for t in g.initializer}
     producer = {o: n for n in g.node for o in n.output}
-    consumers: dict[str, list] = {}
-    for n in g.node:
-        for i in n.input:
-            consumers.setdefault(i, []).append(n)
+    consumers = consumers_of(g)
 
     def scale(node) -> float | None:
         t = inits.get(node.input[1])

@@ -17,6 +17,7 @@ from onnx import numpy_helper
 
 import resnet_deploy as rd
 from resnet_deploy.onnx_export import export_onnx
+from resnet_deploy.onnx_meta import consumers_of
 from resnet_deploy.precision import modelopt_available
 from resnet_deploy.precision.placement import SIGMOID_SCALE, place_for_tensorrt, share_concat_scales
 from resnet_deploy.precision.ptq import quantize_int8
@@ -52,10 +53,7 @@ class View:
         g = self.model.graph
         self.inits = {t.name: numpy_helper.to_array(t) for t in g.initializer}
         self.producer = {o: n for n in g.node for o in n.output}
-        self.consumers = defaultdict(list)
-        for n in g.node:
-            for i in n.input:
-                self.consumers[i].append(n)
+        self.consumers = defaultdict(list, consumers_of(g))
         self.nodes = list(g.node)
 
     def scale(self, qdq) -> float:
