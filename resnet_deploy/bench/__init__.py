@@ -1,19 +1,51 @@
-"""The benchmark harness: latency, throughput and parity for every depth, precision and backend.
+"""The benchmark: plan -> run -> report, for every depth, precision and backend.
 
-    from resnet_deploy.bench import BenchConfig, run_bench
-    result = run_bench(BenchConfig(engines=["torch", "ort"], depths=[50], precisions=["fp32"], batches=[1, 8]))
-    result.rows        # one dict per (depth, precision, backend, batch); see report.ROW_FIELDS
+    from resnet_deploy.bench import BenchConfig, make_plan, run_bench
+    cfg = BenchConfig(engines=["torch", "ort"], depths=[50], precisions=["fp32"], batches=[1, 8])
+    make_plan(cfg).rows()   # the rows it will measure, nothing loaded
+    result = run_bench(cfg)
+    result.rows        # one BenchRow per (depth, precision, backend, batch); fields: ROW_FIELDS
     result.files       # results.json, results.csv, report.md and the PNG plots it wrote
 
-Modules: :mod:`.timing` (the timing core), :mod:`.bound` (an open runner made ready to time),
-:mod:`.harness` (the sweep), :mod:`.report` (files and plots), :mod:`.env` (the machine).
+Modules: :mod:`.config` (the options), :mod:`.plan` (the rows to run), :mod:`.executor` (the run,
+runner-agnostic), :mod:`.artifacts` (the one door to the pipeline), :mod:`.timed_calls` (an open
+runner made ready to time), :mod:`.timing` (the timing core), :mod:`.rows` (the typed row),
+:mod:`.report` (files and plots), :mod:`.harness` (:func:`run_bench`: the three together),
+:mod:`.env` (the machine).
+
+The names below load lazily: ``import resnet_deploy.bench.timing`` (or ``.rows``) pulls in neither
+torch nor the pipeline.
 """
 
 from __future__ import annotations
 
-from .harness import ALL_DEPTHS, BENCH_PRECISIONS, BenchConfig, BenchResult, defaults, parse_list, plan_size, run_bench
-from .report import ROW_FIELDS, SCHEMA_VERSION, load_results, merge_results
-from .timing import Stats, Timing, bare_loop, measure
+import importlib
+from typing import Any
 
-__all__ = ["ALL_DEPTHS", "BENCH_PRECISIONS", "plan_size", "BenchConfig", "BenchResult", "defaults", "parse_list", "run_bench", "ROW_FIELDS",
-           "SCHEMA_VERSION", "load_results", "merge_results", "Stats", "Timing", "bare_loop", "measure"]
+_WHERE = {
+    "ALL_DEPTHS": ".config", "BENCH_PRECISIONS": ".config", "BenchConfig": ".config", "defaults": ".config",
+    "parse_list": ".config",
+    "BenchPlan": ".plan", "PlanGroup": ".plan", "PlannedRow": ".plan", "make_plan": ".plan", "plan_size": ".plan",
+    "Artifact": ".artifacts", "ArtifactProvider": ".artifacts", "PipelineArtifacts": ".artifacts",
+    "Executor": ".executor", "OomSkip": ".executor", "OpenBackend": ".executor", "RegistryRunners": ".executor",
+    "BenchResult": ".harness", "run_bench": ".harness",
+    "BenchRow": ".rows", "ROW_FIELDS": ".rows", "TimingFigures": ".rows",
+    "SCHEMA_VERSION": ".report", "load_results": ".report", "merge_results": ".report", "streams_cell": ".report",
+    "throughput": ".report",
+    "CPU_WARMUP": ".timing", "GPU_WARMUP": ".timing", "Stats": ".timing", "Timing": ".timing", "bare_loop": ".timing",
+    "measure": ".timing",
+}
+
+__all__ = sorted(_WHERE)
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _WHERE:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    value = getattr(importlib.import_module(_WHERE[name], __name__), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -39,6 +39,9 @@ def _mem_total_gib() -> float | None:
     return None
 
 
+TORCH_LIBRARY = "torch"
+"""PyTorch's key in ``environment()["versions"]`` (a library, whatever the backends are called)."""
+
 _DISTS = {"tensorrt": ("tensorrt", "tensorrt-cu13", "tensorrt-cu12"),
           "tensorrt_rtx": ("tensorrt-rtx",), "cuda": ("cuda-python", "cuda-bindings")}
 
@@ -130,7 +133,7 @@ def environment(command: str | None = None) -> dict[str, Any]:
         "gpu": gpu_facts(),
         "versions": {
             "resnet_deploy": _version("resnet-deploy"),
-            "torch": _version("torch"),
+            TORCH_LIBRARY: _version("torch"),
             "onnxruntime": _version("onnxruntime"),
             "onnx": _version("onnx"),
             "numpy": _version("numpy"),

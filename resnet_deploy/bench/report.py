@@ -13,48 +13,31 @@ import io
 import json
 import math
 import re
+from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 from types import SimpleNamespace
-from typing import Any, Iterable
+from typing import Any, Callable, Iterable
 
 from ..artifacts import atomic_write_text, ensure_writable_dir
 from ..errors import UserError
 from ..plots import pyplot, save_png
+from ..runners import runner_class
+from .env import TORCH_LIBRARY
+from .rows import ROW_FIELDS, BenchRow, as_row
+from .timing import CPU_WARMUP, GPU_WARMUP
 
 SCHEMA_VERSION = 1
-
-ROW_FIELDS = (
-    "run_id", "arch", "depth", "precision", "backend", "batch", "status", "reason", "device", "scope",
-    # end to end (host numpy in, host logits out)
-    "latency_p50_ms", "latency_p90_ms", "latency_p99_ms", "latency_mean_ms", "latency_min_ms", "latency_std_ms",
-    "latency_throughput_ips", "iterations", "timed_s", "warmup", "first_call_s", "clock",
-    # compute only (GPU backends; inputs already on the device)
-    "compute_p50_ms", "compute_p90_ms", "compute_p99_ms", "compute_mean_ms", "compute_throughput_ips",
-    "compute_iterations", "compute_clock",
-    # memory, build
-    "memory_mib", "memory_kind", "build_s", "artifact_reused", "load_s", "artifact",
-    # graphs compiled or captured for this row (torch.compile, CUDA graphs) and the seconds it took
-    "compile_graphs", "compile_s",
-    # correctness against PyTorch FP32 on the same inputs
-    "parity_rel_l2", "parity_max_abs", "parity_top1", "parity_top5", "parity_cosine", "parity_n", "parity_passed",
-    "parity_failures", "parity_bar_rel_l2", "parity_bar_top1",
-    # does the harness cost speed?
-    "bare_mean_ms", "harness_mean_ms", "harness_overhead_pct",
-    # several streams at once (offline; end to end; --streams N)
-    "streams", "streams_throughput_ips", "streams_p50_ms", "streams_p99_ms", "streams_calls", "streams_gain_pct",
-    "streams_note",
-    "load_avg_1m", "cpu_pressure_pct", "notes",
-)
-STATUSES = ("ok", "failed", "unavailable", "error", "skipped")
+"""results.json's layout; :data:`ROW_FIELDS` (the fields of :class:`~.rows.BenchRow`) are its rows' keys and
+results.csv's header. Adding a field keeps version 1 readable: an older file's missing field reads ``None``."""
 
 
-def _compile(r: dict[str, Any]) -> str:
+def _compile(r: BenchRow) -> str:
     """``12.3 (1 graph)``: what compiling or capturing this row cost; ``-`` where nothing is compiled."""
-    if r.get("compile_graphs") is None:
+    if r.compile_graphs is None:
         return "-"
-    n = r["compile_graphs"]
-    return f"{_f(r.get('compile_s'), '{:.2f}')} ({n} graph{'s' if n != 1 else ''})"
+    n = r.compile_graphs
+    return f"{_f(r.compile_s, '{:.2f}')} ({n} graph{'s' if n != 1 else ''})"
 
 
 def default_run_id(env: dict[str, Any]) -> str:
@@ -74,30 +57,31 @@ def _clean(v: Any) -> Any:
     return v
 
 
-def throughput(row: dict[str, Any]) -> float | None:
+def throughput(row: BenchRow | dict[str, Any]) -> float | None:
     """The row's headline images/s: compute-only where measured (GPU), else end to end."""
-    return row.get("compute_throughput_ips") or row.get("latency_throughput_ips")
+    r = as_row(row)
+    return r.compute_throughput_ips or r.latency_throughput_ips
 
 
-def scenarios(rows: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+def scenarios(rows: Iterable[BenchRow | dict[str, Any]]) -> list[dict[str, Any]]:
     """MLPerf-style: single-stream (batch 1 latency) and offline (throughput at the largest batch that ran)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for r in rows:
-        if r.get("status") in ("ok", "failed") and r.get("batch"):
-            groups.setdefault((r["arch"], r["precision"], r["backend"]), []).append(r)
+    groups: dict[tuple, list[BenchRow]] = {}
+    for r in map(as_row, rows):
+        if r.measured and r.batch:
+            groups.setdefault((r.arch, r.precision, r.backend), []).append(r)
     out = []
     for (arch, precision, backend), rs in groups.items():
-        one = next((r for r in rs if r["batch"] == 1), None)
-        big = max(rs, key=lambda r: r["batch"])
+        one = next((r for r in rs if r.batch == 1), None)
+        big = max(rs, key=lambda r: r.batch)
         out.append({
             "arch": arch, "precision": precision, "backend": backend,
-            "single_stream_p50_ms": one and one["latency_p50_ms"], "single_stream_p99_ms": one and one["latency_p99_ms"],
-            "single_stream_compute_p50_ms": one and one.get("compute_p50_ms"),
-            "offline_batch": big["batch"], "offline_ips": big.get("latency_throughput_ips"),
-            "offline_compute_ips": big.get("compute_throughput_ips"),
-            "offline_streams": big.get("streams") if big.get("streams_throughput_ips") else None,
-            "offline_streams_ips": big.get("streams_throughput_ips"),
-            "parity_ok": all(r["status"] == "ok" for r in rs),
+            "single_stream_p50_ms": one and one.latency_p50_ms, "single_stream_p99_ms": one and one.latency_p99_ms,
+            "single_stream_compute_p50_ms": one and one.compute_p50_ms,
+            "offline_batch": big.batch, "offline_ips": big.latency_throughput_ips,
+            "offline_compute_ips": big.compute_throughput_ips,
+            "offline_streams": big.streams if big.streams_throughput_ips else None,
+            "offline_streams_ips": big.streams_throughput_ips,
+            "parity_ok": all(r.status == "ok" for r in rs),
         })
     return out
 
@@ -113,17 +97,17 @@ def to_json(result) -> dict[str, Any]:
         "environment": result.environment,
         "config": result.config,
         "row_fields": list(ROW_FIELDS),
-        "rows": [{k: r.get(k) for k in ROW_FIELDS} for r in result.rows],
+        "rows": [as_row(r).to_dict() for r in result.rows],
         "scenarios": scenarios(result.rows),
     })
 
 
-def to_csv(rows: list[dict[str, Any]]) -> str:
+def to_csv(rows: Iterable[BenchRow | dict[str, Any]]) -> str:
     buf = io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), extrasaction="ignore", lineterminator="\n")
+    w = csv.DictWriter(buf, fieldnames=list(ROW_FIELDS), lineterminator="\n")
     w.writeheader()
-    for r in rows:
-        w.writerow({k: ("" if r.get(k) is None else _csv_value(r.get(k))) for k in ROW_FIELDS})
+    for r in map(as_row, rows):
+        w.writerow({k: ("" if v is None else _csv_value(v)) for k, v in r.to_dict().items()})
     return buf.getvalue()
 
 
@@ -156,31 +140,31 @@ def _ips(v: Any) -> str:
     return f"{v:,.0f}" if v >= 100 else f"{v:.1f}"
 
 
-def _load(r: dict[str, Any]) -> str:
+def _load(r: BenchRow) -> str:
     """1-minute load average and CPU pressure (avg10 %) when the row started."""
-    return f"{_f(r.get('load_avg_1m'), '{:.2f}')} / {_f(r.get('cpu_pressure_pct'), '{:.0f}%')}"
+    return f"{_f(r.load_avg_1m, '{:.2f}')} / {_f(r.cpu_pressure_pct, '{:.0f}%')}"
 
 
-def _build(r: dict[str, Any]) -> str:
-    if r.get("artifact_reused") is None:
+def _build(r: BenchRow) -> str:
+    if r.artifact_reused is None:
         return "-"
-    return "reused" if r.get("artifact_reused") else _f(r.get("build_s"), "{:.1f}")
+    return "reused" if r.artifact_reused else _f(r.build_s, "{:.1f}")
 
 
-def streams_cell(r: dict[str, Any]) -> str:
+def streams_cell(row: BenchRow | dict[str, Any]) -> str:
     """``"2: 61.2 (+13%)"``: streams, images/s of all of them together, gain over one stream end to end."""
-    if r.get("streams_throughput_ips") is None:
+    r = as_row(row)
+    if r.streams_throughput_ips is None:
         return "-"
-    return f"{r.get('streams')}: {_ips(r['streams_throughput_ips'])} ({_f(r.get('streams_gain_pct'), '{:+.0f}%')})"
+    return f"{r.streams}: {_ips(r.streams_throughput_ips)} ({_f(r.streams_gain_pct, '{:+.0f}%')})"
 
 
-def _verdict(r: dict[str, Any]) -> str:
-    st = r.get("status")
-    if st == "ok":
+def _verdict(r: BenchRow) -> str:
+    if r.status == "ok":
         return "ok"
-    if st == "failed":
-        return "**FAILED** (" + (r.get("parity_failures") or "parity") + ")"
-    return f"{st}: {r.get('reason') or ''}".strip()
+    if r.status == "failed":
+        return "**FAILED** (" + (r.parity_failures or "parity") + ")"
+    return f"{r.status}: {r.reason or ''}".strip()
 
 
 def _load_words(env: dict[str, Any]) -> str:
@@ -205,30 +189,10 @@ def _load_words(env: dict[str, Any]) -> str:
     return text
 
 
-def to_markdown(result, plots: list[str]) -> str:
-    env = result.environment
-    rows = result.rows
-    lines: list[str] = []
-    a = lines.append
-    a(f"# Benchmark {result.run_id}")
-    a("")
-    if result.interrupted:
-        a("**Interrupted (Ctrl-C): this report holds only the rows measured before the interruption.**")
-        a("")
-    a(f"Device: **{env.get('device')}**. Command: `{env.get('command')}`")
-    a("")
-    if env.get("merged_from"):
-        a(f"Merged from {len(env['merged_from'])} runs on this device: {', '.join(map(str, env['merged_from']))} "
-          "(each row's run_id says which; the environment below is the first run's)."
-          + (f" {env['merge_note']}." if env.get("merge_note") else ""))
-        a("")
-    a("## Environment")
-    a("")
-    a("| what | value |")
-    a("|---|---|")
+def _environment_items(env: dict[str, Any]) -> list[tuple[str, Any]]:
     gpu = env.get("gpu") or {}
     v = env.get("versions") or {}
-    items = [
+    return [
         ("time (UTC)", env.get("time_utc")), ("CPU", f"{env.get('cpu')}, {env.get('cpu_count')} logical cores "
                                              f"({env.get('cpu_affinity')} usable), {env.get('memory_gib')} GiB"),
         ("load", _load_words(env)),
@@ -237,111 +201,175 @@ def to_markdown(result, plots: list[str]) -> str:
                  f"{gpu.get('cuda_driver_api', '?')}, CUDA runtime {gpu.get('cuda_runtime', '?')}, torch CUDA "
                  f"{gpu.get('torch_cuda')}") if gpu.get("present") else f"none ({gpu.get('why', 'no CUDA device')})"),
         ("Python / OS", f"{env.get('python')} / {env.get('os')}"),
-        ("torch", f"{v.get('torch')} ({env.get('torch_threads')} threads)"), ("onnxruntime", v.get("onnxruntime")),
-        ("onnx", v.get("onnx")), ("TensorRT", v.get("tensorrt") or "not installed"),
+        (TORCH_LIBRARY, f"{v.get(TORCH_LIBRARY)} ({env.get('torch_threads')} threads)"),
+        ("onnxruntime", v.get("onnxruntime")), ("onnx", v.get("onnx")),
+        ("TensorRT", v.get("tensorrt") or "not installed"),
         ("TensorRT-RTX", v.get("tensorrt_rtx") or "not installed"), ("cuda-python", v.get("cuda_python")),
         ("numpy", v.get("numpy")), ("toolkit", f"resnet-deploy {v.get('resnet_deploy')} (git {env.get('git', '?')})"),
     ]
-    for k, val in items:
-        a(f"| {k} | {val} |")
-    cfg = result.config
-    a("")
-    a("## Method")
-    a("")
-    a(f"Seeded random weights (seed {cfg.get('seed')}, BatchNorm statistics re-estimated on photographs), 224x224 "
-      f"float32 NCHW inputs. Each row: parity first, on the timed path and shape, against PyTorch FP32 on the same "
-      f"{cfg.get('parity_random')} random tensors + scikit-image photographs (relative L2, top-1 agreement at the "
-      f"precision's bars; NaN/Inf fails). Then {cfg.get('warmup') if cfg.get('warmup') is not None else 'auto (3 CPU / 20 GPU)'} "
-      f"warm-up calls, then timed calls until at least {cfg.get('min_time')} s and {cfg.get('min_iters')} calls, "
-      f"rotating among {cfg.get('buffers')} pre-made random input buffers; each call waits for its result "
-      "(single-stream discipline), latency percentiles are over the per-call times, throughput = batch / median "
-      "latency. CPU backends: end-to-end and compute-only are the same figure (no host-device copy); GPU backends: "
-      "end-to-end (host numpy in, host logits out, copies included) and compute-only (inputs already on the device, "
-      "CUDA events or a synchronised clock). Memory: "
-      + "; ".join(sorted({r['memory_kind'] for r in rows if r.get('memory_kind')}) or ["-"]) + ".")
-    if cfg.get("bare"):
-        a("")
-        a("Harness overhead: after each row, the same calls on the same buffers run in "
-          f"{cfg.get('bare_rounds')} alternated pairs of blocks: a harness block (the timing loop itself: per-call "
-          "clock, rotation, untimed staging) and a bare block (one clock pair around the calls, nothing else). "
-          "Overhead = median over the pairs of (harness block mean / bare block mean - 1); negative means the "
-          "harness figure is the lower one. Pairs run back to back so that slow changes of machine load cancel; "
-          "on a shared machine a few percent either way is still load noise.")
-    # from the rows, not the config: a merged report's config is its first run's
-    n_streams = max([r["streams"] for r in rows if r.get("streams")] or [cfg.get("streams") or 1])
-    if n_streams > 1:
-        a("")
-        a(f"Several streams (`--streams {n_streams}`): after a backend's single-stream rows, "
-          f"{n_streams} fresh instances of it run at once, each in its own thread (on a CPU each with an "
-          "equal share of the cores unless `--threads` is given; on a GPU each with its own CUDA stream), end to "
-          "end, every stream waiting for its own results, for the same minimum time. Each instance passes parity "
-          "alone first, and each stream's last output under load must match the same input run alone. Streams "
-          "img/s = the sum over streams of (calls x batch / that stream's own span); the gain is over the same "
-          "backend's single-stream end-to-end img/s. Memory is not measured for this figure.")
-    streams = any(r.get("streams_throughput_ips") is not None for r in rows)
-    a("")
-    a("## Results")
-    a("")
-    a("| depth | precision | backend | batch | p50 ms | p90 ms | p99 ms | img/s | compute p50 ms | compute img/s "
-      + ("| streams: img/s (gain) " if streams else "")
-      + "| memory MiB | build / load / first call / compile s | rel L2 | top-1 | harness overhead | calls | load / CPU wait | verdict |")
-    a("|---|---|---|---|---|---|---|---|---|---|" + ("---|" if streams else "") + "---|---|---|---|---|---|---|---|")
+
+
+def _extra_warmups(rows: list[BenchRow]) -> str:
+    """``", +3 for torch-compile"``: what the runner classes of these rows add to the default warm-up."""
+    extra = []
+    for b in dict.fromkeys(r.backend for r in rows):
+        try:
+            n = runner_class(b).extra_warmup(b)
+        except (ImportError, UserError):  # a backend of an older run, or whose module cannot load here
+            continue
+        if n:
+            extra.append(f", +{n} for {b}")
+    return "".join(extra)
+
+
+def warmup_words(cfg: dict[str, Any], rows: list[BenchRow]) -> str:
+    """How many warm-up calls each row had, from the same constants the run uses."""
+    if cfg.get("warmup") is not None:
+        return str(cfg["warmup"])
+    return f"auto ({CPU_WARMUP} CPU / {GPU_WARMUP} GPU{_extra_warmups(rows)})"
+
+
+def method_text(cfg: dict[str, Any], rows: list[BenchRow]) -> str:
+    return (
+        f"Seeded random weights (seed {cfg.get('seed')}, BatchNorm statistics re-estimated on photographs), 224x224 "
+        f"float32 NCHW inputs. Each row: parity first, on the timed path and shape, against PyTorch FP32 on the same "
+        f"{cfg.get('parity_random')} random tensors + scikit-image photographs (relative L2, top-1 agreement at the "
+        f"precision's bars; NaN/Inf fails). Then {warmup_words(cfg, rows)} "
+        f"warm-up calls, then timed calls until at least {cfg.get('min_time')} s and {cfg.get('min_iters')} calls, "
+        f"rotating among {cfg.get('buffers')} pre-made random input buffers; each call waits for its result "
+        "(single-stream discipline), latency percentiles are over the per-call times, throughput = batch / median "
+        "latency. CPU backends: end-to-end and compute-only are the same figure (no host-device copy); GPU backends: "
+        "end-to-end (host numpy in, host logits out, copies included) and compute-only (inputs already on the device, "
+        "CUDA events or a synchronised clock). Memory: "
+        + "; ".join(sorted({r.memory_kind for r in rows if r.memory_kind}) or ["-"]) + ".")
+
+
+_BARE_TEXT = (
+    "Harness overhead: after each row, the same calls on the same buffers run in {rounds} alternated pairs of blocks: "
+    "a harness block (the timing loop itself: per-call clock, rotation, untimed staging) and a bare block (one clock "
+    "pair around the calls, nothing else). Overhead = median over the pairs of (harness block mean / bare block mean "
+    "- 1); negative means the harness figure is the lower one. Pairs run back to back so that slow changes of machine "
+    "load cancel; on a shared machine a few percent either way is still load noise.")
+_STREAMS_TEXT = (
+    "Several streams (`--streams {n}`): after a backend's single-stream rows, {n} fresh instances of it run at once, "
+    "each in its own thread (on a CPU each with an equal share of the cores unless `--threads` is given; on a GPU each "
+    "with its own CUDA stream), end to end, every stream waiting for its own results, for the same minimum time. Each "
+    "instance passes parity alone first, and each stream's last output under load must match the same input run "
+    "alone. Streams img/s = the sum over streams of (calls x batch / that stream's own span); the gain is over the "
+    "same backend's single-stream end-to-end img/s. Memory is not measured for this figure.")
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of the Markdown results table: its header and the cell it makes of a measured row."""
+
+    header: str
+    cell: Callable[[BenchRow], str]
+    streams_only: bool = False
+
+
+def _same_or(fmt: Callable[[Any], str], name: str) -> Callable[[BenchRow], str]:
+    """A compute-only cell: ``= e2e`` where the row has no compute-only figure (a CPU backend)."""
+    return lambda r: "= e2e" if r.compute_p50_ms is None else fmt(getattr(r, name))
+
+
+RESULT_COLUMNS: tuple[Column, ...] = (
+    Column("depth", lambda r: str(r.arch)), Column("precision", lambda r: r.precision),
+    Column("backend", lambda r: r.backend), Column("batch", lambda r: str(r.batch)),
+    Column("p50 ms", lambda r: _ms(r.latency_p50_ms)), Column("p90 ms", lambda r: _ms(r.latency_p90_ms)),
+    Column("p99 ms", lambda r: _ms(r.latency_p99_ms)), Column("img/s", lambda r: _ips(r.latency_throughput_ips)),
+    Column("compute p50 ms", _same_or(_ms, "compute_p50_ms")),
+    Column("compute img/s", _same_or(_ips, "compute_throughput_ips")),
+    Column("streams: img/s (gain)", streams_cell, streams_only=True),
+    Column("memory MiB", lambda r: _f(r.memory_mib, "{:.0f}")),
+    Column("build / load / first call / compile s", lambda r: f"{_build(r)} / {_f(r.load_s, '{:.2f}')} / "
+                                                              f"{_f(r.first_call_s, '{:.2f}')} / {_compile(r)}"),
+    Column("rel L2", lambda r: _f(r.parity_rel_l2, "{:.2e}")), Column("top-1", lambda r: _f(r.parity_top1, "{:.0%}")),
+    Column("harness overhead", lambda r: _f(r.harness_overhead_pct, "{:+.1f}%")),
+    Column("calls", lambda r: str(r.iterations)), Column("load / CPU wait", _load), Column("verdict", _verdict),
+)
+_NOT_RUN_CELLS = {"depth", "precision", "backend", "batch", "load / CPU wait", "verdict"}
+
+
+def _results_table(rows: list[BenchRow], streams: bool) -> list[str]:
+    cols = [c for c in RESULT_COLUMNS if streams or not c.streams_only]
+    lines = ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols)]
     for r in rows:
-        if r.get("status") in ("ok", "failed"):
-            cpu_same = r.get("compute_p50_ms") is None
-            a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r['batch']} | {_ms(r['latency_p50_ms'])} | "
-              f"{_ms(r['latency_p90_ms'])} | {_ms(r['latency_p99_ms'])} | {_ips(r['latency_throughput_ips'])} | "
-              f"{'= e2e' if cpu_same else _ms(r['compute_p50_ms'])} | "
-              f"{'= e2e' if cpu_same else _ips(r['compute_throughput_ips'])} | "
-              + (f"{streams_cell(r)} | " if streams else "") + f"{_f(r.get('memory_mib'), '{:.0f}')} | "
-              f"{_build(r)} / {_f(r.get('load_s'), '{:.2f}')} / "
-              f"{_f(r.get('first_call_s'), '{:.2f}')} / {_compile(r)} | {_f(r.get('parity_rel_l2'), '{:.2e}')} | "
-              f"{_f(r.get('parity_top1'), '{:.0%}')} | {_f(r.get('harness_overhead_pct'), '{:+.1f}%')} | "
-              f"{r.get('iterations')} | {_load(r)} | {_verdict(r)} |")
-        else:
-            a(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r.get('batch') or 'all'} | | | | | | | "
-              + ("| " if streams else "") + f"| | | | | | {_load(r)} | {_verdict(r)} |")
+        if r.measured:
+            cells = [c.cell(r) for c in cols]
+        else:  # one row for a backend that did not run: who, and why
+            cells = [c.cell(r) if c.header in _NOT_RUN_CELLS else "" for c in cols]
+            cells[3] = str(r.batch or "all")
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
+
+
+def _scenarios_section(rows: list[BenchRow], streams: bool) -> list[str]:
     sc = scenarios(rows)
-    if sc:
-        a("")
-        a("## Scenarios")
-        a("")
-        a("Single-stream: batch-1 latency. Offline: throughput at the largest batch that ran"
-          + (", one stream and several at once (end to end)." if streams else "."))
-        a("")
-        a("| model | precision | backend | single-stream p50 ms | p99 ms | compute p50 ms | offline batch | offline img/s "
-          "| compute img/s " + ("| several streams img/s " if streams else "") + "| parity |")
-        a("|---|---|---|---|---|---|---|---|---|" + ("---|" if streams else "") + "---|")
-        for s in sc:
-            several = (f"{s['offline_streams']}: {_ips(s['offline_streams_ips'])} | " if s.get("offline_streams_ips")
-                       else "- | ") if streams else ""
-            a(f"| {s['arch']} | {s['precision']} | {s['backend']} | {_ms(s['single_stream_p50_ms'])} | "
-              f"{_ms(s['single_stream_p99_ms'])} | {_ms(s['single_stream_compute_p50_ms'])} | {s['offline_batch']} | "
-              f"{_ips(s['offline_ips'])} | {_ips(s['offline_compute_ips'])} | {several}"
-              f"{'ok' if s['parity_ok'] else '**FAILED**'} |")
-    notes = [(r, r.get("notes")) for r in rows if r.get("notes")] + [
+    if not sc:
+        return []
+    lines = ["", "## Scenarios", "", "Single-stream: batch-1 latency. Offline: throughput at the largest batch that ran"
+             + (", one stream and several at once (end to end)." if streams else "."), "",
+             "| model | precision | backend | single-stream p50 ms | p99 ms | compute p50 ms | offline batch | "
+             "offline img/s | compute img/s " + ("| several streams img/s " if streams else "") + "| parity |",
+             "|---|---|---|---|---|---|---|---|---|" + ("---|" if streams else "") + "---|"]
+    for s in sc:
+        several = (f"{s['offline_streams']}: {_ips(s['offline_streams_ips'])} | " if s.get("offline_streams_ips")
+                   else "- | ") if streams else ""
+        lines.append(f"| {s['arch']} | {s['precision']} | {s['backend']} | {_ms(s['single_stream_p50_ms'])} | "
+                     f"{_ms(s['single_stream_p99_ms'])} | {_ms(s['single_stream_compute_p50_ms'])} | "
+                     f"{s['offline_batch']} | {_ips(s['offline_ips'])} | {_ips(s['offline_compute_ips'])} | {several}"
+                     f"{'ok' if s['parity_ok'] else '**FAILED**'} |")
+    return lines
+
+
+def _notes_section(rows: list[BenchRow]) -> list[str]:
+    notes = [(r, r.notes) for r in rows if r.notes] + [
         # a note on a figure that is missing (why) is per batch; on a measured one (how) per backend
-        (r, "several streams" + ("" if r.get("streams_throughput_ips") is not None else f", batch {r['batch']}")
-         + f": {r['streams_note']}") for r in rows if r.get("streams_note")]
-    if notes:
-        a("")
-        a("## Notes per backend")
-        a("")
-        seen = set()
-        for r, n in notes:
-            key = (r["backend"], n)
-            if key not in seen:
-                seen.add(key)
-                a(f"- {r['backend']}: {n}")
+        (r, "several streams" + ("" if r.streams_throughput_ips is not None else f", batch {r.batch}")
+         + f": {r.streams_note}") for r in rows if r.streams_note]
+    if not notes:
+        return []
+    lines = ["", "## Notes per backend", ""]
+    for backend, n in dict.fromkeys((r.backend, n) for r, n in notes):
+        lines.append(f"- {backend}: {n}")
+    return lines
+
+
+def _head(result) -> list[str]:
+    env = result.environment
+    lines = [f"# Benchmark {result.run_id}", ""]
+    if result.interrupted:
+        lines += ["**Interrupted (Ctrl-C): this report holds only the rows measured before the interruption.**", ""]
+    lines += [f"Device: **{env.get('device')}**. Command: `{env.get('command')}`", ""]
+    if env.get("merged_from"):
+        lines += [f"Merged from {len(env['merged_from'])} runs on this device: {', '.join(map(str, env['merged_from']))} "
+                  "(each row's run_id says which; the environment below is the first run's)."
+                  + (f" {env['merge_note']}." if env.get("merge_note") else ""), ""]
+    lines += ["## Environment", "", "| what | value |", "|---|---|"]
+    lines += [f"| {k} | {val} |" for k, val in _environment_items(env)]
+    return lines
+
+
+def to_markdown(result, plots: list[str]) -> str:
+    rows = [as_row(r) for r in result.rows]
+    cfg = result.config
+    lines = _head(result) + ["", "## Method", "", method_text(cfg, rows)]
+    if cfg.get("bare"):
+        lines += ["", _BARE_TEXT.format(rounds=cfg.get("bare_rounds"))]
+    # from the rows, not the config: a merged report's config is its first run's
+    n_streams = max([r.streams for r in rows if r.streams] or [cfg.get("streams") or 1])
+    if n_streams > 1:
+        lines += ["", _STREAMS_TEXT.format(n=n_streams)]
+    streams = any(r.streams_throughput_ips is not None for r in rows)
+    lines += ["", "## Results", "", *_results_table(rows, streams)]
+    lines += _scenarios_section(rows, streams) + _notes_section(rows)
     if plots:
-        a("")
-        a("## Plots")
-        a("")
+        lines += ["", "## Plots", ""]
         for p in plots:
-            a(f"![{p}]({p})")
-            a("")
-    a("")
-    a("Files: results.json (every field, schema_version " + str(SCHEMA_VERSION) + "), results.csv (one line per row).")
+            lines += [f"![{p}]({p})", ""]
+    lines += ["", "Files: results.json (every field, schema_version " + str(SCHEMA_VERSION) + "), results.csv (one "
+              "line per row)."]
     return "\n".join(lines) + "\n"
 
 
@@ -353,68 +381,76 @@ def to_markdown(result, plots: list[str]) -> str:
 _plt = pyplot
 
 
-def write_plots(rows: list[dict[str, Any]], out_dir: Path) -> list[str]:
+LATENCY_BARS = (("latency_p50_ms", "p50", "#4c72b0"), ("latency_p90_ms", "p90", "#dd8452"),
+                ("latency_p99_ms", "p99", "#c44e52"))
+"""The latency plot's bars: a row field, its label, its colour."""
+
+
+def write_plots(rows: Iterable[BenchRow | dict[str, Any]], out_dir: Path) -> list[str]:
     """Throughput against batch (one figure per depth, a line per backend and precision) and
     latency percentiles (one figure per depth, p50/p90/p99 bars per row). Returns file names."""
-    good = [r for r in rows if r.get("status") in ("ok", "failed") and r.get("latency_p50_ms") is not None]
+    good = [r for r in map(as_row, rows) if r.measured and r.latency_p50_ms is not None]
     if not good:
         return []
     plt = _plt()
     names: list[str] = []
-    archs = list(dict.fromkeys(r["arch"] for r in good))
-    for arch in archs:
-        rs = [r for r in good if r["arch"] == arch]
-        # throughput vs batch
-        fig, ax = plt.subplots(figsize=(7, 4.2))
-        series: dict[tuple, list[dict[str, Any]]] = {}
-        for r in rs:
-            series.setdefault((r["backend"], r["precision"]), []).append(r)
-        for (backend, precision), pts in series.items():
-            pts = sorted(pts, key=lambda r: r["batch"])
-            failed = any(p["status"] == "failed" for p in pts)
-            label = f"{backend} {precision}" + (" (parity FAILED)" if failed else "")
-            line, = ax.plot([p["batch"] for p in pts], [throughput(p) for p in pts], marker="o",
-                            linestyle="--" if failed else "-", label=label)
-            several = [p for p in pts if p.get("streams_throughput_ips") is not None]
-            if several:
-                ax.plot([p["batch"] for p in several], [p["streams_throughput_ips"] for p in several], marker="s",
-                        linestyle=":", color=line.get_color(),
-                        label=f"{backend} {precision}, {several[0]['streams']} streams (end to end)")
-        ax.set_xscale("log", base=2)
-        from matplotlib.ticker import NullFormatter, ScalarFormatter
-
-        ax.set_xticks(sorted({r["batch"] for r in rs}))
-        ax.xaxis.set_major_formatter(ScalarFormatter())
-        ax.xaxis.set_minor_formatter(NullFormatter())
-        ax.set_xlabel("batch size")
-        ax.set_ylabel("images / s (compute-only on GPU, else end to end)")
-        ax.set_title(f"{arch}: throughput against batch")
-        ax.grid(True, which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        name = f"throughput_{arch}.png"
-        save_png(fig, out_dir / name)
-        names.append(name)
-        # latency percentiles
-        fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rs) + 2), 4.2))
-        labels = [f"{r['backend']}\n{r['precision']} b{r['batch']}" + ("\nFAILED" if r["status"] == "failed" else "")
-                  for r in rs]
-        x = range(len(rs))
-        width = 0.27
-        for k, (field_name, colour) in enumerate((("latency_p50_ms", "#4c72b0"), ("latency_p90_ms", "#dd8452"),
-                                                  ("latency_p99_ms", "#c44e52"))):
-            ax.bar([i + (k - 1) * width for i in x], [r[field_name] or 0 for r in rs], width,
-                   label=field_name.split("_")[1], color=colour)
-        ax.set_xticks(list(x))
-        ax.set_xticklabels(labels, fontsize=7)
-        ax.set_yscale("log")
-        ax.set_ylabel("latency per batch, ms (end to end, log scale)")
-        ax.set_title(f"{arch}: latency percentiles")
-        ax.grid(True, axis="y", which="both", alpha=0.3)
-        ax.legend(fontsize=8)
-        name = f"latency_{arch}.png"
-        save_png(fig, out_dir / name)
-        names.append(name)
+    for arch in dict.fromkeys(r.arch for r in good):
+        rs = [r for r in good if r.arch == arch]
+        names.append(_throughput_plot(plt, arch, rs, out_dir))
+        names.append(_latency_plot(plt, arch, rs, out_dir))
     return names
+
+
+def _throughput_plot(plt: Any, arch: str, rs: list[BenchRow], out_dir: Path) -> str:
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    series: dict[tuple, list[BenchRow]] = {}
+    for r in rs:
+        series.setdefault((r.backend, r.precision), []).append(r)
+    for (backend, precision), pts in series.items():
+        pts = sorted(pts, key=lambda r: r.batch)
+        failed = any(p.status == "failed" for p in pts)
+        label = f"{backend} {precision}" + (" (parity FAILED)" if failed else "")
+        line, = ax.plot([p.batch for p in pts], [throughput(p) for p in pts], marker="o",
+                        linestyle="--" if failed else "-", label=label)
+        several = [p for p in pts if p.streams_throughput_ips is not None]
+        if several:
+            ax.plot([p.batch for p in several], [p.streams_throughput_ips for p in several], marker="s",
+                    linestyle=":", color=line.get_color(),
+                    label=f"{backend} {precision}, {several[0].streams} streams (end to end)")
+    ax.set_xscale("log", base=2)
+    from matplotlib.ticker import NullFormatter, ScalarFormatter
+
+    ax.set_xticks(sorted({r.batch for r in rs}))
+    ax.xaxis.set_major_formatter(ScalarFormatter())
+    ax.xaxis.set_minor_formatter(NullFormatter())
+    ax.set_xlabel("batch size")
+    ax.set_ylabel("images / s (compute-only on GPU, else end to end)")
+    ax.set_title(f"{arch}: throughput against batch")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    name = f"throughput_{arch}.png"
+    save_png(fig, out_dir / name)
+    return name
+
+
+def _latency_plot(plt: Any, arch: str, rs: list[BenchRow], out_dir: Path) -> str:
+    fig, ax = plt.subplots(figsize=(max(6, 0.9 * len(rs) + 2), 4.2))
+    labels = [f"{r.backend}\n{r.precision} b{r.batch}" + ("\nFAILED" if r.status == "failed" else "") for r in rs]
+    x = range(len(rs))
+    width = 0.27
+    for k, (field_name, label, colour) in enumerate(LATENCY_BARS):
+        ax.bar([i + (k - 1) * width for i in x], [getattr(r, field_name) or 0 for r in rs], width, label=label,
+               color=colour)
+    ax.set_xticks(list(x))
+    ax.set_xticklabels(labels, fontsize=7)
+    ax.set_yscale("log")
+    ax.set_ylabel("latency per batch, ms (end to end, log scale)")
+    ax.set_title(f"{arch}: latency percentiles")
+    ax.grid(True, axis="y", which="both", alpha=0.3)
+    ax.legend(fontsize=8)
+    name = f"latency_{arch}.png"
+    save_png(fig, out_dir / name)
+    return name
 
 
 # ------------------------------------------------------------------------------------------
@@ -507,7 +543,7 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
         return datetime.strptime(text, "%Y-%m-%dT%H:%M:%SZ").replace(tzinfo=timezone.utc).timestamp() if text else None
 
     result = SimpleNamespace(run_id=run_id or "+".join(str(i) for i in env["merged_from"]), environment=env,
-                             config=config, rows=list(rows.values()), interrupted=any(r.get("interrupted") for r in runs),
+                             config=config, rows=[BenchRow.from_dict(r) for r in rows.values()], interrupted=any(r.get("interrupted") for r in runs),
                              started=stamp(runs[0].get("started_utc")) or 0.0,
                              finished=stamp(runs[-1].get("finished_utc")), out_dir=Path(out_dir))
     result.files = ResultWriter(out_dir).write_final(result)

@@ -17,15 +17,22 @@ throughput at that batch.
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 import resource
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Any, Callable, Sequence
 
 Call = Callable[[int], Any]
 """``call(i)`` runs one inference on pre-made input buffer ``i`` (the caller rotates)."""
+CPU_WARMUP = 3      # warm-up calls before timing a CPU backend (when --warmup is not given)
+GPU_WARMUP = 20     # ... a GPU backend (clocks ramp up, lazy allocations, autotuning)
+
+Now = Callable[[], float]
+"""A monotonic clock in seconds: ``time.perf_counter``, or a fake one in tests."""
 
 
 # ------------------------------------------------------------------------------------------
@@ -102,16 +109,17 @@ class HostClock:
 
     name = "perf_counter"
 
-    def __init__(self, sync: Callable[[], None] | None = None):
+    def __init__(self, sync: Callable[[], None] | None = None, now: Now = time.perf_counter):
         self.sync = sync  # called after the call, inside the timed region, for asynchronous calls
+        self.now = now
 
     def time(self, call: Call, i: int) -> float:
-        sync = self.sync
-        t0 = time.perf_counter()
+        sync, now = self.sync, self.now
+        t0 = now()
         call(i)
         if sync is not None:
             sync()
-        return time.perf_counter() - t0
+        return now() - t0
 
 
 class TorchEventClock:
@@ -173,38 +181,37 @@ def _check(err: Any, what: str) -> None:
 
 
 def measure(call: Call, n_inputs: int, *, warmup: int = 3, min_time: float = 1.0, min_iters: int = 10,
-            max_iters: int | None = None, max_time: float | None = None, clock: Any = None,
-            before: Call | None = None, sync: Callable[[], None] | None = None) -> Timing:
+            max_iters: int | None = None, clock: Any = None, before: Call | None = None,
+            sync: Callable[[], None] | None = None, now: Now = time.perf_counter) -> Timing:
     """Warm up, then time ``call(i % n_inputs)`` until ``min_time`` seconds AND ``min_iters`` runs.
 
     ``before(i)`` runs untimed before each timed call (staging input ``i`` on the device for a
-    compute-only figure). ``max_iters`` / ``max_time`` bound the loop for slow backends
-    (``max_time`` only stops once ``min_iters`` is reached). ``clock`` defaults to
-    :class:`HostClock` (with ``sync`` inside the timed region). Every sample is one call.
+    compute-only figure). ``max_iters`` bounds the loop for slow backends. ``clock`` defaults to
+    :class:`HostClock` on ``now`` (with ``sync`` inside the timed region). Every sample is one call.
     """
     if n_inputs < 1:
         raise ValueError("need at least one input buffer")
     if min_iters < 1:
         raise ValueError("min_iters must be >= 1")
-    clock = clock or HostClock(sync)
-    t_w = time.perf_counter()
+    clock = clock or HostClock(sync, now)
+    t_w = now()
     first = 0.0
     for k in range(max(0, warmup)):
         if before is not None:
             before(k % n_inputs)
-        t0 = time.perf_counter()
+        t0 = now()
         call(k % n_inputs)
         if sync is not None:
             sync()
         if k == 0:
-            first = time.perf_counter() - t0
-    warmup_s = time.perf_counter() - t_w
+            first = now() - t0
+    warmup_s = now() - t_w
 
     samples: list[float] = []
     append = samples.append
     timer = clock.time
     stopped = "min_time+min_iters"
-    t_start = time.perf_counter()
+    t_start = now()
     i = 0
     while True:
         idx = i % n_inputs
@@ -212,16 +219,12 @@ def measure(call: Call, n_inputs: int, *, warmup: int = 3, min_time: float = 1.0
             before(idx)
         append(timer(call, idx) * 1e3)
         i += 1
-        elapsed = time.perf_counter() - t_start
-        if i >= min_iters and elapsed >= min_time:
+        if i >= min_iters and now() - t_start >= min_time:
             break
         if max_iters is not None and i >= max_iters:
             stopped = "max_iters"
             break
-        if max_time is not None and i >= min_iters and elapsed >= max_time:
-            stopped = "max_time"
-            break
-    wall = time.perf_counter() - t_start
+    wall = now() - t_start
     return Timing(clock=clock.name, warmup=max(0, warmup), first_call_s=first, warmup_s=warmup_s, iterations=i,
                   timed_wall_s=wall, samples_ms=samples, stopped_by=stopped)
 
@@ -252,6 +255,64 @@ class ConcurrentTiming:
         return sum(n * batch / w for n, w in zip(self.calls, self.wall_s) if w > 0)
 
 
+class _Streams:
+    """The shared state of :func:`measure_concurrent`'s threads: a start line, a stop flag, and each stream's figures."""
+
+    def __init__(self, calls: Sequence[Call], n_inputs: int, warmup: int, min_iters: int,
+                 contexts: Sequence[Callable[[], Any]]):
+        n = len(calls)
+        self.calls, self.n_inputs, self.warmup, self.min_iters, self.contexts = calls, n_inputs, warmup, min_iters, contexts
+        self.start_line = threading.Barrier(n + 1)
+        self.stop = threading.Event()
+        self.errors: list[BaseException | None] = [None] * n
+        self.samples: list[list[float]] = [[] for _ in range(n)]
+        self.spans = [0.0] * n
+        self.last: list[tuple[int, Any]] = [(0, None)] * n
+
+    def worker(self, k: int) -> None:
+        try:
+            with self.contexts[k]():
+                self._run(k)
+        except threading.BrokenBarrierError:
+            pass  # another thread failed before the start
+        except BaseException as e:  # noqa: BLE001 - handed to the caller
+            self.errors[k] = e
+            self.stop.set()
+            self.start_line.abort()
+
+    def _run(self, k: int) -> None:
+        call, n_inputs = self.calls[k], self.n_inputs
+        for j in range(max(0, self.warmup)):
+            call((k + j) % n_inputs)
+        self.start_line.wait()
+        t_start = time.perf_counter()
+        mine = self.samples[k]
+        i = 0
+        while True:
+            idx = (k + i) % n_inputs
+            t0 = time.perf_counter()
+            out = call(idx)
+            t1 = time.perf_counter()
+            mine.append((t1 - t0) * 1e3)
+            i += 1
+            if i >= self.min_iters and self.stop.is_set():
+                break
+        self.spans[k] = t1 - t_start
+        self.last[k] = (idx, out)
+
+    def hold_for(self, min_time: float) -> None:
+        """Release the threads at once, let them run ``min_time`` seconds, then stop them and wait."""
+        try:
+            self.start_line.wait()
+            deadline = time.perf_counter() + max(0.0, min_time)
+            # short waits: the main thread stays responsive to Ctrl-C however long min_time is
+            while not self.stop.is_set() and (left := deadline - time.perf_counter()) > 0:
+                self.stop.wait(min(left, 0.1))
+        except threading.BrokenBarrierError:
+            pass
+        self.stop.set()
+
+
 def measure_concurrent(calls: Sequence[Call], n_inputs: int, *, warmup: int = 3, min_time: float = 1.0,
                        min_iters: int = 10, contexts: Sequence[Callable[[], Any]] | None = None) -> ConcurrentTiming:
     """Run every ``calls[k]`` in its own thread at once (one stream each) and time them together.
@@ -264,9 +325,6 @@ def measure_concurrent(calls: Sequence[Call], n_inputs: int, *, warmup: int = 3,
     do), or the figure shows that they do not. An exception in any thread stops all of them
     and is raised here; so is Ctrl-C.
     """
-    import contextlib
-    import threading
-
     n = len(calls)
     if n < 1:
         raise ValueError("need at least one call")
@@ -274,69 +332,25 @@ def measure_concurrent(calls: Sequence[Call], n_inputs: int, *, warmup: int = 3,
         raise ValueError("need at least one input buffer")
     if min_iters < 1:
         raise ValueError("min_iters must be >= 1")
-    contexts = list(contexts) if contexts is not None else [contextlib.nullcontext] * n
-    start_line = threading.Barrier(n + 1)
-    stop = threading.Event()
-    errors: list[BaseException | None] = [None] * n
-    samples: list[list[float]] = [[] for _ in range(n)]
-    spans = [0.0] * n
-    last: list[tuple[int, Any]] = [(0, None)] * n
-
-    def worker(k: int) -> None:
-        call = calls[k]
-        try:
-            with contexts[k]():
-                for j in range(max(0, warmup)):
-                    call((k + j) % n_inputs)
-                start_line.wait()
-                t_start = time.perf_counter()
-                mine = samples[k]
-                i = 0
-                while True:
-                    idx = (k + i) % n_inputs
-                    t0 = time.perf_counter()
-                    out = call(idx)
-                    t1 = time.perf_counter()
-                    mine.append((t1 - t0) * 1e3)
-                    i += 1
-                    if i >= min_iters and stop.is_set():
-                        break
-                spans[k] = t1 - t_start
-                last[k] = (idx, out)
-        except threading.BrokenBarrierError:
-            pass  # another thread failed before the start
-        except BaseException as e:  # noqa: BLE001 - handed to the caller
-            errors[k] = e
-            stop.set()
-            start_line.abort()
-
-    threads = [threading.Thread(target=worker, args=(k,), name=f"stream-{k}", daemon=True) for k in range(n)]
+    st = _Streams(calls, n_inputs, warmup, min_iters,
+                  list(contexts) if contexts is not None else [contextlib.nullcontext] * n)
+    threads = [threading.Thread(target=st.worker, args=(k,), name=f"stream-{k}", daemon=True) for k in range(n)]
     for t in threads:
         t.start()
     try:
-        try:
-            start_line.wait()
-            deadline = time.perf_counter() + max(0.0, min_time)
-            # short waits: the main thread stays responsive to Ctrl-C however long min_time is
-            while not stop.is_set() and (left := deadline - time.perf_counter()) > 0:
-                stop.wait(min(left, 0.1))
-        except threading.BrokenBarrierError:
-            pass
-        stop.set()
-        for t in threads:
-            t.join()
+        st.hold_for(min_time)
     except BaseException:
-        stop.set()
-        start_line.abort()
+        st.stop.set()
+        st.start_line.abort()
+        raise
+    finally:
         for t in threads:
             t.join()
-        raise
-    for e in errors:
+    for e in st.errors:
         if e is not None:
             raise e
-    return ConcurrentTiming(streams=n, calls=[len(s) for s in samples],
-                            wall_s=spans, samples_ms=[x for s in samples for x in s],
-                            last=last)
+    return ConcurrentTiming(streams=n, calls=[len(s) for s in st.samples], wall_s=st.spans,
+                            samples_ms=[x for s in st.samples for x in s], last=st.last)
 
 
 @dataclass
@@ -346,14 +360,13 @@ class BareResult:
     iterations: int
     rounds: int
     mean_ms: float                      # total time / total calls
-    round_means_ms: list[float]
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
 def bare_loop(call: Call, n_inputs: int, iters: int, *, sync: Callable[[], None] | None = None,
-              rounds: int = 1) -> BareResult:
+              rounds: int = 1, now: Now = time.perf_counter) -> BareResult:
     """The least code that can time ``call``: no per-call clocks, no bookkeeping.
 
     ``sync`` (a device synchronise) runs after each call, as a minimal script would before
@@ -362,11 +375,10 @@ def bare_loop(call: Call, n_inputs: int, iters: int, *, sync: Callable[[], None]
     iters = max(1, int(iters))
     rounds = max(1, int(rounds))
     per_round = max(1, iters // rounds)
-    means = []
     total_t = 0.0
     total_n = 0
     for _ in range(rounds):
-        t0 = time.perf_counter()
+        t0 = now()
         if sync is None:
             for k in range(per_round):
                 call(k % n_inputs)
@@ -374,11 +386,9 @@ def bare_loop(call: Call, n_inputs: int, iters: int, *, sync: Callable[[], None]
             for k in range(per_round):
                 call(k % n_inputs)
                 sync()
-        dt = time.perf_counter() - t0
-        means.append(dt / per_round * 1e3)
-        total_t += dt
+        total_t += now() - t0
         total_n += per_round
-    return BareResult(iterations=total_n, rounds=rounds, mean_ms=total_t / total_n * 1e3, round_means_ms=means)
+    return BareResult(iterations=total_n, rounds=rounds, mean_ms=total_t / total_n * 1e3)
 
 
 @dataclass
@@ -397,7 +407,8 @@ class OverheadCheck:
 
 
 def paired_overhead(call: Call, n_inputs: int, *, calls_per_block: int, rounds: int = 5, clock: Any = None,
-                    before: Call | None = None, sync: Callable[[], None] | None = None) -> OverheadCheck:
+                    before: Call | None = None, sync: Callable[[], None] | None = None,
+                    now: Now = time.perf_counter) -> OverheadCheck:
     """Does the harness cost speed? Alternate ``rounds`` x (harness block, bare block) of the same calls.
 
     A harness block is :func:`measure` itself (per-call clock, rotation, bookkeeping); a bare block
@@ -406,7 +417,7 @@ def paired_overhead(call: Call, n_inputs: int, *, calls_per_block: int, rounds: 
     events on a GPU, would not see what the harness adds between calls). ``before`` staging is the
     one thing taken out of the harness block's time: the bare block re-uses the staged buffer 0.
     Each round's ratio compares two blocks run back to back, so slow drifts of machine load cancel;
-    the median over rounds resists a burst.
+    the median over rounds resists a burst. ``now`` is the block clock (and the default per-call one).
     """
     m = max(1, int(calls_per_block))
     rounds = max(1, int(rounds))
@@ -414,21 +425,21 @@ def paired_overhead(call: Call, n_inputs: int, *, calls_per_block: int, rounds: 
     staging = [0.0]
 
     def staged(i: int) -> None:
-        t0 = time.perf_counter()
+        t0 = now()
         before(i)
-        staging[0] += time.perf_counter() - t0
+        staging[0] += now() - t0
 
     for _ in range(rounds):
         staging[0] = 0.0
-        t0 = time.perf_counter()
+        t0 = now()
         measure(call, n_inputs, warmup=0, min_time=0.0, min_iters=m, max_iters=m, clock=clock,
-                before=staged if before is not None else None, sync=sync)
+                before=staged if before is not None else None, sync=sync, now=now)
         if sync is not None:
             sync()
-        h = (time.perf_counter() - t0 - staging[0]) / m * 1e3
+        h = (now() - t0 - staging[0]) / m * 1e3
         if before is not None:
             before(0)
-        b = bare_loop(call, 1 if before is not None else n_inputs, m, sync=sync)
+        b = bare_loop(call, 1 if before is not None else n_inputs, m, sync=sync, now=now)
         h_ms.append(h)
         b_ms.append(b.mean_ms)
         ratios.append(overhead_pct(h, b.mean_ms))
@@ -534,5 +545,6 @@ def load_average() -> list[float] | None:
         return None
 
 
-__all__ = ["Stats", "Timing", "ConcurrentTiming", "measure_concurrent", "HostClock", "TorchEventClock", "CudartEventClock", "measure", "bare_loop",
-           "BareResult", "OverheadCheck", "paired_overhead", "overhead_pct", "percentile", "RssProbe", "load_average", "cpu_pressure"]
+__all__ = ["CPU_WARMUP", "GPU_WARMUP", "Stats", "Timing", "ConcurrentTiming", "measure_concurrent", "HostClock",
+           "TorchEventClock", "CudartEventClock", "measure", "bare_loop", "BareResult", "OverheadCheck",
+           "paired_overhead", "overhead_pct", "percentile", "RssProbe", "load_average", "cpu_pressure"]

@@ -13,8 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..artifacts import DEFAULT_ROOT
-from ..bench import BENCH_PRECISIONS, BenchConfig, defaults, merge_results, parse_list, plan_size, run_bench
-from ..bench.report import streams_cell
+from ..bench import BENCH_PRECISIONS, CPU_WARMUP, GPU_WARMUP, BenchConfig, BenchPlan, defaults, make_plan, merge_results, parse_list, run_bench, streams_cell
 from ..errors import UserError
 from ..model import FAMILIES, select_archs
 from ..runners import BACKENDS
@@ -55,6 +54,16 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     return t
 
 
+def plan_table(plan: BenchPlan) -> Table:
+    """The rows a run would measure, one line per (model, precision, backend) with its batch sizes."""
+    t = Table(title=f"bench plan: {len(plan)} row(s), nothing measured", title_justify="left")
+    for c in ("model", "depth", "prec", "backend", "batches"):
+        t.add_column(c, justify="left")
+    for g in plan:
+        t.add_row(g.arch, str(g.depth), g.precision, g.backend, ",".join(map(str, g.batches)))
+    return t
+
+
 def not_run_lines(rows: list[dict[str, Any]]) -> list[str]:
     return [f"{r['arch']} {r['precision']} {r['backend']}" + (f" b{r['batch']}" if r.get("batch") else "")
             + f": {r['status']}: {r.get('reason') or ''}" for r in rows if r.get("status") not in ("ok", "failed")] + [
@@ -74,7 +83,8 @@ def bench(
                                         "1,32,256 on a GPU."),
     min_time: float = typer.Option(1.0, "--min-time", help="Time each row at least this many seconds..."),
     min_iters: int = typer.Option(10, "--min-iters", help="...and at least this many calls."),
-    warmup: Optional[int] = typer.Option(None, "--warmup", help="Warm-up calls (default: 3 on CPU, 20 on GPU, +3 for torch-compile)."),
+    warmup: Optional[int] = typer.Option(None, "--warmup", help=f"Warm-up calls (default: {CPU_WARMUP} on CPU, {GPU_WARMUP} "
+                                         "on GPU, +3 for torch-compile)."),
     buffers: int = typer.Option(4, "--buffers", help="Pre-made random input buffers rotated between calls."),
     threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for torch and ONNX Runtime (default: theirs)."),
     bare: bool = typer.Option(True, "--bare/--no-bare", help="Also time a bare loop and report the harness overhead."),
@@ -87,6 +97,8 @@ def bench(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Folder name of this run (default: <device>-<UTC time>)."),
     artifacts: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Folder of ONNX models and engines (made if missing)."),
     seed: int = SeedOpt,
+    plan_only: bool = typer.Option(False, "--plan", help="Print the rows this run would measure and exit (nothing is "
+                                   "loaded, built or timed)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Latency, throughput and parity for every depth, precision and backend; writes report.md, CSV, JSON and plots."""
@@ -103,11 +115,16 @@ def bench(
                           min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
                           seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams)
         cfg.validate()
+        plan = make_plan(cfg)
+        if plan_only:
+            emit(as_json, {"rows": [r.to_dict() for r in plan.rows()], "planned_rows": len(plan)},
+                 lambda: out.print(plan_table(plan)))
+            return
         command = "resnet-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if as_json:
             result = run_bench(cfg, out=out_dir, run_id=run_id, command=command)
         else:
-            total = plan_size(cfg)
+            total = len(plan)
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                           console=err, transient=False) as bar:
                 task = bar.add_task("bench", total=total)
@@ -128,7 +145,7 @@ def bench(
 
     rows = result.rows
     payload = {"run_id": result.run_id, "out_dir": str(result.out_dir), "files": result.files,
-               "interrupted": result.interrupted, "environment": result.environment, "rows": rows}
+               "interrupted": result.interrupted, "environment": result.environment, "rows": [r.to_dict() for r in rows]}
 
     def render() -> None:
         out.print(results_table(rows, f"bench {result.run_id} on {result.environment.get('device')}"))
@@ -137,19 +154,25 @@ def bench(
         out.print(f"wrote {result.out_dir}/: " + ", ".join(Path(p).name for p in result.files.values()))
 
     emit(as_json, payload, render)
+    _exit_for(result)
+
+
+def _exit_for(result: Any) -> None:
+    """130 after Ctrl-C, 1 for a failed parity or nothing measured, 3 when every backend was unavailable."""
+    rows = result.rows
     if result.interrupted:
         err.print(f"interrupted: wrote what was measured so far to {result.out_dir}")
         raise typer.Exit(130)
-    failed = [r for r in rows if r.get("status") == "failed"]
+    failed = [r for r in rows if r.status == "failed"]
     if failed:
         err.print(f"[red]error:[/red] parity failed in {len(failed)} row(s): " + "; ".join(
-            f"{r['arch']} {r['precision']} {r['backend']} b{r['batch']}" for r in failed[:5]))
+            f"{r.arch} {r.precision} {r.backend} b{r.batch}" for r in failed[:5]))
         raise typer.Exit(1)
-    if rows and all(r.get("status") == "unavailable" for r in rows):
+    if rows and all(r.status == "unavailable" for r in rows):
         err.print("[yellow]nothing could run here[/yellow]: every requested backend is unavailable (see the report)")
         raise typer.Exit(3)
-    if not any(r.get("status") in ("ok", "failed") for r in rows):
-        reasons = sorted({str(r.get("reason") or r.get("status")) for r in rows})
+    if not any(r.measured for r in rows):
+        reasons = sorted({str(r.reason or r.status) for r in rows})
         err.print(f"[red]error:[/red] nothing was measured ({len(rows)} row(s), none ran): " + "; ".join(reasons[:3]),
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1)
@@ -169,4 +192,4 @@ def bench_merge(
         out.print(results_table(merged.rows, f"merged {len(runs)} runs into {out_dir}"))
         out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in merged.files.values()))
 
-    emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": merged.rows}, render)
+    emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": [r.to_dict() for r in merged.rows]}, render)

@@ -28,6 +28,9 @@ import numpy as np
 
 from ..errors import UserError
 
+TORCH_ALLOCATOR = "torch"
+""":attr:`Runner.allocator` of a runner whose device memory comes from torch's caching allocator."""
+
 
 @dataclass(frozen=True)
 class InputSpec:
@@ -76,7 +79,40 @@ class Runner(abc.ABC):
 
     backend: str = "?"
     device_resident: bool = False    # stage/enqueue/synchronize/fetch work on device memory
-    allocator: str | None = None     # "torch" where device memory comes from torch's caching allocator
+    allocator: str | None = None     # "torch" (TORCH_ALLOCATOR) where device memory comes from torch's caching allocator
+
+    # ------------------------------------------------------------------ what bench asks (it names no backend)
+    @classmethod
+    def runs_on_gpu(cls, backend: str) -> bool:
+        """Does ``backend`` run on a GPU on this machine (GPU warm-up, no CPU thread share)? Cheap, loads nothing."""
+        return False
+
+    @classmethod
+    def in_default_sweep(cls, backend: str, gpu: bool) -> bool:
+        """Is ``backend`` in ``resnet-deploy bench``'s default sweep on a machine with (``gpu``) or without a GPU?"""
+        return False
+
+    @classmethod
+    def extra_warmup(cls, backend: str) -> int:
+        """Warm-up calls ``backend`` needs beyond bench's CPU/GPU default (compilation, graph capture);
+        also the least it gets when ``--warmup`` is given."""
+        return 0
+
+    @classmethod
+    def streams_unsupported(cls, backend: str) -> str | None:
+        """Why bench does not time several instances of ``backend`` at once, or ``None`` where it does."""
+        return None
+
+    @classmethod
+    def stream_instance_text(cls, backend: str, gpu: bool) -> str:
+        """What each of several streams holds, for the report: ``"its own InferenceSession"``."""
+        return "its own instance"
+
+    @classmethod
+    def set_process_threads(cls, backend: str, threads: int) -> int | None:
+        """Set the process-wide CPU thread count ``backend`` computes with; return the previous count (to
+        restore), or ``None`` where the backend takes its threads per instance (``timing_options(threads=)``)."""
+        return None
 
     def __init__(self) -> None:
         self._active = False
@@ -203,4 +239,4 @@ class Runner(abc.ABC):
         return f"<{type(self).__name__} {self.describe()}>"
 
 
-__all__ = ["InputSpec", "Runner"]
+__all__ = ["InputSpec", "Runner", "TORCH_ALLOCATOR"]

@@ -82,6 +82,21 @@ class OrtRunner(Runner):
     with ``add_session_config_entry`` (string values).
     """
 
+    # ---- bench facts (see Runner.runs_on_gpu and the methods below it)
+    @classmethod
+    def runs_on_gpu(cls, backend: str) -> bool:
+        return PROVIDERS.get(backend, [""])[0] == "CUDAExecutionProvider"
+
+    @classmethod
+    def in_default_sweep(cls, backend: str, gpu: bool) -> bool:
+        return cls.runs_on_gpu(backend) == gpu
+
+    @classmethod
+    def stream_instance_text(cls, backend: str, gpu: bool) -> str:
+        if cls.runs_on_gpu(backend):
+            return "its own InferenceSession (its own CUDA stream, I/O binding, no CUDA graph)"
+        return "its own InferenceSession"
+
     def __init__(self, onnx_path: str | os.PathLike[str], *, backend: str = "ort", threads: int | None = None,
                  precision: str | None = None, provider_options: dict[str, Any] | None = None,
                  session_options: dict[str, Any] | None = None, cuda_graph: bool = False, device_id: int = 0,

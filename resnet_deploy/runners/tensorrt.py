@@ -134,6 +134,19 @@ class TensorRTRunner(Runner):
     backend = "trt"
     device_resident = True
 
+    # ---- bench facts (see Runner.runs_on_gpu and the methods below it)
+    @classmethod
+    def runs_on_gpu(cls, backend: str) -> bool:
+        return True
+
+    @classmethod
+    def in_default_sweep(cls, backend: str, gpu: bool) -> bool:
+        return gpu
+
+    @classmethod
+    def stream_instance_text(cls, backend: str, gpu: bool) -> str:
+        return "its own engine, execution context and CUDA stream"
+
     def __init__(
         self,
         engine_path: str | Path,

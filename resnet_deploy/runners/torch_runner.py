@@ -60,6 +60,36 @@ class TorchRunner(Runner):
     allocator = "torch"
     _compiled_open = 0  # compiled runners open in this process
 
+    # ---- bench facts (see Runner.runs_on_gpu and the methods below it)
+    @classmethod
+    def runs_on_gpu(cls, backend: str) -> bool:
+        return cuda_available()  # bench opens torch on the GPU wherever torch sees one (timing_options)
+
+    @classmethod
+    def in_default_sweep(cls, backend: str, gpu: bool) -> bool:
+        return gpu or backend != "torch-compile"
+
+    @classmethod
+    def extra_warmup(cls, backend: str) -> int:
+        return 3 if backend == "torch-compile" else 0  # the calls that compile and capture
+
+    @classmethod
+    def streams_unsupported(cls, backend: str) -> str | None:
+        if backend == "torch-compile":
+            return ("not measured with several streams: torch.compile's CUDA graphs have not been checked from "
+                    "several threads at once; single-stream only")
+        return None
+
+    @classmethod
+    def stream_instance_text(cls, backend: str, gpu: bool) -> str:
+        return "its own copy of the model" + (" on its own CUDA stream" if gpu else "")
+
+    @classmethod
+    def set_process_threads(cls, backend: str, threads: int) -> int | None:
+        before = torch.get_num_threads()  # torch's CPU threads are the process's, not a runner's
+        torch.set_num_threads(threads)
+        return before
+
     def __init__(self, model: nn.Module, *, backend: str = "torch", device: str = "cpu", precision: str | None = "fp32",
                  channels_last: bool = False, compile: bool | None = None, own_stream: bool = False,
                  tf32: bool | None = None, copy_model: bool = False):

@@ -1,6 +1,8 @@
-"""The harness end to end on ResNet-18 (torch, ort, trt-rtx where it runs), the GPU code paths
-of the ONNX Runtime runner on its CPU provider, the TensorRT path on the fake TensorRT, and
-merging runs."""
+"""The harness end to end on CIFAR ResNet-20 at 32x32 (torch, ort, trt-rtx where it runs: the depth
+does not matter here, and a small network keeps these cheap), the GPU code paths of the ONNX
+Runtime runner on its CPU provider, the TensorRT path on the fake TensorRT, and merging runs.
+No figure here is compared with a wall-clock bound (tests/bench/test_timing.py tests the
+overhead check's mechanism on a fake clock)."""
 
 from __future__ import annotations
 
@@ -17,8 +19,9 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from resnet_deploy.bench import ROW_FIELDS, SCHEMA_VERSION, BenchConfig, run_bench
-from resnet_deploy.bench import harness as H
-from resnet_deploy.bench.bound import torch_cuda
+from resnet_deploy.bench.env import usable_cores
+from resnet_deploy.bench.executor import Executor, OpenBackend, Reference
+from resnet_deploy.bench.timed_calls import torch_cuda
 from resnet_deploy.bench.timing import RssProbe, measure
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
@@ -28,9 +31,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 
 @pytest.fixture(scope="module")
 def e2e_run(tmp_path_factory, exported):
-    exported("resnet18")  # the session's FP32 export, reused by the harness
+    exported("resnet20")  # the session's FP32 export, reused by the harness
     out = tmp_path_factory.mktemp("bench")
-    cfg = BenchConfig(engines=["torch", "ort", "trt-rtx"], depths=[18], precisions=["fp32"], batches=[1, 2],
+    cfg = BenchConfig(engines=["torch", "ort", "trt-rtx"], depths=[20], precisions=["fp32"], batches=[1, 2],
                       min_time=0.05, min_iters=3, warmup=1, bare_rounds=2, artifacts=str(exported.root))
     return run_bench(cfg, out=out, run_id="e2e", command="pytest")
 
@@ -51,10 +54,8 @@ def test_e2e_rows_have_speed_and_parity(e2e_run):
             else:
                 assert r["compute_p50_ms"] is None and r["scope"].startswith("end-to-end = compute")
                 assert r["memory_kind"].startswith("CPU: peak RSS") and r["memory_mib"] >= 0
-            assert math.isfinite(r["harness_overhead_pct"]) and r["bare_mean_ms"] > 0
-            # same clock on both sides: a harness that added half of each call would read ~+50%
-            assert r["harness_overhead_pct"] < 30, r["harness_overhead_pct"]
-    assert rows[("ort", 1)]["artifact"].endswith("resnet18.fp32.onnx") and rows[("ort", 1)]["artifact_reused"]
+            assert math.isfinite(r["harness_overhead_pct"]) and r["bare_mean_ms"] > 0 and r["harness_mean_ms"] > 0
+    assert rows[("ort", 1)]["artifact"].endswith("resnet20.fp32.onnx") and rows[("ort", 1)]["artifact_reused"]
     # trt-rtx: unavailable here, saying why (the runner's own reason); where it can run, measured and right
     from resnet_deploy.runners.tensorrt import TensorRTRunner
 
@@ -97,12 +98,12 @@ def test_e2e_files_json_schema_csv(e2e_run):
 def test_e2e_report_and_plots(e2e_run):
     pytest.importorskip("matplotlib", reason="matplotlib draws the plots (a dependency of the bench)")
     d = e2e_run.out_dir
-    assert {p.name for p in d.iterdir()} >= {"throughput_resnet18.png", "latency_resnet18.png"}
+    assert {p.name for p in d.iterdir()} >= {"throughput_resnet20.png", "latency_resnet20.png"}
     md = (d / "report.md").read_text()
     for words in ("## Environment", "## Results", "## Scenarios", "rel L2", "top-1", "harness overhead", "load average",
-                  "![throughput_resnet18.png](throughput_resnet18.png)", "= e2e"):
+                  "![throughput_resnet20.png](throughput_resnet20.png)", "= e2e"):
         assert words in md, words
-    for name in ("throughput_resnet18.png", "latency_resnet18.png"):
+    for name in ("throughput_resnet20.png", "latency_resnet20.png"):
         raw = (d / name).read_bytes()
         assert raw[:8] == PNG_SIGNATURE
         with Image.open(d / name) as im:
@@ -143,7 +144,7 @@ def test_merge_runs_from_one_device(e2e_run, tmp_path):
     md = Path(result.files["report"]).read_text()
     assert "Merged from 2 runs" in md and "min_time" in md and "newer_setting" in md
     assert "Several streams (`--streams 2`)" in md and "| 2: 99.0 (+5%) |" in md  # from the rows, not the first config
-    assert (tmp_path / "merged" / "throughput_resnet18.png").read_bytes()[:8] == PNG_SIGNATURE
+    assert (tmp_path / "merged" / "throughput_resnet20.png").read_bytes()[:8] == PNG_SIGNATURE
 
 
 def test_merge_refuses_other_devices_and_bad_files(e2e_run, tmp_path):
@@ -166,9 +167,9 @@ def test_merge_refuses_other_devices_and_bad_files(e2e_run, tmp_path):
 def test_several_streams_end_to_end(exported, tmp_path):
     """Real backends, two instances at once: each passes parity alone and under load, the
     figures and the note are filled in, and torch's CPU thread count is put back afterwards."""
-    exported("resnet18")
+    exported("resnet20")
     threads = torch.get_num_threads()
-    cfg = BenchConfig(engines=["torch", "ort"], depths=[18], precisions=["fp32"], batches=[1], min_time=0.05,
+    cfg = BenchConfig(engines=["torch", "ort"], depths=[20], precisions=["fp32"], batches=[1], min_time=0.05,
                       min_iters=2, warmup=1, bare=False, streams=2, artifacts=str(exported.root))
     r = run_bench(cfg, out=tmp_path, run_id="s", command="pytest")
     for row in r.rows:
@@ -176,7 +177,7 @@ def test_several_streams_end_to_end(exported, tmp_path):
         assert row["streams"] == 2 and row["streams_calls"] >= 4 and row["streams_throughput_ips"] > 0
         assert row["streams_note"].startswith("2 streams")
         if not (row["backend"] == "torch" and torch_cuda()):
-            cores = H.usable_cores()
+            cores = usable_cores()
             assert f"and {max(1, cores // 2)} CPU thread" in row["streams_note"]
     assert torch.get_num_threads() == threads
 
@@ -184,13 +185,13 @@ def test_several_streams_end_to_end(exported, tmp_path):
 def test_bench_times_the_ort_cuda_path_on_the_cpu_provider(exported):
     """What bench does with a device-resident runner (stage untimed, enqueue timed, padded parity),
     run on ONNX Runtime's CPU provider with I/O binding: same code as ort-cuda. CUDA graphs need a GPU."""
-    from resnet_deploy.bench.bound import bind
+    from resnet_deploy.bench.timed_calls import prepare_timed_calls
     from resnet_deploy.runners import open_runner
 
-    m = exported("resnet18")
+    m = exported("resnet20")
     runner = open_runner("ort", m["path"], precision="fp32", io_binding=True)
-    inputs = [np.random.default_rng(i).standard_normal((2, 3, 224, 224), dtype=np.float32) for i in range(3)]
-    bound = bind(runner, 2, inputs, device_resident=True)
+    inputs = [np.random.default_rng(i).standard_normal((2, 3, 32, 32), dtype=np.float32) for i in range(3)]
+    bound = prepare_timed_calls(runner, 2, inputs, device_resident=True)
     import onnxruntime as ort
 
     sess = ort.InferenceSession(m["path"], providers=["CPUExecutionProvider"])
@@ -213,22 +214,24 @@ def test_several_streams_with_io_binding_on_cpu(exported):
     """Two bound ONNX Runtime instances at once (the ort-cuda path, on the CPU provider): each
     instance's bound buffers are its own, so every stream's output under load matches."""
     import resnet_deploy as rd
-    from resnet_deploy.bench.bound import MemoryProbe
+    from resnet_deploy.bench import BenchRow
+    from resnet_deploy.bench.timed_calls import MemoryProbe
     from resnet_deploy.compare import parity_batch
     from resnet_deploy.runners import open_runner
-    from resnet_deploy.runners.torch_runner import TorchRunner
 
-    m = exported("resnet18")
-    _, parity_inputs = parity_batch(n_random=1)
-    with TorchRunner(rd.create_model(18)) as t:
+    m = exported("resnet20")
+    model = rd.create_model(20)
+    _, parity_inputs = parity_batch(model.card.recipe, n_random=1)
+    with open_runner("torch", model) as t:
         reference = t.infer(parity_inputs)
     runners = [open_runner("ort", m["path"], precision="fp32", io_binding=True) for _ in range(2)]
-    instances = [H.Opened(r, MemoryProbe("host-rss", RssProbe()), 0.0) for r in runners]
-    inputs = [np.random.default_rng(i).standard_normal((1, 3, 224, 224), dtype=np.float32) for i in range(3)]
-    row = {"batch": 1, "precision": "fp32", "backend": "ort-cuda", "status": "ok", "latency_throughput_ips": 50.0}
-    cfg = BenchConfig(engines=["ort-cuda"], depths=[18], precisions=["fp32"], batches=[1], min_time=0.1, min_iters=3,
+    instances = [OpenBackend(r, MemoryProbe("host-rss", RssProbe()), 0.0) for r in runners]
+    inputs = [np.random.default_rng(i).standard_normal((1, 3, 32, 32), dtype=np.float32) for i in range(3)]
+    row = BenchRow(run_id="t", arch="resnet20", depth=20, precision="fp32", backend="ort-cuda", batch=1, status="ok",
+                   latency_throughput_ips=50.0)
+    cfg = BenchConfig(engines=["ort-cuda"], depths=[20], precisions=["fp32"], batches=[1], min_time=0.1, min_iters=3,
                       warmup=1)
-    H.streams_row(row, instances, inputs, reference, parity_inputs, cfg)
+    Executor(cfg, artifacts=None).streams_row(row, instances, inputs, Reference(reference, parity_inputs))
     assert row["status"] == "ok" and row["streams"] == 2 and row["streams_calls"] >= 6, row.get("parity_failures")
     assert row["streams_throughput_ips"] > 0 and row["streams_p50_ms"] > 0
     for inst in instances:
@@ -238,7 +241,7 @@ def test_several_streams_with_io_binding_on_cpu(exported):
 
 def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
     """bench's TensorRT path (end-to-end, staged compute-only between CUDA events, padded parity) on the fake backend."""
-    import resnet_deploy.bench.bound as bb
+    import resnet_deploy.bench.timed_calls as bb
 
     rt, path, cudart = fake_runner_env
     monkeypatch.setattr(bb, "load_cudart", lambda: cudart)
@@ -246,7 +249,7 @@ def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
     runner = rt.TensorRTRunner(path, cuda_graph=True).open()
     rng = np.random.default_rng(1)
     inputs = [rng.standard_normal((2, 3, 4, 4)).astype(np.float32) for _ in range(3)]
-    bound = bb.bind(runner, 2, inputs)
+    bound = bb.prepare_timed_calls(runner, 2, inputs)
     np.testing.assert_allclose(bound.e2e(1), inputs[1].mean(axis=(2, 3)), rtol=1e-6)
     bound.compute_before(2)
     bound.compute(2)
@@ -261,7 +264,7 @@ def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
     assert bb.MemoryProbe.for_runner(runner, RssProbe()).kind == "cuda-meminfo"
     bound.close()
     with pytest.raises(UserError, match="outside the engine's profile"):
-        bb.bind(runner, 8, [np.zeros((8, 3, 4, 4), np.float32)])
+        bb.prepare_timed_calls(runner, 8, [np.zeros((8, 3, 4, 4), np.float32)])
     runner.close()
 
 

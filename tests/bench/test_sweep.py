@@ -1,8 +1,10 @@
 """The sweep's bookkeeping (parity failures, out-of-memory, several streams, Ctrl-C, the CLI) on a
-tiny fake runner: no ResNet, fast."""
+tiny fake runner: no ResNet, fast. The fakes are handed to ``run_bench`` (its ``artifacts`` and
+``runners`` parameters): nothing inside the bench is patched."""
 
 from __future__ import annotations
 
+import functools
 import json
 import threading
 import time
@@ -14,9 +16,9 @@ import torch
 from torch import nn
 from typer.testing import CliRunner
 
-from resnet_deploy.bench import BenchConfig, run_bench
-from resnet_deploy.bench import harness as H
+from resnet_deploy.bench import Artifact, BenchConfig, RegistryRunners, run_bench
 from resnet_deploy.cli import app
+from resnet_deploy.cli import bench as bench_cli
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runners import InputSpec, Runner
 
@@ -59,7 +61,7 @@ class FakeRunner(Runner):
     def _infer(self, x):
         if self.mode == "oom" and len(x) >= 2:
             raise RuntimeError("CUDA out of memory. Tried to allocate 9 GiB")
-        if self.mode == "interrupt" and len(x) >= 2:
+        if self.mode == "interrupt" and len(x) >= 2 or self.mode == "interrupt-any":
             raise KeyboardInterrupt
         if self.mode != "clash":
             time.sleep(0.001)
@@ -78,30 +80,47 @@ class FakeRunner(Runner):
         return {"backend": self.backend, "notes": ["fake"]}
 
 
-@pytest.fixture
-def fake_sweep(monkeypatch):
-    """run_bench with a tiny model and a fake runner: ``modes`` maps backend name -> mode."""
+class FakeArtifacts:
+    """The artifact provider: the tiny model for every architecture, and it as every backend's artifact."""
 
-    class Modes(dict):
-        opened: list[FakeRunner]
+    def __init__(self, model):
+        self.tiny = model
 
-    modes = Modes()
-    opened: list[FakeRunner] = []
-    tiny = Tiny().eval()
-    monkeypatch.setattr(H, "load_model", lambda arch, **kw: tiny)
-    monkeypatch.setattr(H, "unavailable", lambda backend, precision: None if backend in modes else "not here")
+    def model(self, arch):
+        return self.tiny
 
-    def make_runner(backend, target, *, precision=None, **options):
-        r = FakeRunner(tiny, backend=backend, mode=modes[backend])
-        opened.append(r)
+    def artifact(self, arch, precision, backend, model):
+        return Artifact(target=model, path="fake.onnx", build_s=0.0, reused=True)
+
+
+class FakeRunners(RegistryRunners):
+    """Runners as told by ``modes`` (backend name -> mode); a backend without a mode is unavailable.
+    ``fail_after`` makes every runner after that many fail to open; ``interrupt_after`` makes every
+    runner after that many raise Ctrl-C when it infers."""
+
+    def __init__(self, tiny):
+        self.tiny, self.modes, self.opened = tiny, {}, []
+        self.fail_after = self.interrupt_after = None
+
+    def unavailable(self, backend, precision):
+        return None if backend in self.modes else "not here"
+
+    def make(self, backend, target, precision, options):
+        if self.fail_after is not None and len(self.opened) >= self.fail_after:
+            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
+        late = self.interrupt_after is not None and len(self.opened) >= self.interrupt_after
+        r = FakeRunner(self.tiny, backend=backend, mode="interrupt-any" if late else self.modes[backend])
+        self.opened.append(r)
         return r
 
-    monkeypatch.setattr(H, "make_runner", make_runner)
-    monkeypatch.setattr(H, "make_onnx", lambda arch, precision, cfg, progress: ("fake.onnx", 0.0, True))
-    monkeypatch.setattr(H, "_inputs", lambda batch, n, seed, size=224: [np.random.default_rng(i).standard_normal(
-        (batch, 3, 4, 4), dtype=np.float32) for i in range(n)])
-    modes.opened = opened
-    return modes
+
+@pytest.fixture
+def fake_sweep():
+    """``fake_sweep.run(cfg, ...)``: run_bench with a tiny model and fake runners (``fake_sweep.modes``)."""
+    tiny = Tiny().eval()
+    runners = FakeRunners(tiny)
+    runners.run = functools.partial(run_bench, artifacts=FakeArtifacts(tiny), runners=runners)
+    return runners
 
 
 def quick_cfg(engines, batches=(1, 2, 4), **kw):
@@ -110,8 +129,8 @@ def quick_cfg(engines, batches=(1, 2, 4), **kw):
 
 
 def test_sweep_marks_parity_failures_oom_and_goes_on(fake_sweep, tmp_path):
-    fake_sweep.update({"torch": "good", "torch-compile": "wrong", "ort": "oom"})
-    r = run_bench(quick_cfg(["torch", "torch-compile", "ort", "trt"]), out=tmp_path, run_id="fake")
+    fake_sweep.modes.update({"torch": "good", "torch-compile": "wrong", "ort": "oom"})
+    r = fake_sweep.run(quick_cfg(["torch", "torch-compile", "ort", "trt"]), out=tmp_path, run_id="fake")
     by = {(row["backend"], row["batch"]): row for row in r.rows}
     assert [by[("torch", b)]["status"] for b in (1, 2, 4)] == ["ok"] * 3
     # a failed parity row keeps its figures and is marked failed, with the reason
@@ -134,8 +153,8 @@ def test_sweep_marks_parity_failures_oom_and_goes_on(fake_sweep, tmp_path):
 
 
 def test_several_streams_figures_and_what_they_check(fake_sweep, tmp_path):
-    fake_sweep.update({"torch": "good", "ort": "clash", "torch-compile": "good"})
-    r = run_bench(quick_cfg(["torch", "ort", "torch-compile"], batches=(1, 2), streams=3, min_time=0.05), out=tmp_path,
+    fake_sweep.modes.update({"torch": "good", "ort": "clash", "torch-compile": "good"})
+    r = fake_sweep.run(quick_cfg(["torch", "ort", "torch-compile"], batches=(1, 2), streams=3, min_time=0.05), out=tmp_path,
                   run_id="st")
     by = {(row["backend"], row["batch"]): row for row in r.rows}
     for b in (1, 2):
@@ -163,33 +182,20 @@ def test_several_streams_figures_and_what_they_check(fake_sweep, tmp_path):
     assert {s["backend"]: s["offline_streams"] for s in data["scenarios"]} == {"torch": 3, "ort": 3, "torch-compile": None}
 
 
-def test_several_streams_that_cannot_open_are_noted(fake_sweep, tmp_path, monkeypatch):
-    fake_sweep.update({"torch": "good"})
-    real = H.open_backend
-    n = {"opened": 0}
-
-    def open_backend(backend, **kw):
-        n["opened"] += 1
-        if n["opened"] > 2:
-            raise RuntimeError("CUDA out of memory. Tried to allocate 2 GiB")
-        return real(backend, **kw)
-
-    monkeypatch.setattr(H, "open_backend", open_backend)
-    r = run_bench(quick_cfg(["torch"], batches=(1,), streams=2), out=tmp_path, run_id="no")
+def test_several_streams_that_cannot_open_are_noted(fake_sweep, tmp_path):
+    fake_sweep.modes.update({"torch": "good"})
+    fake_sweep.fail_after = 2  # the single-stream runner and one of the two streams open; the second does not
+    r = fake_sweep.run(quick_cfg(["torch"], batches=(1,), streams=2), out=tmp_path, run_id="no")
     row = r.rows[0]
     assert row["status"] == "ok" and row["streams"] is None
     assert row["streams_note"].startswith("could not open 2 instances: out of memory")
     assert all(p.closed for p in fake_sweep.opened)
 
 
-def test_ctrl_c_during_several_streams_keeps_the_rows(fake_sweep, tmp_path, monkeypatch):
-    fake_sweep.update({"torch": "good"})
-
-    def interrupted(*a, **kw):
-        raise KeyboardInterrupt
-
-    monkeypatch.setattr(H, "streams_row", interrupted)
-    r = run_bench(quick_cfg(["torch"], batches=(1, 2), streams=2), out=tmp_path, run_id="sc")
+def test_ctrl_c_during_several_streams_keeps_the_rows(fake_sweep, tmp_path):
+    fake_sweep.modes.update({"torch": "good"})
+    fake_sweep.interrupt_after = 1  # the streams' instances (not the single-stream one) are interrupted
+    r = fake_sweep.run(quick_cfg(["torch"], batches=(1, 2), streams=2), out=tmp_path, run_id="sc")
     assert r.interrupted and [row["status"] for row in r.rows] == ["ok", "ok"]
     d = json.loads((tmp_path / "sc" / "results.json").read_text())
     assert d["interrupted"] is True and all(row["latency_p50_ms"] > 0 for row in d["rows"])
@@ -197,8 +203,8 @@ def test_ctrl_c_during_several_streams_keeps_the_rows(fake_sweep, tmp_path, monk
 
 
 def test_ctrl_c_writes_what_was_measured(fake_sweep, tmp_path):
-    fake_sweep.update({"torch": "interrupt"})
-    r = run_bench(quick_cfg(["torch"]), out=tmp_path, run_id="int")
+    fake_sweep.modes.update({"torch": "interrupt"})
+    r = fake_sweep.run(quick_cfg(["torch"]), out=tmp_path, run_id="int")
     assert r.interrupted and [row["batch"] for row in r.rows] == [1]
     d = json.loads((tmp_path / "int" / "results.json").read_text())
     assert d["interrupted"] is True and len(d["rows"]) == 1 and d["rows"][0]["status"] == "ok"
@@ -206,15 +212,16 @@ def test_ctrl_c_writes_what_was_measured(fake_sweep, tmp_path):
     assert fake_sweep.opened[0].closed
 
 
-def test_cli_json_and_exit_codes(fake_sweep, tmp_path):
-    fake_sweep.update({"torch": "good"})
+def test_cli_json_and_exit_codes(fake_sweep, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_cli, "run_bench", fake_sweep.run)  # the command's one call into the bench
+    fake_sweep.modes.update({"torch": "good"})
     res = cli.invoke(app, ["bench", "-e", "torch", "-d", "18", "-b", "1,2", "--min-time", "0", "--min-iters", "2",
                            "--warmup", "1", "--out", str(tmp_path), "--run-id", "c", "--json"])
     assert res.exit_code == 0, res.output
     d = json.loads(res.stdout)
     assert d["run_id"] == "c" and [r["status"] for r in d["rows"]] == ["ok", "ok"]
     assert set(d["files"]) >= {"json", "csv", "report"}
-    fake_sweep.update({"torch": "wrong"})
+    fake_sweep.modes.update({"torch": "wrong"})
     res = cli.invoke(app, ["bench", "-e", "torch", "-b", "1", "--min-time", "0", "--min-iters", "2", "--out",
                            str(tmp_path), "--run-id", "w", "--json"])
     assert res.exit_code == 1 and "parity failed" in res.stderr

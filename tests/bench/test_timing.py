@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from resnet_deploy.bench import parse_list
-from resnet_deploy.bench.bound import is_oom, padded_infer
-from resnet_deploy.bench.timing import RssProbe, Stats, bare_loop, measure, measure_concurrent, overhead_pct, paired_overhead, percentile
+from resnet_deploy.bench.timed_calls import is_oom, padded_infer
+from resnet_deploy.bench.timing import (RssProbe, Stats, bare_loop, measure, measure_concurrent, overhead_pct,
+                                        paired_overhead, percentile)
 from resnet_deploy.errors import UserError
 
 # ------------------------------------------------------------------------------------------
@@ -51,14 +52,15 @@ def test_measure_stops_at_max_iters():
 
 def test_before_is_not_timed():
     staged: list[int] = []
+    ft = FakeTime()
 
     def before(i: int) -> None:  # slow staging, outside the timed region
         staged.append(i)
-        time.sleep(0.05)
+        ft.t += 0.05
 
-    t = measure(sleeper(0.005), 2, warmup=0, min_time=0.0, min_iters=4, before=before)
+    t = measure(ft.call(0.005), 2, warmup=0, min_time=0.0, min_iters=4, before=before, now=ft.now)
     assert staged == [0, 1, 0, 1]
-    assert 5.0 <= t.stats.p50 < 45.0  # the 50 ms of staging is not in the figure
+    assert t.samples_ms == pytest.approx([5.0] * 4)  # the 50 ms of staging is not in the figure
 
 
 def test_custom_clock_is_used():
@@ -83,14 +85,20 @@ def test_bare_loop_and_paired_overhead_on_a_known_sleep():
     assert overhead_pct(11.0, 10.0) == pytest.approx(10.0) and math.isnan(overhead_pct(1.0, 0.0))
 
 
-def busy(seconds: float):
-    """A call that takes ``seconds`` of CPU (steadier than a sleep on a loaded machine)."""
-    def call(i: int) -> None:
-        end = time.perf_counter() + seconds
-        while time.perf_counter() < end:
-            pass
+class FakeTime:
+    """A clock that moves only when told: calls of known duration, with no machine load in the figures."""
 
-    return call
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def call(self, seconds: float):
+        def run(i: int) -> None:
+            self.t += seconds
+
+        return run
 
 
 class HeavyBookkeepingClock:
@@ -99,26 +107,47 @@ class HeavyBookkeepingClock:
 
     name = "perf_counter"
 
+    def __init__(self, ft: FakeTime, extra: float = 0.5):
+        self.ft, self.extra = ft, extra
+
     def time(self, call, i: int) -> float:
-        t0 = time.perf_counter()
+        t0 = self.ft.now()
         call(i)
-        dt = time.perf_counter() - t0
-        busy(dt * 0.5)(0)
+        dt = self.ft.now() - t0
+        self.ft.t += dt * self.extra  # the bookkeeping
         return dt
 
 
-def test_the_overhead_check_sees_a_harness_that_adds_half_of_each_call():
-    """Both sides on the same clock (block wall time per call): the harness's own samples would hide this."""
-    chk = paired_overhead(busy(0.002), 2, calls_per_block=20, rounds=5, clock=HeavyBookkeepingClock())
-    assert chk.overhead_pct > 30, chk
-    honest = paired_overhead(busy(0.002), 2, calls_per_block=20, rounds=5)
-    assert abs(honest.overhead_pct) < 15, honest
+def test_measure_on_a_fake_clock_runs_until_min_time():
+    ft = FakeTime()
+    t = measure(ft.call(0.002), 2, warmup=1, min_time=0.01, min_iters=1, now=ft.now)
+    assert t.iterations == 5 and t.samples_ms == pytest.approx([2.0] * 5) and t.timed_wall_s == pytest.approx(0.01)
+    assert t.first_call_s == pytest.approx(0.002)
+
+
+@pytest.mark.parametrize("extra", [0.5, 0.25, 0.0])
+def test_the_overhead_check_reads_the_delay_a_harness_adds(extra):
+    """Both sides on the same clock (block wall time per call): the harness's own samples would hide this.
+    A harness that adds ``extra`` of each call outside its timed region reads exactly that overhead."""
+    ft = FakeTime()
+    chk = paired_overhead(ft.call(0.002), 2, calls_per_block=20, rounds=5, clock=HeavyBookkeepingClock(ft, extra),
+                          now=ft.now)
+    assert chk.overhead_pct == pytest.approx(extra * 100)
+    assert chk.bare_mean_ms == pytest.approx(2.0) and chk.harness_mean_ms == pytest.approx(2.0 * (1 + extra))
+
+
+def test_the_overhead_check_of_the_plain_harness_is_zero_on_a_fake_clock():
+    ft = FakeTime()
+    chk = paired_overhead(ft.call(0.002), 2, calls_per_block=20, rounds=5, now=ft.now)
+    assert chk.overhead_pct == pytest.approx(0.0) and chk.round_overheads_pct == pytest.approx([0.0] * 5)
 
 
 def test_the_overhead_check_leaves_untimed_staging_out():
     """Staging (``before``) is the harness's job outside the timed call; the bare block stages once."""
-    chk = paired_overhead(busy(0.002), 2, calls_per_block=10, rounds=3, before=busy(0.004))
-    assert abs(chk.overhead_pct) < 15, chk
+    ft = FakeTime()
+    chk = paired_overhead(ft.call(0.002), 2, calls_per_block=10, rounds=3, before=ft.call(0.004), now=ft.now)
+    assert chk.overhead_pct == pytest.approx(0.0), chk
+    assert chk.harness_mean_ms == pytest.approx(2.0)
 
 
 def test_concurrent_sleepers_overlap():

@@ -86,3 +86,49 @@ def check_contract(runner, backend: str, size: int) -> None:
     assert not runner.is_open
     with pytest.raises(UserError, match="not open"):
         runner.infer(x)
+
+
+# ------------------------------------------------------------------------------------------
+# what bench asks a runner class (bench names no backend: tests/bench/test_bench_design.py)
+# ------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_every_backend_declares_its_bench_facts(backend):
+    from resnet_deploy.runners import runner_class
+
+    cls = runner_class(backend)
+    assert isinstance(cls.runs_on_gpu(backend), bool)
+    assert isinstance(cls.in_default_sweep(backend, True), bool) and isinstance(cls.in_default_sweep(backend, False), bool)
+    assert isinstance(cls.extra_warmup(backend), int) and cls.extra_warmup(backend) >= 0
+    why = cls.streams_unsupported(backend)
+    assert why is None or (isinstance(why, str) and why)
+    for gpu in (False, True):
+        assert cls.stream_instance_text(backend, gpu).startswith("its own ")
+
+
+def test_the_bench_facts_of_the_backends_here():
+    """What the bench used to know by name, now said by each runner class."""
+    from resnet_deploy.runners import runner_class
+    from resnet_deploy.runners.torch_runner import cuda_available
+
+    gpu_here = {b: runner_class(b).runs_on_gpu(b) for b in BACKENDS}
+    assert gpu_here == {"torch": cuda_available(), "torch-compile": cuda_available(), "ort": False, "ort-cuda": True,
+                        "trt": True, "trt-rtx": True}
+    assert [b for b in BACKENDS if runner_class(b).in_default_sweep(b, False)] == ["torch", "ort"]
+    assert [b for b in BACKENDS if runner_class(b).in_default_sweep(b, True)] == [
+        "torch", "torch-compile", "ort-cuda", "trt", "trt-rtx"]
+    assert {b: runner_class(b).extra_warmup(b) for b in BACKENDS if runner_class(b).extra_warmup(b)} == {"torch-compile": 3}
+    assert [b for b in BACKENDS if runner_class(b).streams_unsupported(b)] == ["torch-compile"]
+    assert runner_class("ort-cuda").stream_instance_text("ort-cuda", True).startswith("its own InferenceSession (")
+
+
+def test_set_process_threads_returns_what_to_restore():
+    from resnet_deploy.runners import runner_class
+
+    before = torch.get_num_threads()
+    try:
+        assert runner_class("torch").set_process_threads("torch", 1) == before and torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)
+    assert runner_class("ort").set_process_threads("ort", 1) is None  # ONNX Runtime takes threads per session

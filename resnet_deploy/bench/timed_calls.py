@@ -1,7 +1,7 @@
 """A runner made ready to time one batch size: the calls, the clocks, and the memory probe.
 
 Every backend is opened through :func:`resnet_deploy.runners.open_runner`; bench does not know
-backends apart. :func:`bind` gives a :class:`Bound` for one batch size:
+backends apart. :func:`prepare_timed_calls` gives the :class:`TimedCalls` of one batch size:
 
 * ``e2e(i)``: host numpy buffer ``i`` in, host logits out, synchronous (:meth:`Runner.infer`).
   On a CPU backend this is the whole computation, so compute-only and end-to-end are the same.
@@ -11,7 +11,7 @@ backends apart. :func:`bind` gives a :class:`Bound` for one batch size:
   synchronize; ``compute_before(i)`` stages buffer ``i`` (:meth:`Runner.stage` +
   :meth:`Runner.synchronize`) outside the timed region, so the inputs still rotate.
 * ``infer(x)``: what parity runs, on exactly the timed path and shape (inputs are padded to
-  the bound batch, so a compiled or graph-captured shape is never changed by parity).
+  the prepared batch, so a compiled or graph-captured shape is never changed by parity).
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ import numpy as np
 
 from .._native.cuda import load_cudart
 from ..runners import Runner
+from ..runners.base import TORCH_ALLOCATOR
 from .timing import CudartEventClock, HostClock, RssProbe, TorchEventClock
 
 
@@ -66,7 +67,7 @@ class MemoryProbe:
     def for_runner(cls, runner: Runner, rss: RssProbe) -> "MemoryProbe":
         if not runner.device_resident:
             return cls("host-rss", rss)
-        return cls("torch-cuda" if runner.allocator == "torch" else "cuda-meminfo", rss)
+        return cls("torch-cuda" if runner.allocator == TORCH_ALLOCATOR else "cuda-meminfo", rss)
 
     @property
     def label(self) -> str:
@@ -114,7 +115,9 @@ def is_oom(exc: BaseException) -> bool:
 
 
 @dataclass
-class Bound:
+class TimedCalls:
+    """The calls that time one batch size on one open runner, the clocks that read them, and how to close them."""
+
     batch: int
     e2e: Callable[[int], Any]
     infer: Callable[[np.ndarray], np.ndarray]
@@ -156,7 +159,8 @@ def event_clock(runner: Runner):
     return CudartEventClock(load_cudart(), stream)
 
 
-def bind(runner: Runner, batch: int, inputs: list[np.ndarray], *, device_resident: bool | None = None) -> Bound:
+def prepare_timed_calls(runner: Runner, batch: int, inputs: list[np.ndarray], *,
+                        device_resident: bool | None = None) -> TimedCalls:
     """Ready ``runner`` (open) for timing ``batch``-sized calls on ``inputs``.
 
     ``device_resident`` (default: the runner's own) adds the compute-only call; the tests force
@@ -164,9 +168,9 @@ def bind(runner: Runner, batch: int, inputs: list[np.ndarray], *, device_residen
     """
     spec = runner.input_spec
     staged = [np.ascontiguousarray(x.astype(spec.dtype, copy=False)) for x in inputs]  # no cast inside a timed call
-    bound = Bound(batch=batch, e2e=lambda i: runner.infer(staged[i]), infer=padded_infer(runner.infer, batch))
+    calls = TimedCalls(batch=batch, e2e=lambda i: runner.infer(staged[i]), infer=padded_infer(runner.infer, batch))
     if not (runner.device_resident if device_resident is None else device_resident):
-        return bound
+        return calls
 
     def before(i: int) -> None:
         runner.stage(staged[i])
@@ -176,14 +180,14 @@ def bind(runner: Runner, batch: int, inputs: list[np.ndarray], *, device_residen
     runner.enqueue()  # first runs outside any timing: lazy initialisation, graph capture
     runner.synchronize()
     clock = event_clock(runner)
-    bound.compute = lambda i: runner.enqueue()
-    bound.compute_before = before
-    bound.compute_clock = clock
-    bound.compute_sync = runner.synchronize
-    bound.notes.append("compute-only: enqueue between " + ("CUDA events" if not isinstance(clock, HostClock)
+    calls.compute = lambda i: runner.enqueue()
+    calls.compute_before = before
+    calls.compute_clock = clock
+    calls.compute_sync = runner.synchronize
+    calls.notes.append("compute-only: enqueue between " + ("CUDA events" if not isinstance(clock, HostClock)
                                                            else "a clock and a synchronize"))
-    bound.close = getattr(clock, "close", lambda: None)
-    return bound
+    calls.close = getattr(clock, "close", lambda: None)
+    return calls
 
 
-__all__ = ["Bound", "MemoryProbe", "bind", "device_used_bytes", "event_clock", "is_oom", "padded_infer", "torch_cuda"]
+__all__ = ["MemoryProbe", "TimedCalls", "prepare_timed_calls", "device_used_bytes", "event_clock", "is_oom", "padded_infer", "torch_cuda"]

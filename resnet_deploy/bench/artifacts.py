@@ -1,0 +1,67 @@
+"""Where the bench gets what it runs: the one module of bench/ that calls the pipeline.
+
+:class:`PipelineArtifacts` loads the seeded model of an architecture
+(:func:`resnet_deploy.pipeline.load_model`) and makes or reuses the artifact a backend loads,
+chosen by the registry's artifact kind (:func:`resnet_deploy.runners.artifact_kind`): the model
+itself for a backend that runs a torch module, the precision's ONNX
+(:func:`~resnet_deploy.pipeline.current_precision`), or an engine with a profile up to the
+largest batch (:func:`~resnet_deploy.pipeline.ensure_engine`). The executor receives one of
+these; tests hand it a fake with the same two methods.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ..engine import BuildOptions
+from ..pipeline import current_precision, ensure_engine, load_model
+from ..progress import Progress, quiet
+from ..runners import ONNX_BACKENDS, TORCH_BACKENDS, artifact_kind
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """What a backend opens: ``target`` (a path, or the model itself) and how it was come by."""
+
+    target: Any
+    path: str | None = None          # the file, where there is one
+    build_s: float | None = None     # seconds spent making it in this run
+    reused: bool | None = None
+
+
+class ArtifactProvider(Protocol):
+    def model(self, arch: str) -> Any:
+        """The seeded PyTorch model of ``arch`` (the FP32 reference, and what torch backends run)."""
+
+    def artifact(self, arch: str, precision: str, backend: str, model: Any) -> Artifact:
+        """What ``backend`` opens for ``arch`` at ``precision``, made or reused."""
+
+
+class PipelineArtifacts:
+    """The pipeline's artifacts under ``out_dir``, made with ``seed``; engines get a profile 1..``max_batch``."""
+
+    def __init__(self, *, out_dir: str, seed: int, max_batch: int, progress: Progress = quiet):
+        self.out_dir, self.seed, self.max_batch, self.progress = out_dir, seed, max_batch, progress
+
+    def model(self, arch: str) -> Any:
+        return load_model(arch, seed=self.seed)
+
+    def artifact(self, arch: str, precision: str, backend: str, model: Any) -> Artifact:
+        if backend in TORCH_BACKENDS:
+            return Artifact(target=model)
+        t0 = time.perf_counter()
+        if backend in ONNX_BACKENDS:
+            self.progress(f"{arch} {precision}: ONNX for {backend}")
+            m = current_precision(arch, precision, out_dir=self.out_dir, seed=self.seed, progress=self.progress)
+        else:
+            self.progress(f"{arch} {precision}: engine for {backend}")
+            opts = BuildOptions(flavour=artifact_kind(backend), min_batch=1, opt_batch=self.max_batch,
+                                max_batch=self.max_batch)
+            m = ensure_engine(arch, precision, opts, out_dir=self.out_dir, seed=self.seed, progress=self.progress)
+        return Artifact(target=str(m["path"]), path=str(m["path"]), build_s=time.perf_counter() - t0,
+                        reused=bool(m.get("reused")))
+
+
+__all__ = ["Artifact", "ArtifactProvider", "PipelineArtifacts"]
