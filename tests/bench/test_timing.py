@@ -10,8 +10,7 @@ import pytest
 
 from resnet_deploy.bench import parse_list
 from resnet_deploy.bench.timed_calls import is_oom, padded_infer
-from resnet_deploy.bench.timing import (RssProbe, Stats, bare_loop, measure, measure_concurrent, overhead_pct,
-                                        paired_overhead, percentile)
+from resnet_deploy.bench.timing import RssProbe, Stats, bare_loop, measure, measure_concurrent, overhead_pct, paired_overhead, percentile
 from resnet_deploy.errors import UserError
 
 # ------------------------------------------------------------------------------------------
