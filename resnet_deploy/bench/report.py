@@ -231,8 +231,9 @@ def warmup_words(cfg: dict[str, Any], rows: list[BenchRow]) -> str:
 
 def method_text(cfg: dict[str, Any], rows: list[BenchRow]) -> str:
     return (
-        f"Seeded random weights (seed {cfg.get('seed')}, BatchNorm statistics re-estimated on photographs), 224x224 "
-        f"float32 NCHW inputs. Each row: parity first, on the timed path and shape, against PyTorch FP32 on the same "
+        f"Seeded random weights (seed {cfg.get('seed')}, BatchNorm statistics re-estimated on photographs), float32 "
+        "NCHW inputs at each model's own input size (224x224 for the ImageNet networks). Each row: parity first, on "
+        "the timed path and shape, against PyTorch FP32 on the same "
         f"{cfg.get('parity_random')} random tensors + scikit-image photographs (relative L2, top-1 agreement at the "
         f"precision's bars; NaN/Inf fails). Then {warmup_words(cfg, rows)} "
         f"warm-up calls, then timed calls until at least {cfg.get('min_time')} s and {cfg.get('min_iters')} calls, "

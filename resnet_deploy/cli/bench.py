@@ -57,10 +57,10 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
 def plan_table(plan: BenchPlan) -> Table:
     """The rows a run would measure, one line per (model, precision, backend) with its batch sizes."""
     t = Table(title=f"bench plan: {len(plan)} row(s), nothing measured", title_justify="left")
-    for c in ("model", "depth", "prec", "backend", "batches"):
+    for c in ("model", "prec", "backend", "batches"):
         t.add_column(c, justify="left")
     for g in plan:
-        t.add_row(g.arch, str(g.depth), g.precision, g.backend, ",".join(map(str, g.batches)))
+        t.add_row(g.arch, g.precision, g.backend, ",".join(map(str, g.batches)))
     return t
 
 
