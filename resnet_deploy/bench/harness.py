@@ -70,7 +70,8 @@ def execute_plan(plan: BenchPlan, executor: Executor, run_id: str, record: _Reco
         for group in plan:
             if group.arch == arch and group.depth == depth:
                 executor.run_group(run_id, group, model, ref, record)
-                record.save()  # the several-streams figures, added after the rows were written
+                if cfg.streams > 1:
+                    record.save()  # the several-streams figures, added after the rows were written
         del model
         gc.collect()
 
