@@ -30,8 +30,8 @@ def sleeper(seconds: float, log: list[int] | None = None):
 def test_measure_median_of_a_known_sleep():
     log: list[int] = []
     t = measure(sleeper(0.02, log), 3, warmup=2, min_time=0.2, min_iters=5)
-    # A sleep never returns early, and 20 ms cannot take 10x longer at the median, even on a busy machine.
-    assert 20.0 <= t.stats.p50 < 200.0
+    # A sleep never returns early (load can only lengthen it, so no upper bound is asserted).
+    assert t.stats.p50 >= 20.0
     assert t.stats.min >= 20.0 and t.stats.p50 <= t.stats.p90 <= t.stats.p99 <= t.stats.max
     assert t.iterations >= 5 and t.timed_wall_s >= 0.2 and len(t.samples_ms) == t.iterations
     assert len(log) == 2 + t.iterations and t.warmup == 2
@@ -76,10 +76,10 @@ def test_custom_clock_is_used():
 
 def test_bare_loop_and_paired_overhead_on_a_known_sleep():
     b = bare_loop(sleeper(0.01), 2, 6, rounds=2)
-    assert b.iterations == 6 and b.rounds == 2 and 10.0 <= b.mean_ms < 100.0
+    assert b.iterations == 6 and b.rounds == 2 and b.mean_ms >= 10.0
     chk = paired_overhead(sleeper(0.01), 2, calls_per_block=3, rounds=2)
     assert chk.rounds == 2 and len(chk.round_overheads_pct) == 2
-    assert 10.0 <= chk.harness_mean_ms < 100.0 and 10.0 <= chk.bare_mean_ms < 100.0
+    assert chk.harness_mean_ms >= 10.0 and chk.bare_mean_ms >= 10.0
     assert math.isfinite(chk.overhead_pct)
     assert overhead_pct(11.0, 10.0) == pytest.approx(10.0) and math.isnan(overhead_pct(1.0, 0.0))
 
@@ -150,11 +150,12 @@ def test_the_overhead_check_leaves_untimed_staging_out():
 
 
 def test_concurrent_sleepers_overlap():
-    """Two streams that sleep 10 ms per call: one stream can never exceed 100 calls/s (a sleep
-    never returns early), so a total above that shows they really ran at once."""
+    """Two streams that sleep 10 ms per call really run at once: some call of one stream starts
+    while a call of the other is still sleeping (a fact of the schedule, not a rate that load moves)."""
     import threading
 
     where: list[int] = []
+    spans: dict[int, list[tuple[float, float]]] = {}
 
     def ctx():
         where.append(threading.get_ident())
@@ -163,13 +164,17 @@ def test_concurrent_sleepers_overlap():
         return contextlib.nullcontext()
 
     def call(i):
+        t0 = time.perf_counter()
         time.sleep(0.01)
+        spans.setdefault(threading.get_ident(), []).append((t0, time.perf_counter()))
         return np.full((1, 2), i, dtype=np.float32)
 
     t = measure_concurrent([call, call], 3, warmup=1, min_time=0.3, min_iters=5, contexts=[ctx, ctx])
     assert t.streams == 2 and all(c >= 5 for c in t.calls) and t.total_calls == len(t.samples_ms)
     assert all(ms >= 10.0 for ms in t.samples_ms)
-    assert 100 < t.throughput(1) <= 200
+    a, b = spans.values()
+    assert any(s0 < e1 and s1 < e0 for s0, e0 in a for s1, e1 in b)  # intervals of the two streams overlap
+    assert t.throughput(1) <= 200  # a sleep never returns early: two 10 ms streams cannot exceed 200 calls/s
     assert t.throughput(4) == pytest.approx(4 * t.throughput(1))
     # each context was entered inside its own stream's thread, not the caller's
     assert len(set(where)) == 2 and threading.get_ident() not in where
@@ -190,8 +195,8 @@ def test_concurrent_failure_in_one_stream_is_raised_without_a_hang(when):
 
     t0 = time.perf_counter()
     with pytest.raises(RuntimeError, match="stream broke"):
-        measure_concurrent([sleeper(0.001), bad], 2, warmup=1, min_time=30.0, min_iters=2)
-    assert time.perf_counter() - t0 < 10  # the other stream and the timer stopped at once
+        measure_concurrent([sleeper(0.001), bad], 2, warmup=1, min_time=3600.0, min_iters=2)
+    assert time.perf_counter() - t0 < 60  # the other stream and the timer stopped at once, not after the hour asked for
 
 
 def test_concurrent_ctrl_c_stops_every_stream():
@@ -208,8 +213,8 @@ def test_concurrent_ctrl_c_stops_every_stream():
 
     t0 = time.perf_counter()
     with pytest.raises(KeyboardInterrupt):
-        measure_concurrent([call, sleeper(0.002)], 2, warmup=0, min_time=30.0, min_iters=1)
-    assert time.perf_counter() - t0 < 10  # not the 30 s asked for
+        measure_concurrent([call, sleeper(0.002)], 2, warmup=0, min_time=3600.0, min_iters=1)
+    assert time.perf_counter() - t0 < 60  # not the hour asked for
     assert not [t for t in threading.enumerate() if t.name.startswith("stream-")]
 
 
