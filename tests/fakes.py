@@ -49,6 +49,7 @@ class FakeCudart:
         self.host: dict[int, object] = {}  # pinned host allocations (kept alive)
         self.queues: dict[int, list] = {}  # stream -> pending work
         self.capture, self.launches, self.freed = None, 0, []
+        self.freed_device, self.freed_host, self.streams, self.destroyed_streams = [], [], [], []
         self._next_device, self._next_stream = self.DEVICE_BASE, 77
 
     # ---- memory
@@ -78,6 +79,7 @@ class FakeCudart:
     def cudaStreamCreateWithFlags(self, flags):
         s, self._next_stream = self._next_stream, self._next_stream + 1
         self.queues[s] = []
+        self.streams.append(s)
         return 0, s
 
     def enqueue(self, stream, op):
@@ -136,6 +138,26 @@ class FakeCudart:
         self.freed.append(a)
         return (0,)
 
+    def cudaFree(self, ptr):
+        self.freed_device.append(ptr)
+        return self._free(ptr)
+
+    def cudaFreeHost(self, ptr):
+        self.freed_host.append(ptr)
+        return self._free(ptr)
+
+    def cudaStreamDestroy(self, s):
+        self.destroyed_streams.append(int(s))
+        return self._free(s)
+
+    def live(self) -> dict[str, list[int]]:
+        """What was allocated or created and not yet released (a double release shows as a negative count)."""
+        def left(made, released):
+            out = [x for x in made if x not in released]
+            return out + [-1] * (len(released) - len(set(released)))
+        return {"device": left(list(self.buffers), self.freed_device), "host": left(list(self.host), self.freed_host),
+                "streams": left(self.streams, self.destroyed_streams)}
+
     # ---- events (bench's CudartEventClock) and memory info (bench's memory probe)
     def cudaEventCreate(self):
         return 0, {"t": None}
@@ -165,7 +187,7 @@ class FakeCudart:
     def cudaMemGetInfo(self):
         return 0, 1 << 30, 2 << 30
 
-    cudaFree = cudaFreeHost = cudaStreamDestroy = cudaGraphDestroy = cudaGraphExecDestroy = _free
+    cudaGraphDestroy = cudaGraphExecDestroy = _free
 
 
 def fake_trt(cudart: FakeCudart, flavour: str = "trt"):
@@ -316,12 +338,15 @@ def make_tiny_onnx(path: Path, *, batch: int | str = "N", precision: str = "fp32
 def install_fake_tensorrt(tmp_path: Path, monkeypatch, flavour: str = "trt"):
     """Point the TensorRT runner at :class:`FakeCudart` and :func:`fake_trt`; return (module, engine path, cudart)."""
     import resnet_deploy.runners.tensorrt as rt
+    import resnet_deploy.runners.tensorrt_loader as loader
 
     cudart = FakeCudart()
-    monkeypatch.setattr(rt, "load_cudart", lambda: cudart)
-    monkeypatch.setattr(rt, "cuda_device_info", lambda i=0: ({"index": i, "name": "Fake A10", "compute_capability": "8.6"}, ""))
     fake = fake_trt(cudart, flavour)
-    monkeypatch.setattr(rt, "import_flavour", lambda f: fake)
+    for module in (loader, rt):  # the loader loads; the runner's unavailable() asks the same questions
+        monkeypatch.setattr(module, "cuda_device_info",
+                            lambda i=0: ({"index": i, "name": "Fake A10", "compute_capability": "8.6"}, ""))
+        monkeypatch.setattr(module, "import_flavour", lambda f: fake)
+    monkeypatch.setattr(loader, "load_cudart", lambda: cudart)
     path = tmp_path / f"fake.fp32.{flavour}.engine"
     path.write_bytes(b"fake-engine")
     target = ({"compute_capabilities": ["8.6"]} if flavour == "trt-rtx"

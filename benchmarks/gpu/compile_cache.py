@@ -38,15 +38,9 @@ def _info(info) -> dict:
     return out
 
 
-MAX_FILE = 15 << 20  # a file over 16 MiB does not come back from the device: larger caches go in parts
-
-
 def read_packed(p: Path) -> bytes | None:
-    """The gzipped artifacts at ``p``, or joined from ``p.00``, ``p.01``, ... where they were saved in parts."""
-    if p.is_file():
-        return p.read_bytes()
-    parts = sorted(p.parent.glob(p.name + ".[0-9][0-9]")) if p.parent.is_dir() else []
-    return b"".join(q.read_bytes() for q in parts) if parts else None
+    """The gzipped artifacts at ``p``; ``None`` where there are none."""
+    return p.read_bytes() if p.is_file() else None
 
 
 def load(paths: list[Path]) -> None:
@@ -85,14 +79,9 @@ def save(paths: list[Path]) -> None:
     packed = gzip.compress(data, 6)
     for p in paths:
         p.parent.mkdir(parents=True, exist_ok=True)
-        pieces = [packed[i:i + MAX_FILE] for i in range(0, len(packed), MAX_FILE)]
-        for k, piece in enumerate(pieces):
-            dest = p if len(pieces) == 1 else p.with_name(f"{p.name}.{k:02d}")
-            tmp = dest.with_name(dest.name + ".tmp")
-            tmp.write_bytes(piece)
-            tmp.replace(dest)
-        if len(pieces) > 1:
-            print(f"compile cache: over {MAX_FILE >> 20} MiB gzipped: saved as {p.name}.00 .. .{len(pieces) - 1:02d}")
+        tmp = p.with_name(p.name + ".tmp")
+        tmp.write_bytes(packed)
+        tmp.replace(p)
     print(f"compile cache: saved {len(data) / 2**20:.1f} MiB ({len(packed) / 2**20:.1f} MiB gzipped) in "
           f"{time.perf_counter() - t0:.1f} s to {', '.join(map(str, paths))}: {json.dumps(_info(info))}", flush=True)
 

@@ -1,24 +1,24 @@
-"""Run HERE after the device calls: merge their bench runs and check the issue's GPU figures.
+"""Run after the GPU plan (benchmarks/gpu/run.sh): merge its bench runs and check the issue's GPU figures.
 
-    python benchmarks/gpu/summarize.py /work/.device/*/gpu-*.tgz \\
-        --anchors ../shared/anchors/h100-2026-11-23.csv --out benchmarks/gpu-h200-<date> \\
-        [--compile-cache /work/.device/<call 1>/torch-compile-cache.bin.gz]
+    python benchmarks/gpu/summarize.py RESULTS/gpu-*.tar.gz \\
+        --anchors ../shared/anchors/h100-2026-11-23.csv --out benchmarks/gpu-<device>-<date> \\
+        [--compile-cache WORK/phases/torch/torch-compile-cache.bin.gz]
 
-Writes into --out:
+The inputs are the plan's packed phases (each holds its bench runs), bench .tgz files or result
+folders; a phase cut off by its budget contributes what it finished. Writes into --out:
   - results.json / results.csv / report.md / plots: the single-stream runs merged
     (what `resnet-deploy bench-merge` does; a row measured twice keeps the later run's);
   - streams/: the `--streams 2` runs merged (their rows repeat single-stream keys, so they are
-    kept apart from the main merge); compile-warm/: the torch.compile run made with call 1's
-    cache artifacts loaded;
+    kept apart from the main merge); compile-warm/: the torch.compile run made with the torch
+    phase's cache artifacts loaded;
   - targets.md: each figure against its bar, met or missed, plus torch.compile's compile
     figures (compile_graphs / compile_s, where the rows have them).
---compile-cache copies call 1's torch.compile cache artifacts to
-benchmarks/gpu/compile-cache/torch-compile-cache.bin.gz, which device.sh loads in a later run.
+--compile-cache copies the torch phase's cache artifacts to
+benchmarks/gpu/compile-cache/torch-compile-cache.bin.gz, which run.sh's torch phase loads in a later run.
 
 GPU throughput is the compute-only figure (inputs already on the device, as the anchors'
 standalone loop timed it); the end-to-end figure (host copies included) stands beside it.
-The bars are the H100 anchors' figures; the H200 has the same Hopper compute and 1.4x the
-memory bandwidth, so a bar missed there is missed plainly, not excused by the device.
+The bars are the H100 anchors' figures, whatever GPU ran the plan: a bar missed is missed plainly.
 """
 
 from __future__ import annotations
@@ -97,141 +97,179 @@ def _k(v: float | None) -> str:
     return "-" if v is None else f"{v:,.0f}"
 
 
-def main() -> int:
-    ap = argparse.ArgumentParser()
-    ap.add_argument("runs", nargs="+", help="bench .tgz files from the device, or result folders")
-    ap.add_argument("--anchors", required=True)
-    ap.add_argument("--out", required=True)
-    ap.add_argument("--compile-cache", help="call 1's torch-compile-cache.bin.gz: copied to --cache-dest")
-    ap.add_argument("--cache-dest", default=str(CACHE_DEST), help="where device.sh looks for it (default: %(default)s)")
-    args = ap.parse_args()
-    out = Path(args.out)
-    side: dict[str, object] = {}
-    try:
-        anchor = anchors(Path(args.anchors))
-        with tempfile.TemporaryDirectory() as tmp:
-            groups: dict[str, list[Path]] = {"main": [], "streams": [], "warm": []}
-            for run in unpack(args.runs, Path(tmp)):
-                groups[kind(run)].append(run)
-            if not groups["main"]:
-                raise UserError("no single-stream run among the inputs")
-            merged = merge_results(groups["main"], out, run_id=out.name)
-            for name, sub in (("streams", "streams"), ("warm", "compile-warm")):
-                if groups[name]:
-                    side[name] = merge_results(groups[name], out / sub, run_id=f"{out.name}-{sub}")
-    except (UserError, OSError, tarfile.TarError, KeyError, ValueError) as e:
-        print(f"summarize.py: error: {e}", file=sys.stderr)
-        return 2
-    rows = [r for r in merged.rows if r["status"] in ("ok", "failed")]
+Check = tuple[str, str, str, "bool | None"]  # (what, measured, bar, met: None where not measured)
 
-    def get(backend: str, depth: int, batch: int, precision: str = "fp16", pool: list | None = None) -> dict | None:
-        return next((r for r in (rows if pool is None else pool) if r["backend"] == backend
+
+class Figures:
+    """The merged single-stream rows, looked up by backend, depth, batch and precision."""
+
+    def __init__(self, rows: list[dict], anchor: dict[tuple[str, int, int], tuple[float, float, str]]):
+        self.rows = [r for r in rows if r["status"] in ("ok", "failed")]
+        self.anchor = anchor
+
+    def get(self, backend: str, depth: int, batch: int, precision: str = "fp16", pool: list | None = None) -> dict | None:
+        return next((r for r in (self.rows if pool is None else pool) if r["backend"] == backend
                      and r["arch"] == f"resnet{depth}" and r["precision"] == precision and r["batch"] == batch), None)
 
-    def anchor_note(fam: str, depth: int, batch: int, ms: bool = False) -> str:
-        a = anchor.get((fam, depth, batch))
+    def anchor_note(self, fam: str, depth: int, batch: int, ms: bool = False) -> str:
+        a = self.anchor.get((fam, depth, batch))
         if a is None:
             return ""
         return f" (H100 anchor {a[2]}: " + (f"{a[1]:.3f} ms)" if ms else f"{a[0]:,.0f})")
 
-    checks: list[tuple[str, str, str, bool | None]] = []  # (what, measured, bar, passed)
 
-    def at_least(what: str, row: dict | None, bar: float, note: str = "") -> None:
-        v = None if row is None else throughput(row)
-        e2e = (row or {}).get("latency_throughput_ips")
-        shown = "not measured" if v is None else f"{v:,.0f} img/s" + (f" (end to end {e2e:,.0f})" if e2e and e2e != v else "")
-        if row is not None and row["status"] != "ok":
-            shown += f", parity {row['status']}"
-        checks.append((what, shown, f">= {bar:,.0f}{note}", None if v is None else v >= bar and row["status"] == "ok"))
+def at_least(what: str, row: dict | None, bar: float, note: str = "") -> Check:
+    v = None if row is None else throughput(row)
+    e2e = (row or {}).get("latency_throughput_ips")
+    shown = "not measured" if v is None else f"{v:,.0f} img/s" + (f" (end to end {e2e:,.0f})" if e2e and e2e != v else "")
+    if row is not None and row["status"] != "ok":
+        shown += f", parity {row['status']}"
+    return what, shown, f">= {bar:,.0f}{note}", None if v is None else v >= bar and row["status"] == "ok"
 
-    at_least("ResNet-50 FP16 b256, ONNX Runtime CUDA (I/O binding, CUDA graph)", get("ort-cuda", 50, 256),
-             BAR_ORT_R50_B256, anchor_note("ort-cuda", 50, 256))
-    at_least("ResNet-50 FP16 b256, torch.compile", get("torch-compile", 50, 256), BAR_COMPILE_R50_B256,
-             anchor_note("torch-compile", 50, 256))
-    b1 = get("torch-compile", 50, 1)
+
+def throughput_checks(f: Figures) -> list[Check]:
+    checks = [
+        at_least("ResNet-50 FP16 b256, ONNX Runtime CUDA (I/O binding, CUDA graph)", f.get("ort-cuda", 50, 256),
+                 BAR_ORT_R50_B256, f.anchor_note("ort-cuda", 50, 256)),
+        at_least("ResNet-50 FP16 b256, torch.compile", f.get("torch-compile", 50, 256), BAR_COMPILE_R50_B256,
+                 f.anchor_note("torch-compile", 50, 256)),
+    ]
+    b1 = f.get("torch-compile", 50, 1)
     v = b1 and (b1.get("compute_p50_ms") or b1.get("latency_p50_ms"))
     checks.append(("ResNet-50 FP16 b1, torch.compile latency p50",
                    "not measured" if not v else f"{v:.3f} ms (end to end {b1['latency_p50_ms']:.3f})",
-                   f"<= {BAR_COMPILE_R50_B1_MS} ms{anchor_note('torch-compile', 50, 1, ms=True)}",
+                   f"<= {BAR_COMPILE_R50_B1_MS} ms{f.anchor_note('torch-compile', 50, 1, ms=True)}",
                    None if not v else v <= BAR_COMPILE_R50_B1_MS and b1["status"] == "ok"))
     for depth, bar in sorted(BAR_BEST_B256.items()):
-        cands = [r for r in rows if r["arch"] == f"resnet{depth}" and r["precision"] == "fp16" and r["batch"] == 256
+        cands = [r for r in f.rows if r["arch"] == f"resnet{depth}" and r["precision"] == "fp16" and r["batch"] == 256
                  and r["status"] == "ok"]
         top = max(cands, key=lambda r: throughput(r) or 0, default=None)
-        at_least(f"ResNet-{depth} FP16 b256, best backend ({top['backend'] if top else '-'})", top, bar,
-                 anchor_note("best", depth, 256))
+        checks.append(at_least(f"ResNet-{depth} FP16 b256, best backend ({top['backend'] if top else '-'})", top, bar,
+                               f.anchor_note("best", depth, 256)))
+    return checks
+
+
+def harness_checks(rows: list[dict]) -> list[Check]:
     over = [r for r in rows if r.get("harness_overhead_pct") is not None]
     worst = max(over, key=lambda r: abs(r["harness_overhead_pct"]), default=None)
     n_out = sum(abs(r["harness_overhead_pct"]) > OVERHEAD_BAR_PCT for r in over)
-    checks.append((f"harness vs bare loop, {len(over)} rows",
-                   "not measured" if worst is None else f"{n_out} rows beyond; worst {worst['harness_overhead_pct']:+.1f}% "
-                   f"({worst['arch']} {worst['precision']} {worst['backend']} b{worst['batch']})",
-                   f"within ±{OVERHEAD_BAR_PCT:.0f}%", None if worst is None else n_out == 0))
     failed = [r for r in rows if r["status"] == "failed"]
-    checks.append((f"parity of every measured row ({len(rows)})",
-                   f"{len(failed)} failed" + (": " + ", ".join(f"{r['arch']} {r['backend']} b{r['batch']}" for r in failed[:4])
-                                              if failed else ""),
-                   "0 failed", None if not rows else not failed))
+    return [(f"harness vs bare loop, {len(over)} rows",
+             "not measured" if worst is None else f"{n_out} rows beyond; worst {worst['harness_overhead_pct']:+.1f}% "
+             f"({worst['arch']} {worst['precision']} {worst['backend']} b{worst['batch']})",
+             f"within ±{OVERHEAD_BAR_PCT:.0f}%", None if worst is None else n_out == 0),
+            (f"parity of every measured row ({len(rows)})",
+             f"{len(failed)} failed" + (": " + ", ".join(f"{r['arch']} {r['backend']} b{r['batch']}" for r in failed[:4])
+                                        if failed else ""),
+             "0 failed", None if not rows else not failed)]
 
-    env = merged.environment
+
+def targets_lines(name: str, env: dict, checks: list[Check]) -> list[str]:
     met = sum(ok is True for *_, ok in checks)
     missed = sum(ok is False for *_, ok in checks)
-    lines = [f"# GPU targets ({out.name})", "",
+    lines = [f"# GPU targets ({name})", "",
              f"Device: {env.get('device')}; runs: {', '.join(env.get('merged_from') or [])}. "
              "Throughput is compute-only (device-resident inputs), end to end beside it; bars are the issue's "
-             "H100 figures (same Hopper compute as the H200, which has 1.4x the memory bandwidth). Full table: report.md.",
+             "H100 figures (a Hopper H200 has the same compute and 1.4x the memory bandwidth). Full table: report.md.",
              "", f"**{met} met, {missed} missed, {len(checks) - met - missed} not measured.**", "",
              "| figure | measured | bar | verdict |", "|---|---|---|---|"]
     for what, measured, bar, ok in checks:
         lines.append(f"| {what} | {measured} | {bar} | {'not measured' if ok is None else ('met' if ok else '**missed**')} |")
+    return lines
 
-    # several streams: end to end (host copies included), beside the single-stream figure of the same run
+
+def streams_lines(side: dict[str, object]) -> list[str]:
+    """Several streams: end to end (host copies included), beside the single-stream figure of the same run."""
     srows = [r for r in getattr(side.get("streams"), "rows", []) if r.get("streams_throughput_ips")]
-    if srows:
-        lines += ["", "## Several streams (`--streams`, end to end, host copies included)", "",
-                  "| depth | precision | backend | batch | streams | img/s | one stream, end to end | gain | parity |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for r in srows:
-            gain = r.get("streams_gain_pct")
-            lines.append(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r['batch']} | {r['streams']} | "
-                         f"{_k(r['streams_throughput_ips'])} | {_k(r.get('latency_throughput_ips'))} | "
-                         f"{'-' if gain is None else f'{gain:+.0f}%'} | {r['status']} |")
-    elif "streams" in side:
+    if not srows:
+        if "streams" not in side:
+            return []
         notes = sorted({str(r.get("streams_note") or r.get("reason")) for r in side["streams"].rows})
-        lines += ["", "## Several streams", "", "No streams figure: " + "; ".join(notes[:3])]
+        return ["", "## Several streams", "", "No streams figure: " + "; ".join(notes[:3])]
+    lines = ["", "## Several streams (`--streams`, end to end, host copies included)", "",
+             "| depth | precision | backend | batch | streams | img/s | one stream, end to end | gain | parity |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for r in srows:
+        gain = r.get("streams_gain_pct")
+        lines.append(f"| {r['arch']} | {r['precision']} | {r['backend']} | {r['batch']} | {r['streams']} | "
+                     f"{_k(r['streams_throughput_ips'])} | {_k(r.get('latency_throughput_ips'))} | "
+                     f"{'-' if gain is None else f'{gain:+.0f}%'} | {r['status']} |")
+    return lines
 
-    # torch.compile: what compiling cost (compile_graphs / compile_s, where the rows carry them)
-    crows = [r for r in merged.rows if r["backend"] == "torch-compile" and r.get("batch")]
+
+def _cell(v, fmt: str = "") -> str:
+    return "-" if v is None else format(v, fmt)
+
+
+def compile_lines(f: Figures, all_rows: list[dict], side: dict[str, object]) -> list[str]:
+    """torch.compile: what compiling cost (compile_graphs / compile_s, where the rows carry them)."""
+    crows = [r for r in all_rows if r["backend"] == "torch-compile" and r.get("batch")]
     wrows = [r for r in getattr(side.get("warm"), "rows", []) if r.get("batch")]
-    if crows:
-        has = any(r.get("compile_graphs") is not None or r.get("compile_s") is not None for r in crows + wrows)
-        lines += ["", "## torch.compile: compiling", ""]
-        if not has:
-            lines += ["These rows carry no compile_graphs / compile_s (a bench before those fields); first call s only.", ""]
-        lines += ["| depth | precision | batch | graphs | compile s | first call s | with call 1's cache: graphs / compile s |",
-                  "|---|---|---|---|---|---|---|"]
-        for r in crows:
-            w = get("torch-compile", int(r["arch"].removeprefix("resnet")), r["batch"], r["precision"], wrows)
-            warm = "-" if w is None else f"{'-' if w.get('compile_graphs') is None else w['compile_graphs']} / " + (
-                "-" if w.get("compile_s") is None else f"{w['compile_s']:.1f}")
-            lines.append(f"| {r['arch']} | {r['precision']} | {r['batch']} | {'-' if r.get('compile_graphs') is None else r['compile_graphs']} | "
-                         f"{'-' if r.get('compile_s') is None else format(r['compile_s'], '.1f')} | "
-                         f"{'-' if r.get('first_call_s') is None else format(r['first_call_s'], '.1f')} | {warm} |")
+    if not crows:
+        return []
+    lines = ["", "## torch.compile: compiling", ""]
+    if not any(r.get("compile_graphs") is not None or r.get("compile_s") is not None for r in crows + wrows):
+        lines += ["These rows carry no compile_graphs / compile_s (a bench before those fields); first call s only.", ""]
+    lines += ["| depth | precision | batch | graphs | compile s | first call s | with the torch phase's cache: graphs / compile s |",
+              "|---|---|---|---|---|---|---|"]
+    for r in crows:
+        w = f.get("torch-compile", int(r["arch"].removeprefix("resnet")), r["batch"], r["precision"], wrows)
+        warm = "-" if w is None else f"{_cell(w.get('compile_graphs'))} / {_cell(w.get('compile_s'), '.1f')}"
+        lines.append(f"| {r['arch']} | {r['precision']} | {r['batch']} | {_cell(r.get('compile_graphs'))} | "
+                     f"{_cell(r.get('compile_s'), '.1f')} | {_cell(r.get('first_call_s'), '.1f')} | {warm} |")
+    return lines
 
+
+def cache_lines(src: Path, dest: Path) -> list[str]:
+    """Copy the torch phase's compile cache to ``dest`` (which run.sh loads next time)."""
+    packed = read_packed(src)
+    if packed is None:
+        return ["", f"torch.compile cache artifacts: {src} not found (not copied)."]
+    dest.parent.mkdir(parents=True, exist_ok=True)
+    dest.write_bytes(packed)
+    mib = len(packed) / 2**20
+    shown = dest.resolve().relative_to(ROOT) if dest.resolve().is_relative_to(ROOT) else dest
+    return ["", f"torch.compile cache artifacts: {shown} ({mib:.1f} MiB), loaded by benchmarks/gpu/run.sh's torch phase "
+            "in a later run" + (" (over 8 MiB: commit it only if the faster compile is worth the repository's size)"
+                               if mib > 8 else "") + "."]
+
+
+def merge_groups(sources: list[str], out: Path):
+    """Merge the single-stream runs into ``out``, the streams and cache-loaded runs beside it; (main, side)."""
+    side: dict[str, object] = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        groups: dict[str, list[Path]] = {"main": [], "streams": [], "warm": []}
+        for run in unpack(sources, Path(tmp)):
+            groups[kind(run)].append(run)
+        if not groups["main"]:
+            raise UserError("no single-stream run among the inputs")
+        merged = merge_results(groups["main"], out, run_id=out.name)
+        for name, sub in (("streams", "streams"), ("warm", "compile-warm")):
+            if groups[name]:
+                side[name] = merge_results(groups[name], out / sub, run_id=f"{out.name}-{sub}")
+    return merged, side
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("runs", nargs="+", help="the plan's packed phases (.tar.gz), bench .tgz files, or result folders")
+    ap.add_argument("--anchors", required=True)
+    ap.add_argument("--out", required=True)
+    ap.add_argument("--compile-cache", help="the torch phase's torch-compile-cache.bin.gz: copied to --cache-dest")
+    ap.add_argument("--cache-dest", default=str(CACHE_DEST), help="where run.sh looks for it (default: %(default)s)")
+    args = ap.parse_args()
+    out = Path(args.out)
+    try:
+        anchor = anchors(Path(args.anchors))
+        merged, side = merge_groups(args.runs, out)
+    except (UserError, OSError, tarfile.TarError, KeyError, ValueError) as e:
+        print(f"summarize.py: error: {e}", file=sys.stderr)
+        return 2
+    figures = Figures(merged.rows, anchor)
+    lines = targets_lines(out.name, merged.environment, throughput_checks(figures) + harness_checks(figures.rows))
+    lines += streams_lines(side) + compile_lines(figures, merged.rows, side)
     if args.compile_cache:
-        src, dest = Path(args.compile_cache), Path(args.cache_dest)
-        packed = read_packed(src)  # (saved in parts where it was over 15 MiB)
-        if packed is not None:
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            dest.write_bytes(packed)
-            mib = len(packed) / 2**20
-            shown = dest.resolve().relative_to(ROOT) if dest.resolve().is_relative_to(ROOT) else dest
-            lines += ["", f"torch.compile cache artifacts: {shown} ({mib:.1f} MiB), loaded by "
-                      "benchmarks/gpu/device.sh in a later run" + (" (over 8 MiB: it eats into each call's 64 MiB; "
-                                                                     "commit only if worth it)" if mib > 8 else "") + "."]
-        else:
-            lines += ["", f"torch.compile cache artifacts: {src} not found (not copied)."]
-
+        lines += cache_lines(Path(args.compile_cache), Path(args.cache_dest))
     text = "\n".join(lines) + "\n"
     (out / "targets.md").write_text(text)
     print(text)

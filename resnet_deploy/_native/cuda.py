@@ -1,13 +1,15 @@
 """CUDA through cuda-python: load the runtime bindings, name errors, describe a device.
 
 ``cuda.bindings.runtime`` (cuda-python >= 12.6) is used, else the legacy ``cuda.cudart``.
-Every function here answers without raising when cuda-python or a GPU is missing, so callers
-can say why not.
+The look-ups here answer without raising when cuda-python or a GPU is missing, so callers can
+say why not; :func:`cuda_check` turns a failed call's status into an exception.
 """
 
 from __future__ import annotations
 
 from typing import Any
+
+from ..errors import UserError
 
 
 def load_cudart():
@@ -33,6 +35,23 @@ def cuda_error_name(cudart, err) -> str:
         return name.decode() if isinstance(name, bytes) else str(name)
     except Exception:  # noqa: BLE001 - naming an error must never raise another
         return str(err)
+
+
+def cuda_check(cudart, result, what: str, *, artifact: str = ""):
+    """cuda-python returns ``(err, *values)``: raise on an error, else return the value (a tuple of
+    several, ``None`` for none). Out of memory is a :class:`UserError` that names ``artifact``."""
+    if isinstance(result, tuple):
+        err, rest = result[0], result[1:]
+    else:
+        err, rest = result, ()
+    if int(err) != 0:
+        name = cuda_error_name(cudart, err)
+        if "MemoryAllocation" in name:
+            raise UserError(f"out of GPU memory in {what} (engine {artifact}); try a smaller max batch")
+        raise RuntimeError(f"{what} failed: {name}")
+    if not rest:
+        return None
+    return rest[0] if len(rest) == 1 else rest
 
 
 def cuda_device_info(index: int = 0) -> tuple[dict[str, Any] | None, str]:
@@ -73,4 +92,4 @@ def driver_and_runtime(cudart) -> tuple[str | None, str | None]:
     return out[0], out[1]
 
 
-__all__ = ["cuda_device_info", "cuda_error_name", "driver_and_runtime", "load_cudart"]
+__all__ = ["cuda_check", "cuda_device_info", "cuda_error_name", "driver_and_runtime", "load_cudart"]

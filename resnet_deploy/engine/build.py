@@ -83,23 +83,16 @@ def build_engine(
     if not onnx_path.is_file():
         raise UserError(f"ONNX file not found: {onnx_path}")
     trt = import_flavour(opts.flavour)
-    rtx = is_rtx(trt)
     device, no_device_reason = cuda_device_info()
-    if not rtx and device is None and load_cudart() is not None:
+    if not is_rtx(trt) and device is None and load_cudart() is not None:
         raise BackendUnavailable(opts.flavour, f"building TensorRT engines needs a CUDA GPU: {no_device_reason}")
 
     target = target_facts(trt, opts, device)  # raises early for 'current' without a GPU
     ensure_writable_dir(engine_path.parent)  # fail before a long build, not after it
     notes: list[str] = []
     onnx_bytes = onnx_path.read_bytes()
-    onnx_sha = hashlib.sha256(onnx_bytes).hexdigest()
     source_metadata = source_metadata_of(onnx_bytes)
-    recorded = source_metadata.get("precision")
-    if recorded and recorded != precision:
-        raise UserError(
-            f"{onnx_path.name} records precision {recorded} (resnet_deploy metadata) but {precision} was requested; "
-            f"build it with --precision {recorded}, or make the {precision} ONNX first"
-        )
+    check_recorded_precision(source_metadata, precision, onnx_path)
     logger = make_logger(trt)
 
     builder = trt.Builder(logger)
@@ -107,19 +100,7 @@ def build_engine(
         raise BackendUnavailable(opts.flavour, f"cannot create a TensorRT builder: {logger.last_error() or 'unknown error'}")
     network, strongly_typed = create_network(trt, builder, strongly_typed=not opts.legacy_precision_flags)
     parser = parse_onnx(trt, network, logger, onnx_bytes, onnx_path)
-
-    if network.num_inputs == 0 or network.num_outputs == 0:
-        # protobuf decoding is lenient: some non-ONNX bytes "parse" into an empty model
-        raise UserError(f"cannot parse ONNX {onnx_path}: it defines no graph inputs or outputs (is it an ONNX model?)")
-    if network.num_inputs != 1:
-        names = [network.get_input(i).name for i in range(network.num_inputs)]
-        raise UserError(f"expected an ONNX with one input [N,3,H,W]; {onnx_path} has {len(names)}: {', '.join(names)}")
-    inp = network.get_input(0)
-    shape = list(inp.shape)
-    if len(shape) != 4:
-        raise UserError(f"ONNX input {inp.name!r} has shape {shape}; expected [N,3,H,W]")
-    if any(d < 0 for d in shape[1:]):
-        raise UserError(f"ONNX input {inp.name!r} has dynamic non-batch dimensions {shape}; only the batch may be dynamic")
+    inp, shape = image_input(network, onnx_path)
     fixed_batch = shape[0] if shape[0] >= 1 else None
     mn, opt, mx = opts.profile_for(fixed_batch)
 
@@ -133,13 +114,7 @@ def build_engine(
     config = builder.create_builder_config()
     apply_config(trt, builder, config, opts, precision, device, notes)
     capability = dla_capability(network, config) if opts.dla_core is not None else None
-    profile = builder.create_optimization_profile()
-    try:
-        profile.set_shape(inp.name, [mn, *shape[1:]], [opt, *shape[1:]], [mx, *shape[1:]])
-    except (RuntimeError, ValueError) as e:  # the bindings raise RuntimeError (PY_ASSERT_RUNTIME_ERROR in pyCore.cpp)
-        raise UserError(f"invalid batch profile {mn}/{opt}/{mx} for input {inp.name!r}: {e}") from None
-    if config.add_optimization_profile(profile) < 0:
-        raise UserError(f"TensorRT rejected the batch profile {mn}/{opt}/{mx}: {logger.last_error()}")
+    add_batch_profile(builder, config, inp, (mn, opt, mx), logger)
 
     timing_cache = load_timing_cache(trt, config, opts, notes)
     cancel = Cancel()
@@ -155,17 +130,10 @@ def build_engine(
     build_seconds = time.perf_counter() - t0
     raise_if_cancelled(cancel)  # Ctrl-C or SIGTERM: nothing was written; let the caller report the interruption
     if serialized is None or serialized.nbytes == 0:
-        if monitor is not None and monitor.cancelled:
-            raise UserError(f"engine build cancelled: nothing was written to {engine_path}")
-        detail = parser_error_line(logger.errors, limit=2) or "no reason given"
-        hint = ""
-        if opts.dla_core is not None and strongly_typed and not is_rtx(trt):
-            hint = ("; if this TensorRT 10 refuses a strongly typed DLA build, add --legacy-precision-flags "
-                    "(TensorRT 10's FP16/INT8 flags; INT8 scales still come from the Q/DQ nodes)")
-        raise UserError(f"TensorRT could not build {engine_path.name}: {detail}{hint}")
+        raise build_failure(trt, logger, opts, engine_path, cancelled=monitor is not None and monitor.cancelled,
+                            strongly_typed=strongly_typed)
 
     view = memoryview(serialized)
-    engine_sha = hashlib.sha256(view).hexdigest()
     # The engine, then its manifest (artifacts.replacing): stopped between, the previous pair comes back;
     # killed between, the engine has no manifest (runner and needs_rebuild then say so), never a stale one.
     with replacing(engine_path) as tmp:
@@ -177,16 +145,7 @@ def build_engine(
 
         layer_precision = inspect_with_gpu(trt, logger, serialized, device, target, notes,
                                            version_compatible=opts.version_compatible)
-        if layer_precision is None:
-            layer_precision = net_precision
-            why = notes[-1] if notes and notes[-1].startswith("engine inspector") else (
-                f"engine inspector unavailable: deserializing an engine needs a CUDA GPU ({no_device_reason})"
-            )
-            inspector_note = why
-        else:
-            layer_precision["network"] = {k: net_precision[k] for k in ("output_dtypes", "qdq_layers", "implied_precision")}
-            inspector_note = "used"
-
+        inspector_note = inspector_outcome(layer_precision, net_precision, notes, no_device_reason)
         placement = (dla_placement(capability, logger.warnings, opts.dla_core, notes)
                      if capability is not None else None)
         outputs = [network.get_output(i) for i in range(network.num_outputs)]
@@ -198,9 +157,9 @@ def build_engine(
             "onnx_parser_version": _call_or_none(getattr(trt, "get_nv_onnx_parser_version", None)),
             "toolkit_version": __version__,
             "onnx": str(onnx_path),
-            "onnx_sha256": onnx_sha,
+            "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
             "source_metadata": {**source_metadata, "precision": precision},
-            "engine_sha256": engine_sha,
+            "engine_sha256": hashlib.sha256(view).hexdigest(),
             "engine_bytes": len(view),
             "precision": precision,
             "strongly_typed": strongly_typed,
@@ -222,7 +181,7 @@ def build_engine(
             "build_gpu": device,
             "build_seconds": round(build_seconds, 3),
             "built_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "layer_precision": layer_precision,
+            "layer_precision": layer_precision if layer_precision is not None else net_precision,
             "engine_inspector": inspector_note,
             "notes": notes,
         }
@@ -232,6 +191,69 @@ def build_engine(
         abandon(engine_path)
         raise
     return manifest
+
+
+def check_recorded_precision(source_metadata: dict[str, str], precision: str, onnx_path: Path) -> None:
+    """An ONNX whose resnet_deploy metadata records a precision builds only at that precision."""
+    recorded = source_metadata.get("precision")
+    if recorded and recorded != precision:
+        raise UserError(
+            f"{onnx_path.name} records precision {recorded} (resnet_deploy metadata) but {precision} was requested; "
+            f"build it with --precision {recorded}, or make the {precision} ONNX first"
+        )
+
+
+def image_input(network, onnx_path: Path) -> tuple[Any, list[int]]:
+    """The parsed network's one [N,3,H,W] input (only the batch may be dynamic) and its shape."""
+    if network.num_inputs == 0 or network.num_outputs == 0:
+        # protobuf decoding is lenient: some non-ONNX bytes "parse" into an empty model
+        raise UserError(f"cannot parse ONNX {onnx_path}: it defines no graph inputs or outputs (is it an ONNX model?)")
+    if network.num_inputs != 1:
+        names = [network.get_input(i).name for i in range(network.num_inputs)]
+        raise UserError(f"expected an ONNX with one input [N,3,H,W]; {onnx_path} has {len(names)}: {', '.join(names)}")
+    inp = network.get_input(0)
+    shape = list(inp.shape)
+    if len(shape) != 4:
+        raise UserError(f"ONNX input {inp.name!r} has shape {shape}; expected [N,3,H,W]")
+    if any(d < 0 for d in shape[1:]):
+        raise UserError(f"ONNX input {inp.name!r} has dynamic non-batch dimensions {shape}; only the batch may be dynamic")
+    return inp, shape
+
+
+def add_batch_profile(builder, config, inp, batches: tuple[int, int, int], logger) -> None:
+    """One optimization profile: the input's min / opt / max batch, its other dimensions fixed."""
+    mn, opt, mx = batches
+    rest = list(inp.shape)[1:]
+    profile = builder.create_optimization_profile()
+    try:
+        profile.set_shape(inp.name, [mn, *rest], [opt, *rest], [mx, *rest])
+    except (RuntimeError, ValueError) as e:  # the bindings raise RuntimeError (PY_ASSERT_RUNTIME_ERROR in pyCore.cpp)
+        raise UserError(f"invalid batch profile {mn}/{opt}/{mx} for input {inp.name!r}: {e}") from None
+    if config.add_optimization_profile(profile) < 0:
+        raise UserError(f"TensorRT rejected the batch profile {mn}/{opt}/{mx}: {logger.last_error()}")
+
+
+def build_failure(trt, logger, opts: BuildOptions, engine_path: Path, *, cancelled: bool, strongly_typed: bool) -> UserError:
+    """What to say when the builder returned no engine."""
+    if cancelled:
+        return UserError(f"engine build cancelled: nothing was written to {engine_path}")
+    detail = parser_error_line(logger.errors, limit=2) or "no reason given"
+    hint = ""
+    if opts.dla_core is not None and strongly_typed and not is_rtx(trt):
+        hint = ("; if this TensorRT 10 refuses a strongly typed DLA build, add --legacy-precision-flags "
+                "(TensorRT 10's FP16/INT8 flags; INT8 scales still come from the Q/DQ nodes)")
+    return UserError(f"TensorRT could not build {engine_path.name}: {detail}{hint}")
+
+
+def inspector_outcome(layer_precision: dict[str, Any] | None, net_precision: dict[str, Any], notes: list[str],
+                      no_device_reason: str) -> str:
+    """The manifest's ``engine_inspector``: "used" (the network's view added to the inspector's), or why not."""
+    if layer_precision is None:
+        if notes and notes[-1].startswith("engine inspector"):
+            return notes[-1]
+        return f"engine inspector unavailable: deserializing an engine needs a CUDA GPU ({no_device_reason})"
+    layer_precision["network"] = {k: net_precision[k] for k in ("output_dtypes", "qdq_layers", "implied_precision")}
+    return "used"
 
 
 def source_metadata_of(onnx_bytes: bytes) -> dict[str, str]:

@@ -18,57 +18,62 @@ def apply_config(trt, builder, config, opts: BuildOptions, precision: str, devic
         config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, opts.workspace_mib << 20)
     # DETAILED keeps layer parameters for IEngineInspector (default is LAYER_NAMES_ONLY).
     config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
-
     if opts.compute_capabilities:
-        if not hasattr(config, "set_compute_capability"):
-            raise UserError(f"{trt.__name__} {trt.__version__} cannot target compute capabilities")
-        enum = trt.ComputeCapability
-        names = ["CURRENT"] if opts.compute_capabilities == ["current"] else [
-            "SM" + cc.replace(".", "") for cc in opts.compute_capabilities
-        ]
-        missing = [cc for cc, n in zip(opts.compute_capabilities, names) if not hasattr(enum, n)]
-        if missing:
-            known = sorted(
-                (int(v) // 10, int(v) % 10) for k, v in enum.__members__.items() if k.startswith("SM")
-            )
-            raise UserError(
-                f"{trt.__name__} {trt.__version__} cannot target compute capability {', '.join(missing)}; "
-                f"it can target {', '.join(f'{a}.{b}' for a, b in known)}"
-            )
-        config.num_compute_capabilities = len(names)
-        for i, n in enumerate(names):
-            if not config.set_compute_capability(getattr(enum, n), i):
-                raise UserError(f"{trt.__name__} rejected compute capability target {n}")
-
+        _apply_compute_capabilities(trt, config, opts.compute_capabilities)
     if opts.hardware_compatibility:
-        level = getattr(getattr(trt, "HardwareCompatibilityLevel", None), HARDWARE_COMPAT[opts.hardware_compatibility], None)
-        if level is None:
-            raise UserError(f"{trt.__name__} {trt.__version__} has no hardware compatibility level {opts.hardware_compatibility!r}")
-        if opts.hardware_compatibility == "ampere+" and device and cc_tuple(device["compute_capability"]) < (8, 0):
-            raise UserError("hardware compatibility ampere+ can only be built on an Ampere or newer GPU")
-        config.hardware_compatibility_level = level
-
+        _apply_hardware_compatibility(trt, config, opts.hardware_compatibility, device)
     if opts.version_compatible:
         flag = getattr(trt.BuilderFlag, "VERSION_COMPATIBLE", None)
         if flag is None:
             raise UserError(f"{trt.__name__} {trt.__version__} has no version-compatible builds")
         config.set_flag(flag)
-
     if opts.dla_core is not None:
         _apply_dla(trt, builder, config, opts, notes)
-
     if opts.legacy_precision_flags:
-        wanted = {"fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8", "FP16"], "fp32": []}[precision]
-        for name in wanted:
-            flag = getattr(trt.BuilderFlag, name, None)
-            if flag is None:
-                raise UserError(
-                    f"{trt.__name__} {trt.__version__} has no BuilderFlag.{name} (weak typing was removed in TensorRT 11); "
-                    "put the precision in the ONNX instead"
-                )
-            config.set_flag(flag)
-        if precision == "int8":
-            notes.append("legacy INT8 flag set without a calibrator: the ONNX must carry Q/DQ scales")
+        _apply_legacy_precision_flags(trt, config, precision, notes)
+
+
+def _apply_compute_capabilities(trt, config, capabilities: list[str]) -> None:
+    """TensorRT-RTX's targets (``IBuilderConfig.set_compute_capability``); ``["current"]``: this GPU."""
+    if not hasattr(config, "set_compute_capability"):
+        raise UserError(f"{trt.__name__} {trt.__version__} cannot target compute capabilities")
+    enum = trt.ComputeCapability
+    names = ["CURRENT"] if capabilities == ["current"] else ["SM" + cc.replace(".", "") for cc in capabilities]
+    missing = [cc for cc, n in zip(capabilities, names) if not hasattr(enum, n)]
+    if missing:
+        known = sorted((int(v) // 10, int(v) % 10) for k, v in enum.__members__.items() if k.startswith("SM"))
+        raise UserError(
+            f"{trt.__name__} {trt.__version__} cannot target compute capability {', '.join(missing)}; "
+            f"it can target {', '.join(f'{a}.{b}' for a, b in known)}"
+        )
+    config.num_compute_capabilities = len(names)
+    for i, n in enumerate(names):
+        if not config.set_compute_capability(getattr(enum, n), i):
+            raise UserError(f"{trt.__name__} rejected compute capability target {n}")
+
+
+def _apply_hardware_compatibility(trt, config, compatibility: str, device) -> None:
+    level = getattr(getattr(trt, "HardwareCompatibilityLevel", None), HARDWARE_COMPAT[compatibility], None)
+    if level is None:
+        raise UserError(f"{trt.__name__} {trt.__version__} has no hardware compatibility level {compatibility!r}")
+    if compatibility == "ampere+" and device and cc_tuple(device["compute_capability"]) < (8, 0):
+        raise UserError("hardware compatibility ampere+ can only be built on an Ampere or newer GPU")
+    config.hardware_compatibility_level = level
+
+
+def _apply_legacy_precision_flags(trt, config, precision: str, notes: list[str]) -> None:
+    """TensorRT 10's weak-typing flags (``--legacy-precision-flags``); refused where the library lacks them."""
+    wanted = {"fp16": ["FP16"], "bf16": ["BF16"], "int8": ["INT8", "FP16"], "fp32": []}[precision]
+    for name in wanted:
+        flag = getattr(trt.BuilderFlag, name, None)
+        if flag is None:
+            raise UserError(
+                f"{trt.__name__} {trt.__version__} has no BuilderFlag.{name} (weak typing was removed in TensorRT 11); "
+                "put the precision in the ONNX instead"
+            )
+        config.set_flag(flag)
+    if precision == "int8":
+        notes.append("legacy INT8 flag set without a calibrator: the ONNX must carry Q/DQ scales")
 
 
 def _apply_dla(trt, builder, config, opts: BuildOptions, notes: list[str]) -> None:

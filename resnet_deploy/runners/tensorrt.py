@@ -3,17 +3,14 @@
 Dependencies: numpy, the engine's TensorRT module (``tensorrt`` or ``tensorrt_rtx``) and
 cuda-python (``cuda.bindings.runtime``; the legacy ``cuda.cudart`` is used if that is all there is).
 
-Before anything is deserialized the runner checks, in this order, and says exactly what is wrong:
+Three parts, as Polygraphy separates loading from running:
 
-1. the engine file and its manifest exist, and the file matches the manifest (size, sha256), so a
-   truncated or replaced engine is a one-line :class:`UserError`, not a crash inside TensorRT;
-2. the flavour's Python module imports (else :class:`BackendUnavailable`);
-3. the installed library version can run the engine (TensorRT: same version, or newer if the engine
-   was built version-compatible; TensorRT-RTX: same release, engines are not portable across them);
-4. a CUDA device exists (else ``BackendUnavailable(flavour, "no CUDA device ...")``);
-5. the device's compute capability is one the engine was built for;
-6. a DLA engine (manifest ``dla_core``) has its DLA core on this device; ``IRuntime.DLA_core`` is
-   set to it (or to the ``dla_core`` asked for) before the engine is deserialized.
+* :class:`~resnet_deploy.runners.tensorrt_loader.EngineLoader` checks the engine against its
+  manifest, this library and this GPU, imports the flavour, deserializes and creates the execution
+  context (:mod:`.tensorrt_loader` lists the checks, in order);
+* :class:`~resnet_deploy.runners.device_buffers.DeviceBuffers` owns the CUDA memory (a device
+  and a pinned host buffer per I/O tensor) and the stream;
+* :class:`TensorRTRunner` (here) binds the buffers to the context and runs.
 
 Execution follows the name-based TensorRT 10+/11/RTX API: ``num_io_tensors`` /
 ``get_tensor_name`` / ``get_tensor_mode`` / ``get_tensor_dtype``, ``get_tensor_profile_shape``,
@@ -46,92 +43,24 @@ CUDA graphs (``cuda_graph=True``):
 
 from __future__ import annotations
 
-import ctypes
 import threading
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from .._native.cuda import cuda_device_info, cuda_error_name, load_cudart
-from .._native.trt import FLAVOURS, RTX_DEFAULT_TARGETS, cc_tuple, check_dla_core, import_flavour, is_rtx, make_logger, rtx_cc_supported, version_tuple
-from ..artifacts import read_manifest, verify
+from .._native.cuda import cuda_check, cuda_device_info
+from .._native.trt import RTX_DEFAULT_TARGETS, import_flavour, rtx_cc_supported
+from ..artifacts import read_manifest
 from ..errors import BackendUnavailable, UserError
 from .base import InputSpec, Runner
-
-
-def check_manifest_against_runtime(manifest: dict[str, Any], trt, device: dict[str, Any] | None, engine_path: Path) -> None:
-    """Raise :class:`UserError` if this library / GPU cannot run the engine the manifest describes."""
-    built, installed = str(manifest.get("builder_version", "?")), str(trt.__version__)
-    name = trt.__name__
-    if not same_release(built, installed):
-        if is_rtx(trt):
-            raise UserError(
-                f"{engine_path.name} was built with {name} {built} but {installed} is installed; "
-                "TensorRT-RTX engines only run on the release that built them: rebuild it"
-            )
-        if not manifest.get("version_compatible"):
-            raise UserError(
-                f"{engine_path.name} was built with {name} {built} but {installed} is installed; "
-                "rebuild it (or build with version compatibility)"
-            )
-        if version_tuple(installed) < version_tuple(built):
-            raise UserError(
-                f"{engine_path.name} is version-compatible from {name} {built} onwards but the older {installed} is installed"
-            )
-        major = version_tuple(built)[0]
-        if version_tuple(installed)[0] > NEXT_MAJOR.get(major, major + 1):
-            raise UserError(
-                f"{engine_path.name} was built version-compatible with {name} {built}, but {installed} is installed: "
-                "TensorRT runs version-compatible engines at most one major version forward (8 -> 10, 10 -> 11); rebuild it"
-            )
-    if device is None:
-        return
-    cc = device["compute_capability"]
-    target = manifest.get("target") or {}
-    if is_rtx(trt):
-        targets = target.get("compute_capabilities") or []
-        if targets and not rtx_cc_supported(cc, targets):
-            raise UserError(
-                f"{engine_path.name} targets compute capability {' '.join(targets)}; this GPU ({device['name']}, {cc}) "
-                "is not among them: rebuild with --compute-capability " + cc
-            )
-    else:
-        hw = target.get("hardware_compatibility")
-        built_cc = target.get("compute_capability")
-        if hw == "ampere+":
-            if cc_tuple(cc) < (8, 0):
-                raise UserError(f"{engine_path.name} needs an Ampere or newer GPU; {device['name']} is {cc}")
-        elif built_cc and built_cc != cc:
-            raise UserError(
-                f"{engine_path.name} was built for compute capability {built_cc}; this GPU ({device['name']}) is {cc}: "
-                "rebuild it here (or build with hardware compatibility ampere+)"
-            )
-
-
-# TensorRT's support matrix: a version-compatible engine runs on later releases of its major version and
-# of the next one (8.6 -> 10.x: there was no public 9; 10.x -> 11.x), no further.
-NEXT_MAJOR = {8: 10}
-
-
-def same_release(built: str, installed: str) -> bool:
-    """Is ``built`` the release ``installed`` is? trtexec prints 3 parts ("10.3.0"), the Python module
-    4 ("10.3.0.30"): a 3-part record matches by those 3, two 4-part ones must be equal."""
-    a, b = version_tuple(built), version_tuple(installed)
-    if len(a) == 3 and len(b) >= 3 or len(b) == 3 and len(a) >= 3:
-        return a[:3] == b[:3]
-    return a == b
-
-
-def verify_engine_file(engine_path: Path, manifest: dict[str, Any]) -> None:
-    """The engine file must be the one its manifest describes (catches truncation and replacement)."""
-    verify(engine_path, {**manifest, "kind": "engine"}, what="engine", fix="rebuild it")
+from .device_buffers import DeviceBuffers
+from .tensorrt_loader import EngineLoader, LoadedEngine, check_manifest_against_runtime, engine_io, same_release, verify_engine_file
 
 
 class TensorRTRunner(Runner):
     """Infer float32 NCHW batches with a serialized TensorRT / TensorRT-RTX engine."""
 
-    backend = "trt"
     device_resident = True
 
     # ---- bench facts (see Runner.runs_on_gpu and the methods below it)
@@ -159,195 +88,88 @@ class TensorRTRunner(Runner):
         dla_core: int | None = None,
     ):
         super().__init__()
-        self.engine_path = Path(engine_path)
-        self.requested_flavour = backend
-        self.flavour = backend
-        if backend is not None:
-            self.backend = backend
-        self.requested_precision = precision
-        self.device_index = device
+        # ``precision`` is accepted for the registry's one constructor shape; the engine's manifest says it.
+        self.loader = EngineLoader(Path(engine_path), flavour=backend, device=device, verify=verify, dla_core=dla_core,
+                                   rtx_cuda_graph=bool(cuda_graph))
         self._cuda_graph = bool(cuda_graph)
-        self._verify = verify
-        self._requested_dla = dla_core
-        self.manifest: dict[str, Any] = {}
-        self.device: dict[str, Any] | None = None
-        self.dla_core: int | None = None
+        self._loaded: LoadedEngine | None = None
+        self.buffers: DeviceBuffers | None = None
         self.profile: dict[str, list[int]] | None = None
         self.graph_notes: list[str] = []
-        self._trt = self._cudart = self._runtime = self._engine = self._context = None
-        self._rtx_graphs = False
-        self._reset_buffers()
+        self._context = None
+        self._reset_graphs()
 
-    def _reset_buffers(self) -> None:
-        self._dev_ptrs: list[int] = []
-        self._host_ptrs: list[int] = []
+    def _reset_graphs(self) -> None:
         self._graphs: dict[int, tuple[Any, Any]] = {}
         self._uncapturable: set[int] = set()
-        self._stream = None
-        self._dev: dict[str, int] = {}
-        self._host: dict[str, np.ndarray] = {}
         self._staged_n = 0
 
     # ---------------------------------------------------------------------------------------
-    def _read_manifest(self) -> dict[str, Any]:
-        if not self.engine_path.is_file():
-            raise UserError(f"engine not found: {self.engine_path}")
-        manifest = read_manifest(self.engine_path)
-        built_flavour = manifest.get("flavour")
-        flavour = self.requested_flavour
-        if flavour is not None and built_flavour is not None and flavour != built_flavour:
-            raise UserError(f"{self.engine_path.name} is a {built_flavour} engine, not {flavour}")
-        self.flavour = flavour or built_flavour
-        if self.flavour not in FLAVOURS:
-            raise UserError(f"manifest of {self.engine_path.name} names unknown flavour {self.flavour!r}")
-        self.backend = self.flavour
-        return manifest
+    # what the runner is: one flavour, read from the loaded engine (before open, the one asked for)
+    @property
+    def engine_path(self) -> Path:
+        return self.loader.path
 
-    def _open(self) -> InputSpec:
-        self.manifest = self._read_manifest()
-        if self._verify:
-            verify_engine_file(self.engine_path, self.manifest)
-        trt = import_flavour(self.flavour)
-        self._trt = trt
-        check_manifest_against_runtime(self.manifest, trt, None, self.engine_path)  # version only
-        cudart = load_cudart()
-        if cudart is None:
-            raise BackendUnavailable(self.flavour, "cuda-python is not installed (pip install cuda-python)")
-        self._cudart = cudart
-        info, why = cuda_device_info(self.device_index)
-        if info is None:
-            raise BackendUnavailable(self.flavour, why)
-        self.device = info
-        check_manifest_against_runtime(self.manifest, trt, info, self.engine_path)
-        self._check(cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
-        self._threads = {threading.get_ident()}  # host threads whose current CUDA device is ours
+    @property
+    def device_index(self) -> int:
+        return self.loader.device
 
-        self._logger = make_logger(trt)  # shared ILogger adapter that keeps error text
-        self._runtime = trt.Runtime(self._logger)
-        self.dla_core = self._select_dla_core(self._requested_dla)
-        if self.manifest.get("version_compatible") and hasattr(self._runtime, "engine_host_code_allowed"):
-            # version-compatible plans embed the lean runtime (host code); we built it, so trust it.
-            self._runtime.engine_host_code_allowed = True
-        blob = self.engine_path.read_bytes()
-        validity = getattr(self._runtime, "get_engine_validity", None)
-        if validity is not None:  # TensorRT-RTX (and newer TensorRT): diagnose before deserializing
-            try:
-                state, diag = validity(blob)
-                if getattr(state, "name", str(state)) == "INVALID":
-                    raise UserError(f"{self.engine_path.name} cannot run here: {self._diagnostics(diag)}")
-            except UserError:
-                raise
-            except Exception:  # noqa: BLE001 - the check is advisory; deserializing decides
-                pass
-        self._engine = self._runtime.deserialize_cuda_engine(blob)
-        del blob
-        if self._engine is None:
-            raise UserError(
-                f"cannot deserialize {self.engine_path.name}: {self._logger.last_error() or 'unknown reason'}"
-            )
+    @property
+    def flavour(self) -> str | None:
+        """``"trt"`` or ``"trt-rtx"``: the engine's once loaded; before that the one asked for (``None``: the manifest's)."""
+        return self._loaded.flavour if self._loaded is not None else self.loader.flavour
 
-        self._rtx_graphs = False
-        if self._cuda_graph and is_rtx(trt) and hasattr(self._engine, "create_runtime_config"):
-            rc = self._engine.create_runtime_config()
-            rc.cuda_graph_strategy = trt.CudaGraphStrategy.WHOLE_GRAPH_CAPTURE
-            self._context = self._engine.create_execution_context(rc)
-            self._rtx_graphs = True
-        else:
-            self._context = self._engine.create_execution_context()
-        if self._context is None:
-            raise UserError(f"cannot create an execution context for {self.engine_path.name}: {self._logger.last_error()}")
-        return self._bind_io()
+    @property
+    def backend(self) -> str:  # the registry's backend names are the flavours
+        return self.flavour or "trt"
 
-    def _select_dla_core(self, requested: int | None) -> int | None:
-        """The DLA core a DLA engine runs on (``IRuntime.DLA_core``, set before deserializing).
+    @property
+    def manifest(self) -> dict[str, Any]:
+        return self._loaded.manifest if self._loaded is not None else {}
 
-        Default: the core its manifest says it was built for (``build --dla-core`` or the Jetson
-        bundle's ``build_engine.sh --dla``). Another core may be asked for; a GPU engine takes none.
-        """
-        built = self.manifest.get("dla_core")
-        if built is None:
-            if requested is not None:
-                raise UserError(f"{self.engine_path.name} was built for the GPU, not a DLA: rebuild it with --dla-core")
-            return None
-        core = built if requested is None else requested
-        check_dla_core(core)
-        cores = int(getattr(self._runtime, "num_DLA_cores", 0) or 0)
-        if core >= cores:
-            have = f"{cores} (0..{cores - 1})" if cores else "none"
-            raise UserError(f"{self.engine_path.name} runs on DLA core {core}, but this device's DLA cores: {have}")
-        self._runtime.DLA_core = core
-        return core
+    @property
+    def device(self) -> dict[str, Any] | None:
+        return self._loaded.device if self._loaded is not None else None
+
+    @property
+    def dla_core(self) -> int | None:
+        return self._loaded.dla_core if self._loaded is not None else None
+
+    @property
+    def _rtx_graphs(self) -> bool:
+        return self._loaded is not None and self._loaded.rtx_graphs
 
     # ---------------------------------------------------------------------------------------
-    def _diagnostics(self, diag) -> str:
-        enum = getattr(self._trt, "EngineInvalidityDiagnostics", None)
-        value = int(diag)
-        if enum is None or value == 0:
-            return f"engine validity check failed (diagnostics {value})"
-        reasons = [k.lower().replace("_", " ") for k, v in enum.__members__.items() if value & int(v)]
-        return ", ".join(reasons) or f"diagnostics {value}"
+    def _open(self) -> InputSpec:
+        self._loaded = self.loader()
+        self._context = self._loaded.context
+        self._threads = {threading.get_ident()}  # host threads whose current CUDA device is ours (the loader set it)
+        return self._bind_io()
 
     def _check(self, result, what: str):
-        """cuda-python returns ``(err, *values)``; raise on error, return the values."""
-        if isinstance(result, tuple):
-            err, rest = result[0], result[1:]
-        else:
-            err, rest = result, ()
-        if int(err) != 0:
-            name = cuda_error_name(self._cudart, err)
-            if "MemoryAllocation" in name:
-                raise UserError(f"out of GPU memory in {what} (engine {self.engine_path.name}); try a smaller max batch")
-            raise RuntimeError(f"{what} failed: {name}")
-        if not rest:
-            return None
-        return rest[0] if len(rest) == 1 else rest
+        return cuda_check(self._loaded.cudart, result, what, artifact=self.engine_path.name)
 
     def _bind_io(self) -> InputSpec:
-        trt, eng, cudart = self._trt, self._engine, self._cudart
-        inputs, outputs = [], []
-        for i in range(eng.num_io_tensors):
-            name = eng.get_tensor_name(i)
-            mode = eng.get_tensor_mode(name)
-            (inputs if mode == trt.TensorIOMode.INPUT else outputs).append(name)
-        if len(inputs) != 1 or not outputs:
-            raise UserError(f"{self.engine_path.name} has inputs {inputs} and outputs {outputs}; expected one image input and logits")
-        self.input_name = inputs[0]
-        self.output_name = "logits" if "logits" in outputs else outputs[0]
-        self._extra_outputs = [o for o in outputs if o != self.output_name]
-
-        mn, opt, mx = (tuple(d) for d in eng.get_tensor_profile_shape(self.input_name, 0))
+        """Buffers for the profile's max batch, bound to the context; the input spec."""
+        loaded, context = self._loaded, self._context
+        io = engine_io(loaded.trt, loaded.engine, self.engine_path)
+        self.input_name, self.output_name = io.input_name, io.output_name
+        mn, opt, mx = io.profile
         self.profile = {"min": list(mn), "opt": list(opt), "max": list(mx)}
         self.min_batch, self.opt_batch, self.max_batch = mn[0], opt[0], mx[0]
         self._sample_shape = tuple(mx[1:])
-
-        self._dtypes = {}
-        for n in [self.input_name, *outputs]:
-            dt = eng.get_tensor_dtype(n)
-            try:
-                self._dtypes[n] = np.dtype(trt.nptype(dt))
-            except Exception:  # noqa: BLE001 - BF16/FP8/INT4 have no numpy dtype
-                raise UserError(f"I/O tensor {n!r} of {self.engine_path.name} is {getattr(dt, 'name', dt)}, which numpy cannot hold; "
-                                "export the ONNX with float32 (or float16) inputs and outputs") from None
-        self.input_dtype = self._dtypes[self.input_name]  # what stage() / infer() cast the input to
-        self._stream = self._check(cudart.cudaStreamCreateWithFlags(cudart.cudaStreamNonBlocking), "cudaStreamCreateWithFlags")
-
-        if not self._context.set_input_shape(self.input_name, tuple(mx)):
-            raise UserError(f"engine rejected its own max input shape {tuple(mx)}: {self._logger.last_error()}")
+        self.input_dtype = io.dtypes[self.input_name]  # what stage() / infer() cast the input to
+        self.buffers = DeviceBuffers(loaded.cudart, artifact=self.engine_path.name)
+        self.buffers.create_stream()
+        if not context.set_input_shape(self.input_name, tuple(mx)):
+            raise UserError(f"engine rejected its own max input shape {tuple(mx)}: {loaded.logger.last_error()}")
         self._current_batch = mx[0]
-        for name in [self.input_name, *outputs]:
-            shape = tuple(self._context.get_tensor_shape(name))
+        for name in [self.input_name, *io.outputs]:
+            shape = tuple(context.get_tensor_shape(name))
             if any(d < 0 for d in shape):
                 raise UserError(f"output {name!r} has a data-dependent shape {shape}; not supported by this runner")
-            nbytes = max(1, int(np.prod(shape)) * self._dtypes[name].itemsize)
-            dptr = int(self._check(cudart.cudaMalloc(nbytes), f"cudaMalloc({nbytes})"))
-            self._dev_ptrs.append(dptr)
-            self._dev[name] = dptr
-            hptr = int(self._check(cudart.cudaMallocHost(nbytes), f"cudaMallocHost({nbytes})"))
-            self._host_ptrs.append(hptr)
-            buf = (ctypes.c_byte * nbytes).from_address(hptr)
-            self._host[name] = np.frombuffer(buf, dtype=self._dtypes[name], count=int(np.prod(shape))).reshape(shape)
-            if not self._context.set_tensor_address(name, dptr):
-                raise RuntimeError(f"set_tensor_address({name}) failed: {self._logger.last_error()}")
+            if not context.set_tensor_address(name, self.buffers.allocate(name, shape, io.dtypes[name])):
+                raise RuntimeError(f"set_tensor_address({name}) failed: {loaded.logger.last_error()}")
         return InputSpec(name=self.input_name, dtype=self.input_dtype, sample_shape=self._sample_shape,
                          min_batch=self.min_batch, max_batch=self.max_batch, limit="profile",
                          source=self.engine_path.name)
@@ -357,30 +179,17 @@ class TensorRTRunner(Runner):
         if n == self._current_batch:
             return
         if not self._context.set_input_shape(self.input_name, (n, *self._sample_shape)):
-            raise UserError(f"engine rejected input shape {(n, *self._sample_shape)}: {self._logger.last_error()}")
+            raise UserError(f"engine rejected input shape {(n, *self._sample_shape)}: {self._loaded.logger.last_error()}")
         self._current_batch = n
 
-    def _copy_in(self, n: int) -> None:
-        cudart = self._cudart
-        h2d = cudart.cudaMemcpyKind.cudaMemcpyHostToDevice
-        in_bytes = n * int(np.prod(self._sample_shape)) * self._dtypes[self.input_name].itemsize
-        self._check(cudart.cudaMemcpyAsync(self._dev[self.input_name], self._host[self.input_name].ctypes.data, in_bytes, h2d, self._stream), "cudaMemcpyAsync H2D")
-
-    def _copy_out(self, n: int) -> None:
-        cudart = self._cudart
-        d2h = cudart.cudaMemcpyKind.cudaMemcpyDeviceToHost
-        out = self._host[self.output_name]
-        out_bytes = n * int(np.prod(out.shape[1:])) * out.dtype.itemsize
-        self._check(cudart.cudaMemcpyAsync(out.ctypes.data, self._dev[self.output_name], out_bytes, d2h, self._stream), "cudaMemcpyAsync D2H")
-
     def _execute(self) -> None:
-        if not self._context.execute_async_v3(int(self._stream)):
-            raise RuntimeError(f"execute_async_v3 failed: {self._logger.last_error() or 'unknown error'}")
+        if not self._context.execute_async_v3(int(self.buffers.stream)):
+            raise RuntimeError(f"execute_async_v3 failed: {self._loaded.logger.last_error() or 'unknown error'}")
 
     def _run_all(self, n: int) -> None:
-        self._copy_in(n)
+        self.buffers.to_device(self.input_name, n)
         self._execute()
-        self._copy_out(n)
+        self.buffers.to_host(self.output_name, n)
 
     def _graph_for(self, n: int):
         """The instantiated graph for batch ``n``, captured on first use; ``None`` if it cannot be captured.
@@ -395,9 +204,9 @@ class TensorRTRunner(Runner):
             return self._graphs[n][1]
         if n in self._uncapturable:
             return None
-        cudart, stream = self._cudart, self._stream
+        cudart, stream = self._loaded.cudart, self.buffers.stream
         self._run_all(n)
-        self._check(cudart.cudaStreamSynchronize(stream), "cudaStreamSynchronize")
+        self.buffers.synchronize()
         self._check(
             cudart.cudaStreamBeginCapture(stream, cudart.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal),
             "cudaStreamBeginCapture",
@@ -424,28 +233,31 @@ class TensorRTRunner(Runner):
         runner before (a server's worker, bench's several streams), make it this runner's device."""
         tid = threading.get_ident()
         if tid not in self._threads:
-            self._check(self._cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
+            self._check(self._loaded.cudart.cudaSetDevice(self.device_index), "cudaSetDevice")
             self._threads.add(tid)
 
     def _load_host(self, batch: np.ndarray) -> int:
         """Copy a checked batch into the pinned input buffer and set the input shape; its size."""
         self._on_device()
         n = int(batch.shape[0])
-        np.copyto(self._host[self.input_name][:n], batch)
+        np.copyto(self.buffers.host[self.input_name][:n], batch)
         self._set_batch(n)
         return n
+
+    def _output(self, n: int) -> np.ndarray:
+        return np.array(self.buffers.host[self.output_name][:n], dtype=np.float32, copy=True)
 
     # ---------------------------------------------------------------------------------------
     # device-resident execution (public through Runner: stage / enqueue / synchronize / fetch)
     @property
     def stream(self):
         """The CUDA stream all of this runner's copies and enqueues go to (read-only)."""
-        return self._stream
+        return self.buffers.stream if self.buffers is not None else None
 
     def _stage(self, batch: np.ndarray) -> None:
         """The copy comes from the runner's one pinned staging buffer: synchronize before the next stage or infer."""
         self._staged_n = self._load_host(batch)
-        self._copy_in(self._staged_n)
+        self.buffers.to_device(self.input_name, self._staged_n)
 
     def _enqueue(self) -> None:
         self._on_device()
@@ -453,23 +265,23 @@ class TensorRTRunner(Runner):
 
     def _synchronize(self) -> None:
         self._on_device()
-        self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
+        self.buffers.synchronize()
 
     def _fetch(self) -> np.ndarray:
         self._on_device()
-        self._copy_out(self._staged_n)
-        self._synchronize()
-        return np.array(self._host[self.output_name][:self._staged_n], dtype=np.float32, copy=True)
+        self.buffers.to_host(self.output_name, self._staged_n)
+        self.buffers.synchronize()
+        return self._output(self._staged_n)
 
     def _infer(self, batch: np.ndarray) -> np.ndarray:
         n = self._load_host(batch)
         exe = self._graph_for(n) if self._cuda_graph and not self._rtx_graphs else None
         if exe is not None:
-            self._check(self._cudart.cudaGraphLaunch(exe, self._stream), "cudaGraphLaunch")
+            self._check(self._loaded.cudart.cudaGraphLaunch(exe, self.buffers.stream), "cudaGraphLaunch")
         else:
             self._run_all(n)
-        self._check(self._cudart.cudaStreamSynchronize(self._stream), "cudaStreamSynchronize")
-        return np.array(self._host[self.output_name][:n], dtype=np.float32, copy=True)
+        self.buffers.synchronize()
+        return self._output(n)
 
     def infer_torch(self, batch):
         """Like :meth:`infer`, for a torch tensor (any device) in and a CPU float32 torch tensor out.
@@ -490,11 +302,12 @@ class TensorRTRunner(Runner):
             except UserError:
                 m = {}
         device = self.device or {}
+        trt = self._loaded.trt if self._loaded is not None else None
         return {
-            "backend": self.backend if self.flavour else (m.get("flavour") or self.backend),
+            "backend": self.flavour or m.get("flavour") or self.backend,
             "flavour": self.flavour or m.get("flavour"),
-            "library": getattr(self._trt, "__name__", None),
-            "version": getattr(self._trt, "__version__", None),
+            "library": getattr(trt, "__name__", None),
+            "version": getattr(trt, "__version__", None),
             "engine": str(self.engine_path),
             "built_with": m.get("builder_version"),
             "device": device.get("name") or "cuda",
@@ -509,22 +322,20 @@ class TensorRTRunner(Runner):
         }
 
     def _close(self) -> None:
-        cudart = self._cudart
-        if cudart is not None:
-            if self._stream is not None:
-                cudart.cudaStreamSynchronize(self._stream)
-            for graph, exe in self._graphs.values():
-                cudart.cudaGraphExecDestroy(exe)
-                cudart.cudaGraphDestroy(graph)
-            self._context = None  # the context must go before the memory it points to
-            for p in self._dev_ptrs:
-                cudart.cudaFree(p)
-            for p in self._host_ptrs:
-                cudart.cudaFreeHost(p)
-            if self._stream is not None:
-                cudart.cudaStreamDestroy(self._stream)
-        self._reset_buffers()
-        self._context = self._engine = self._runtime = None
+        """Graphs, then the context (it points into the buffers), then the buffers and the stream."""
+        if self.buffers is not None and self.buffers.stream is not None:
+            self.buffers.cudart.cudaStreamSynchronize(self.buffers.stream)
+        cudart = self._loaded.cudart if self._loaded is not None else None
+        for graph, exe in self._graphs.values():
+            cudart.cudaGraphExecDestroy(exe)
+            cudart.cudaGraphDestroy(graph)
+        self._reset_graphs()
+        self._context = None
+        if self._loaded is not None:
+            self._loaded.release()
+        if self.buffers is not None:
+            self.buffers.free()
+            self.buffers = None
 
     def __del__(self):
         try:

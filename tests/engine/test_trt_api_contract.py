@@ -44,7 +44,7 @@ WHEELS = [
 # The modules that call TensorRT, and the variable names that hold TensorRT objects in them.
 TRT_MODULES = ["resnet_deploy/_native/trt.py", "resnet_deploy/engine/build.py", "resnet_deploy/engine/config.py",
                "resnet_deploy/engine/network.py", "resnet_deploy/engine/monitor.py", "resnet_deploy/engine/reuse.py",
-               "resnet_deploy/runners/tensorrt.py", "resnet_deploy/doctor.py",
+               "resnet_deploy/runners/tensorrt.py", "resnet_deploy/runners/tensorrt_loader.py", "resnet_deploy/doctor.py",
                "resnet_deploy/deploy/templates/engine_manifest.py"]
 RECEIVERS = {"trt", "tensorrt", "builder", "config", "network", "parser", "profile", "runtime", "engine", "eng",
              "context", "inspector", "layer", "inp", "rc", "cache", "flag_enum", "lt", "enum", "err", "sev", "tensor"}

@@ -70,7 +70,7 @@ def test_runner_rejects_wrong_flavour_and_version(built, tmp_path, rtx):
 
 
 def test_compute_capability_checks():
-    from resnet_deploy.runners.tensorrt import check_manifest_against_runtime
+    from resnet_deploy.runners.tensorrt_loader import check_manifest_against_runtime
 
     rtx = types.SimpleNamespace(__name__="tensorrt_rtx", __version__="1.7.1.116")
     trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.9.0.34")
@@ -226,7 +226,7 @@ def test_runner_device_resident_api_with_fake_backend(fake_runner_env):
         x = np.arange(2 * 3 * 16, dtype=np.float32).reshape(2, 3, 4, 4)
         r.stage(x)
         r.synchronize()
-        dev_in = np.frombuffer(cudart.buffers[r._dev["input"]], np.float32, count=x.size).reshape(x.shape)
+        dev_in = np.frombuffer(cudart.buffers[r.buffers.device["input"]], np.float32, count=x.size).reshape(x.shape)
         np.testing.assert_array_equal(dev_in, x)  # copied to the device buffer
         assert r._context.shape == (2, 3, 4, 4)  # shape set
         copies = []
@@ -236,9 +236,9 @@ def test_runner_device_resident_api_with_fake_backend(fake_runner_env):
         r.synchronize()
         assert copies == []  # enqueue copies nothing
         cudart.cudaMemcpyAsync = original
-        dev_out = np.frombuffer(cudart.buffers[r._dev["logits"]], np.float32, count=6).reshape(2, 3)
+        dev_out = np.frombuffer(cudart.buffers[r.buffers.device["logits"]], np.float32, count=6).reshape(2, 3)
         np.testing.assert_allclose(dev_out, x.mean(axis=(2, 3)), rtol=1e-6)
-        assert not np.allclose(r._host["logits"][:2], dev_out)  # output stays on the device
+        assert not np.allclose(r.buffers.host["logits"][:2], dev_out)  # output stays on the device
         with pytest.raises(UserError, match="outside the engine's profile"):
             r.stage(np.zeros((5, 3, 4, 4), np.float32))
         # infer still works after (and between) staged runs, graphs included
@@ -321,7 +321,7 @@ def test_version_compatible_engines_allow_their_embedded_runtime_and_one_major_f
         r.infer(np.ones((1, 3, 4, 4), np.float32))
     assert fake.runtimes[-1].host_code_at_deserialize is True  # the lean runtime inside the plan may run
 
-    from resnet_deploy.runners.tensorrt import check_manifest_against_runtime
+    from resnet_deploy.runners.tensorrt_loader import check_manifest_against_runtime
 
     def runtime(version):
         return types.SimpleNamespace(__name__="tensorrt", __version__=version)
@@ -338,7 +338,7 @@ def test_version_compatible_engines_allow_their_embedded_runtime_and_one_major_f
 def test_an_engine_whose_manifest_has_trtexecs_three_part_version_runs_on_that_release(fake_runner_env):
     """build_engine.sh without the Python module records trtexec's "10.3.0"; pip and JetPack's module
     say "10.3.0.30": the same release, not a mismatch. Another release still is."""
-    from resnet_deploy.runners.tensorrt import check_manifest_against_runtime
+    from resnet_deploy.runners.tensorrt_loader import check_manifest_against_runtime
 
     rt, path, _ = fake_runner_env
     trt = types.SimpleNamespace(__name__="tensorrt", __version__="10.3.0.30")
@@ -347,3 +347,72 @@ def test_an_engine_whose_manifest_has_trtexecs_three_part_version_runs_on_that_r
         check_manifest_against_runtime({"builder_version": "10.3.1"}, trt, None, path)
     with pytest.raises(UserError, match="rebuild it"):
         check_manifest_against_runtime({"builder_version": "10.3.0.26"}, trt, None, path)
+
+
+# ------------------------------------------------------------------------------------------ the CUDA buffers
+
+
+def test_device_buffers_free_every_allocation_once():
+    from fakes import FakeCudart
+
+    from resnet_deploy.runners.device_buffers import DeviceBuffers
+
+    cu = FakeCudart()
+    with DeviceBuffers(cu, artifact="m.engine") as buffers:
+        stream = buffers.create_stream()
+        assert buffers.create_stream() == stream  # one stream
+        ptr = buffers.allocate("input", (2, 3), np.float32)
+        buffers.allocate("logits", (2, 5), np.float16)
+        assert buffers.device["input"] == ptr and cu.is_device(ptr)
+        assert buffers.host["logits"].shape == (2, 5) and buffers.host["logits"].dtype == np.float16
+        with pytest.raises(ValueError, match="already has buffers"):
+            buffers.allocate("input", (1,), np.float32)
+        buffers.host["input"][:] = 1.5
+        buffers.to_device("input", 1)
+        buffers.synchronize()
+        assert np.frombuffer(cu.buffers[ptr], np.float32)[:3].tolist() == [1.5] * 3
+        assert np.frombuffer(cu.buffers[ptr], np.float32)[3:].tolist() == [0.0] * 3  # one row only
+        assert any(cu.live().values())
+    assert cu.live() == {"device": [], "host": [], "streams": []}
+    assert buffers.device == {} and buffers.host == {} and buffers.stream is None
+    buffers.free()  # twice is fine: nothing is freed again
+    assert cu.live() == {"device": [], "host": [], "streams": []}
+
+
+def test_runner_frees_its_buffers_on_close(fake_runner_env):
+    rt, path, cudart = fake_runner_env
+    r = rt.TensorRTRunner(path, cuda_graph=True).open()
+    r.infer(np.ones((2, 3, 4, 4), np.float32))
+    assert len(r.buffers.device) == 2 and r.stream in cudart.streams
+    r.close()
+    assert cudart.live() == {"device": [], "host": [], "streams": []} and r.buffers is None and r.stream is None
+    r.close()
+    assert cudart.live() == {"device": [], "host": [], "streams": []}
+    assert r.describe()["flavour"] == "trt"  # what was loaded is still described
+
+
+@pytest.mark.parametrize("failure", ["pinned-memory", "tensor-address"])
+def test_runner_frees_what_it_allocated_when_open_fails_half_way(fake_runner_env, failure):
+    rt, path, cudart = fake_runner_env
+    if failure == "pinned-memory":  # the output's pinned buffer: the input's buffers and the stream exist by then
+        calls = []
+        original = cudart.cudaMallocHost
+        cudart.cudaMallocHost = lambda n: (2, 0) if calls.append(n) or len(calls) == 2 else original(n)
+        cudart.cudaGetErrorName = lambda err: (0, b"cudaErrorMemoryAllocation")
+        expected = (UserError, r"out of GPU memory in cudaMallocHost\(48\) \(engine fake\.fp32\.trt\.engine\)")
+    else:
+        fake = rt.import_flavour("trt")
+        engine = fake.Runtime(None).deserialize_cuda_engine(b"fake-engine")
+        context_class = type(engine.create_execution_context())
+        original = context_class.set_tensor_address
+        context_class.set_tensor_address = lambda self, name, ptr: name != "logits" and original(self, name, ptr)
+        expected = (RuntimeError, r"set_tensor_address\(logits\) failed")
+    r = rt.TensorRTRunner(path)
+    try:
+        with pytest.raises(expected[0], match=expected[1]):
+            r.open()
+    finally:
+        if failure == "tensor-address":
+            context_class.set_tensor_address = original
+    assert cudart.streams and cudart.freed_device  # it got that far
+    assert cudart.live() == {"device": [], "host": [], "streams": []} and not r.is_open
