@@ -35,8 +35,7 @@ HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
-from resnet_deploy.bench import merge_results  # noqa: E402
-from resnet_deploy.bench.report import throughput  # noqa: E402
+from resnet_deploy.bench import merge_results, throughput  # noqa: E402
 from resnet_deploy.errors import UserError  # noqa: E402
 
 sys.path.insert(0, str(HERE))

@@ -27,7 +27,8 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 EDGE_PACKAGE = "resnet_deploy_edge"
 # The torch-free modules the edge runner needs, copied verbatim (relative imports keep working).
 VENDORED = ("errors.py", "artifacts.py", "preprocess.py", "labels.py", "classify.py", "_native/__init__.py",
-            "_native/cuda.py", "_native/trt.py", "runners/base.py", "runners/tensorrt.py")
+            "_native/cuda.py", "_native/trt.py", "runners/base.py", "runners/device_buffers.py", "runners/tensorrt_loader.py",
+            "runners/tensorrt.py")
 GENERATED_INIT = {
     "__init__.py": '"""Vendored copy of resnet-deploy {version}\'s torch-free runner, preprocessing and top-k code.\n\n'
                    'Copied verbatim by `resnet-deploy package`; do not edit (re-package instead)."""\n\n'

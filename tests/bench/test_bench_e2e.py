@@ -254,7 +254,7 @@ def test_bench_trt_path_uses_public_runner_api(fake_runner_env, monkeypatch):
     bound.compute_before(2)
     bound.compute(2)
     bound.compute_sync()
-    dev_out = np.frombuffer(cudart.buffers[runner._dev["logits"]], np.float32, count=6).reshape(2, 3)
+    dev_out = np.frombuffer(cudart.buffers[runner.buffers.device["logits"]], np.float32, count=6).reshape(2, 3)
     np.testing.assert_allclose(dev_out, inputs[2].mean(axis=(2, 3)), rtol=1e-6)
     x = np.concatenate(inputs)[:5]
     np.testing.assert_allclose(bound.infer(x), x.mean(axis=(2, 3)), rtol=1e-6)
