@@ -80,11 +80,16 @@ def checkpoint(work):
     return path
 
 
+def preprocess_files(paths) -> np.ndarray:
+    """The toolkit's preprocessing of image files, as one float32 NCHW batch."""
+    from resnet_deploy.preprocess import load_image, preprocess_image
+
+    return np.stack([preprocess_image(load_image(p)) for p in paths])
+
+
 @pytest.fixture(scope="module")
 def reference(checkpoint, photos):
     """PyTorch FP32 logits of the checkpoint on the photographs (the toolkit's preprocessing)."""
-    from resnet_deploy.preprocess import preprocess_files
-
     model = rd.create_model(18, weights=checkpoint)
     with torch.no_grad():
         return model(torch.from_numpy(preprocess_files(photos))).numpy()
@@ -462,8 +467,6 @@ def test_infer_without_engine_runtime_fails_in_one_line(bundle, photos, tmp_path
 
 def test_bundle_preprocessing_equals_toolkit_on_photographs(bundle, photos, tmp_path):
     """infer.py (torch-free, vendored code, recipe read back from manifest.json) == resnet_deploy.preprocess."""
-    from resnet_deploy.preprocess import preprocess_files
-
     out, _ = bundle
     npy = tmp_path / "batch.npy"
     res = run_blocked([out / "infer.py", *photos, "--save-input", npy], tmp_path)
