@@ -6,12 +6,16 @@
     manifest = rd.export(50)                         # engines/resnet50/resnet50.fp32.onnx
     report = rd.parity(50)                           # ONNX Runtime vs PyTorch FP32
 
-Each function resolves its artifacts through :mod:`resnet_deploy.pipeline` and runs them
-through :mod:`resnet_deploy.runners`.
+Each function names its model as the commands do (``depth``, ``weights=``, ``num_classes=``,
+``preact=``, ``seed=``; or one :class:`~resnet_deploy.model.ModelRef` in place of ``depth``) and
+its precision as a string; both are parsed here, once, into a :class:`~resnet_deploy.model.ModelRef`
+and a :class:`~resnet_deploy.artifacts.Precision`, and handed to :mod:`resnet_deploy.pipeline`,
+which resolves the artifacts; :mod:`resnet_deploy.runners` runs them.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import tempfile
 from pathlib import Path
@@ -19,25 +23,61 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from . import deploy as deployment
 from . import evaluate as evaluation
 from . import pipeline
-from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, sha256_file
+from .artifacts import DEFAULT_ROOT, Precision, artifact_path, sha256_file
 from .compare import THRESHOLDS, parity_batch, run_parity
+from .deploy import ServingOptions
 from .engine import BuildOptions, ProgressCallback, engine_path_for
 from .errors import ParityError, UserError
+from .evaluate import EvalOptions
 from .labels import load_labels, read_labels
-from .model import RANDOM_SEED, create_model, describe, resolve_arch
+from .model import RANDOM_SEED, ModelRef, create_model, describe, resolve_arch
+from .onnx_export import DEFAULT_OPSET, ExportOptions
 from .onnx_meta import artifact_facts
-from .precision import DEFAULT_CALIB_SAMPLES, read_fp32_source
+from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, QuantizeOptions, read_fp32_source
 from .predict import classify_images, decode_images
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
-from .runners import artifact_kind, open_runner
-from .runners.torch_runner import TorchRunner
-from .tuning import diagnose_int8, load_eval_set, plot_diagnosis
+from .runners import artifact_kind, make_runner, open_runner
+from .tuning import TuningOptions, diagnose_int8, load_eval_set, plot_diagnosis
 
-export = pipeline.export_model
-quantize = pipeline.ensure_precision
+PathLike = str | os.PathLike[str]
+
+
+def export(depth: int | str | ModelRef, *, weights: PathLike | None = None, num_classes: int | None = None,
+           out_dir: PathLike = DEFAULT_ROOT, batch: int | None = None, opset: int | None = None,
+           exporter: str = "torchscript", preact: bool = False, seed: int = RANDOM_SEED,
+           progress: Progress = quiet) -> dict[str, Any]:
+    """Write ``<out_dir>/<arch>/<arch>.fp32.onnx`` and its manifest (``resnet-deploy export``); returns the manifest."""
+    model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
+    return pipeline.export_model(model, out_dir=out_dir, options=ExportOptions(batch, opset or DEFAULT_OPSET, exporter),
+                                 progress=progress)
+
+
+def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike = DEFAULT_ROOT,
+             weights: PathLike | None = None, num_classes: int | None = None, preact: bool = False,
+             seed: int = RANDOM_SEED, calib: PathLike | None = None, calib_samples: int = DEFAULT_CALIB_SAMPLES,
+             method: str = "entropy", fp16_io: bool = False, high_precision: str = "fp32",
+             source: PathLike | None = None, exclude: str | list[str] | None = None,
+             min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
+             progress_bar: bool = False, accuracy_target: float | None = None, data: PathLike | None = None,
+             labels: PathLike | None = None, limit: int | None = None,
+             max_excluded: int | None = None) -> dict[str, Any]:
+    """The precision ONNX (``resnet-deploy quantize``), made or reused; returns its manifest with ``"path"``.
+
+    The keywords are the command's options (:class:`~resnet_deploy.precision.QuantizeOptions`,
+    :class:`~resnet_deploy.tuning.TuningOptions`); see :func:`resnet_deploy.pipeline.ensure_precision`.
+    """
+    parsed = Precision.parse(precision)
+    model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
+    options = QuantizeOptions(calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
+                              high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images)
+    tuning = TuningOptions(accuracy_target=accuracy_target, data=data, labels=labels, limit=limit,
+                           max_excluded=max_excluded)
+    return pipeline.ensure_precision(model, parsed, out_dir=out_dir, options=options, tuning=tuning, source=source,
+                                     force=force, progress=progress, progress_bar=progress_bar)
 
 
 def refuse_other_precision(artifact, recorded: str, asked: str | None) -> None:
@@ -47,14 +87,20 @@ def refuse_other_precision(artifact, recorded: str, asked: str | None) -> None:
                         f"or give the {asked} artifact")
 
 
-def build(depth: int | str | None, *, precision: str | None = "fp32", options: BuildOptions | None = None,
+def build(depth: int | str | ModelRef | None, *, precision: str | None = "fp32", options: BuildOptions | None = None,
           onnx: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
           weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
           seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet,
           build_progress: ProgressCallback | None = None) -> dict[str, Any]:
-    """The engine for a model, made (with its precision ONNX) or reused: what ``resnet-deploy build`` does."""
-    return pipeline.ensure_engine(depth, precision, options, onnx=onnx, out_dir=out_dir, weights=weights,
-                                  num_classes=num_classes, preact=preact, seed=seed, force=force, progress=progress,
+    """The engine for a model, made (with its precision ONNX) or reused: what ``resnet-deploy build`` does.
+
+    ``depth`` ``None``: 50, or with ``onnx`` the architecture the file records (its file name for a
+    model made elsewhere); ``precision`` ``None``: fp32, or with ``onnx`` the file's.
+    """
+    parsed = Precision.parse(precision) if precision is not None else None
+    model = None if depth is None and onnx is not None else \
+        ModelRef.of(50 if depth is None else depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
+    return pipeline.ensure_engine(model, parsed, options, onnx=onnx, out_dir=out_dir, force=force, progress=progress,
                                   build_progress=build_progress)
 
 
@@ -75,12 +121,13 @@ def parity(depth: int | str, *, precision: str | None = None, backend: str = "or
     ``images`` replaces the default batch (scikit-image's photographs plus ``n_random``
     seeded random tensors) with the user's own image files.
     """
-    arch = resolve_arch(depth, preact)
+    model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
+    arch = model.arch
     kind = artifact_kind(backend)
     if kind == "torch":
         raise UserError("parity compares an exported artifact with PyTorch; choose an ONNX or TensorRT engine")
-    asked = check_precision(precision) if precision is not None else None
-    precision = asked or "fp32"
+    asked = Precision.parse(precision) if precision is not None else None
+    precision = asked or Precision.FP32
     decoded = decode_images(images) if images else None  # a bad image fails before any slow work
     artifact = artifact if artifact is not None else onnx
     if artifact is None:
@@ -91,13 +138,12 @@ def parity(depth: int | str, *, precision: str | None = None, backend: str = "or
                     f"build --engine {backend} --precision {precision}"
                 raise UserError(f"{artifact} does not exist; create it with `resnet-deploy {step} --depth {depth}`")
             progress(f"{artifact} does not exist yet: exporting it first")
-            pipeline.export_model(arch, weights=weights, num_classes=num_classes, out_dir=out_dir, seed=seed,
-                                  progress=progress)
+            pipeline.export_model(model, out_dir=out_dir, progress=progress)
     meta = artifact_facts(artifact, kind)
     if meta.get("arch") not in (None, arch):
         raise UserError(f"{artifact} holds {meta['arch']}, not {arch}")
-    if num_classes is None and meta.get("num_classes", "").isdigit():
-        num_classes = int(meta["num_classes"])
+    if model.num_classes is None and meta.get("num_classes", "").isdigit():
+        model = dataclasses.replace(model, num_classes=int(meta["num_classes"]))
     precision = meta.get("precision", precision)
     if precision not in THRESHOLDS:
         raise UserError(f"{artifact} records an unknown precision {precision!r}")
@@ -105,17 +151,17 @@ def parity(depth: int | str, *, precision: str | None = None, backend: str = "or
     # Open the candidate first: a missing runtime or a bad engine fails in a second, not after the reference.
     with open_runner(backend, artifact, precision=precision, **runner_options) as candidate:
         progress(f"building the PyTorch FP32 reference {arch}")
-        model = pipeline.load_model(arch, num_classes=num_classes, weights=weights, seed=seed)
-        if meta.get("weights_sha256") and meta["weights_sha256"] != model.card.weights.sha256:
+        network = pipeline.load_model(model)
+        if meta.get("weights_sha256") and meta["weights_sha256"] != network.card.weights.sha256:
             raise UserError(f"{artifact} was made from other weights ({meta.get('weights_source')}) than the "
-                            f"reference ({model.card.weights.source}); pass the same --weights or re-export")
+                            f"reference ({network.card.weights.source}); pass the same --weights or re-export")
         if decoded:
             recipe = recipe_from_metadata(meta)
             names, batch = [Path(n).name for n, _ in decoded], np.stack([recipe(img) for _, img in decoded])
         else:
             names, batch = parity_batch(recipe_from_metadata(meta), n_random=n_random)
         progress(f"running {len(batch)} inputs through PyTorch and {backend}")
-        with TorchRunner(model) as reference:
+        with make_runner("torch", network, precision="fp32") as reference:
             result = run_parity(reference, candidate, batch, precision)
             ref_desc = reference.describe()
         cand_desc = candidate.describe()
@@ -137,9 +183,14 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
              labels_file: str | os.PathLike[str] | None = None, preact: bool = False, progress: Progress = quiet,
              progress_bar_enabled: bool = False, **runner_options: Any) -> dict[str, Any]:
     """Top-1/top-5 of each precision's artifact on a labelled folder (see :func:`resnet_deploy.evaluate.evaluate`)."""
-    return evaluation.evaluate(resolve_arch(depth, preact), precisions=precisions, data=data, backend=backend,
-                               out_dir=out_dir, artifacts=artifacts, batch=batch, limit=limit, labels_file=labels_file,
-                               progress=progress, progress_bar_enabled=progress_bar_enabled, **runner_options)
+    arch = resolve_arch(depth, preact)
+    options = EvalOptions(backend=backend, batch=batch, limit=limit, labels_file=labels_file,
+                          runner_options=runner_options)
+    options.check()  # (before a precision is parsed, as the command always has)
+    parsed = list(dict.fromkeys(Precision.parse(p) for p in precisions))
+    given = {Precision.parse(k): Path(v).expanduser() for k, v in (artifacts or {}).items()}
+    return evaluation.evaluate(arch, parsed, data, options, out_dir=out_dir, artifacts=given, progress=progress,
+                               progress_bar_enabled=progress_bar_enabled)
 
 
 def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
@@ -157,77 +208,106 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
     """
     if top < 1:
         raise UserError(f"--top must be at least 1 (got {top})")
-    arch = resolve_arch(depth, preact)
+    model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
     kind = artifact_kind(backend)
     if any(str(p).startswith(("http:/", "https:/", "ftp:/")) for p in images):  # (a Path turns // into /)
         raise UserError("URLs are not supported: download the image first and give its file")
-    asked = check_precision(precision) if precision is not None else None
-    precision = asked or "fp32"
+    asked = Precision.parse(precision) if precision is not None else None
     label_names = read_labels(labels) if labels is not None else None  # a bad label file fails before any slow work
     decoded = decode_images(images)  # an undecodable image fails before any slow work
-    meta: dict[str, str] = {}
     if kind == "torch":
-        progress(f"building {arch}")
-        model = pipeline.load_model(arch, num_classes=num_classes, weights=weights, seed=seed)
-        classes: int | None = model.card.num_classes
-        target: Any = model
-        artifact_name = weights and str(weights) or model.card.weights.source
+        progress(f"building {model.arch}")
+        network = pipeline.load_model(model)
+        card = network.card
+        target: Any = _Target(network, weights and str(weights) or card.weights.source, asked or Precision.FP32,
+                              card.num_classes, card.recipe, card.label_set)
     else:
         if artifact is None:
-            if kind == "onnx":
-                # an export made from other weights is refused, never replaced (docs/deploy.md)
-                for existing in {artifact_path(arch, "fp32", "onnx", out_dir), artifact_path(arch, precision, "onnx", out_dir)}:
-                    if existing.is_file():
-                        pipeline.check_same_weights(existing, artifact_facts(existing, "onnx"), weights, seed)
-                artifact = pipeline.current_precision(arch, precision, out_dir=out_dir, weights=weights,
-                                                      num_classes=num_classes, seed=seed, progress=progress)["path"]
-            else:
-                artifact = engine_path_for(arch, precision, kind, out_dir)
-                if not Path(artifact).is_file():
-                    raise UserError(f"{artifact} does not exist; build it with `resnet-deploy build --depth {depth} "
-                                    f"--precision {precision} --engine {backend}`")
-        artifact = Path(artifact)
-        meta = artifact_facts(artifact, kind)
-        if meta.get("arch") not in (None, arch):
-            raise UserError(f"{artifact} holds {meta['arch']}, not {arch} (pass --depth to match)")
-        pipeline.check_same_weights(artifact, meta, weights, seed)
-        classes = int(meta["num_classes"]) if str(meta.get("num_classes", "")).isdigit() else num_classes
-        if num_classes is not None and classes is not None and classes != num_classes:
-            raise UserError(f"{artifact} has {classes} classes, not --num-classes {num_classes}")
-        target = artifact
-        artifact_name = str(artifact)
-        precision = meta.get("precision", precision)
-        refuse_other_precision(artifact, precision, asked)
-
-    recipe = recipe_from_metadata(meta)
-    label_set = meta.get("label_set", "imagenet") if kind != "torch" else model.card.label_set
-    if kind == "torch":
-        recipe = model.card.recipe
+            artifact = _default_artifact(model, depth, kind, asked or Precision.FP32, backend, out_dir, progress)
+        target = _artifact_target(model, kind, asked, Path(artifact))
     names = None
-    if classes is not None:
-        names = load_labels(labels, classes, label_set) if label_names is None else label_names
-        if len(names) != classes:
-            raise UserError(f"label file {labels} has {len(names)} names but the model has {classes} classes")
+    if target.classes is not None:
+        names = load_labels(labels, target.classes, target.label_set) if label_names is None else label_names
+        if len(names) != target.classes:
+            raise UserError(f"label file {labels} has {len(names)} names but the model has {target.classes} classes")
     progress(f"running {len(decoded)} image(s) on {backend}")
-    with open_runner(backend, target, precision=precision, **runner_options) as runner:
+    with open_runner(backend, target.runnable, precision=target.precision, **runner_options) as runner:
         if names is None:  # a foreign artifact that records no class count: ask the model
-            probe = runner.infer(recipe(decoded[0][1])[None])
-            classes = int(probe.shape[1])
-            names = load_labels(labels, classes, label_set) if label_names is None else label_names
-        predictions = classify_images(runner, decoded, names, recipe=recipe, top=top)
+            probe = runner.infer(target.recipe(decoded[0][1])[None])
+            target = dataclasses.replace(target, classes=int(probe.shape[1]))
+            names = load_labels(labels, target.classes, target.label_set) if label_names is None else label_names
+        predictions = classify_images(runner, decoded, names, recipe=target.recipe, top=top)
         described = runner.describe()
     return {
-        "arch": arch,
+        "arch": model.arch,
         "backend": backend,
-        "precision": precision,
-        "artifact": artifact_name,
+        "precision": target.precision,
+        "artifact": target.name,
         "runner": described,
-        "num_classes": classes,
-        "labels": str(labels) if labels is not None else label_set,
-        "preprocess": recipe.to_dict(),
-        "top": min(top, classes),
+        "num_classes": target.classes,
+        "labels": str(labels) if labels is not None else target.label_set,
+        "preprocess": target.recipe.to_dict(),
+        "top": min(top, target.classes),
         "predictions": predictions,
     }
+
+
+@dataclasses.dataclass(frozen=True)
+class _Target:
+    """What ``predict`` runs: the model or artifact, its name in the report, and what it records."""
+
+    runnable: Any
+    name: str
+    precision: str
+    classes: int | None
+    recipe: Any
+    label_set: str
+
+
+def _artifact_target(model: ModelRef, kind: str, asked: Precision | None, artifact: Path) -> _Target:
+    """The artifact ``predict`` runs on an ONNX or engine backend, checked against the model asked for."""
+    meta = artifact_facts(artifact, kind)
+    if meta.get("arch") not in (None, model.arch):
+        raise UserError(f"{artifact} holds {meta['arch']}, not {model.arch} (pass --depth to match)")
+    pipeline.check_same_weights(artifact, meta, model)
+    classes = int(meta["num_classes"]) if str(meta.get("num_classes", "")).isdigit() else model.num_classes
+    if model.num_classes is not None and classes is not None and classes != model.num_classes:
+        raise UserError(f"{artifact} has {classes} classes, not --num-classes {model.num_classes}")
+    recorded = meta.get("precision", asked or Precision.FP32)
+    refuse_other_precision(artifact, recorded, asked)
+    return _Target(artifact, str(artifact), recorded, classes, recipe_from_metadata(meta),
+                   meta.get("label_set", "imagenet"))
+
+
+def _default_artifact(model: ModelRef, depth: int | str | ModelRef, kind: str, precision: Precision, backend: str,
+                      out_dir: PathLike, progress: Progress) -> Path:
+    """The precision's artifact under ``out_dir``: an ONNX is made when missing, an engine must exist."""
+    if kind == "onnx":
+        # an export made from other weights is refused, never replaced (docs/deploy.md)
+        for existing in {artifact_path(model.arch, "fp32", "onnx", out_dir),
+                         artifact_path(model.arch, precision, "onnx", out_dir)}:
+            if existing.is_file():
+                pipeline.check_same_weights(existing, artifact_facts(existing, "onnx"), model)
+        return Path(pipeline.precision_manifest(model, precision, out_dir=out_dir, progress=progress)["path"])
+    path = engine_path_for(model.arch, precision, kind, out_dir)
+    if not path.is_file():
+        raise UserError(f"{path} does not exist; build it with `resnet-deploy build --depth {depth} "
+                        f"--precision {precision} --engine {backend}`")
+    return path
+
+
+def package(depth: int | str | ModelRef = 50, *, precision: str | None = None, target: str = "jetson",
+            out: PathLike | None = None, onnx: PathLike | None = None, engine: PathLike | None = None,
+            weights: PathLike | None = None, labels: PathLike | None = None, name: str | None = None,
+            force: bool = False, artifacts_dir: PathLike = DEFAULT_ROOT, min_batch: int | None = None,
+            opt_batch: int | None = None, max_batch: int | None = None, instances: int = 1,
+            instance_kind: str = "gpu", preact: bool = False, progress: Progress = quiet) -> dict[str, Any]:
+    """A Jetson / edge bundle or a Triton model (``resnet-deploy package``); see :func:`resnet_deploy.deploy.package`."""
+    model = ModelRef.of(depth, weights=weights, preact=preact)
+    options = ServingOptions(name=name, labels=labels, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
+                             instances=instances, instance_kind=instance_kind, force=force)
+    return deployment.package(model, target, out, precision=Precision.parse(precision) if precision is not None else None,
+                              onnx=onnx, engine=engine, artifacts_dir=artifacts_dir, options=options, progress=progress)
 
 
 def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,
@@ -240,16 +320,15 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
     """Where INT8 goes wrong: block-by-block errors against FP32 and the sensitivity ranking (``resnet-deploy diagnose``).
 
     The INT8 ONNX is ``onnx`` (made from this model's FP32 export) or the one ``quantize`` left
-    (:func:`pipeline.current_precision`; made when missing, with the ``calib`` options). Images: ``data`` (labelled: top-1; flat:
+    (:func:`pipeline.precision_manifest`; made when missing, with the ``calib`` options). Images: ``data`` (labelled: top-1; flat:
     agreement with FP32's top-1) or the calibration images. ``plot`` writes the bar charts.
     """
-    arch = resolve_arch(depth, preact)
-    fp32 = pipeline.ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
-                                progress=progress)
+    model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
+    fp32 = pipeline.ensure_onnx(model, out_dir=out_dir, progress=progress)
     fp32_path = Path(fp32["path"])
     src_meta = read_fp32_source(fp32_path)
     images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
-                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
+                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=model.seed,
                            progress=progress, progress_bar_enabled=progress_bar)  # bad images fail before slow work
     if onnx is not None:
         int8_path = Path(onnx).expanduser()
@@ -262,9 +341,9 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
         if facts.get("source_sha256") not in (None, fp32.get("sha256") or sha256_file(fp32_path)):
             raise UserError(f"{int8_path} was not quantized from {fp32_path}; pass the --weights it was made from")
     else:
-        int8_path = Path(pipeline.current_precision(arch, "int8", out_dir=out_dir, weights=weights, num_classes=num_classes,
-                                                    seed=seed, calib=calib, calib_samples=calib_samples, method=method,
-                                                    progress=progress, progress_bar=progress_bar)["path"])
+        options = QuantizeOptions(calib=calib, calib_samples=calib_samples, method=method)
+        int8_path = Path(pipeline.precision_manifest(model, Precision.INT8, out_dir=out_dir, options=options,
+                                                     progress=progress, progress_bar=progress_bar)["path"])
         facts = artifact_facts(int8_path, "onnx")
     if facts.get("high_precision") == "fp16":
         raise UserError(f"{int8_path} keeps its unquantized layers in FP16, which ONNX Runtime CPU mis-computes "
@@ -272,11 +351,11 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-diagnose-") as work:
         report = diagnose_int8(fp32_path, int8_path, images, Path(work), progress=progress,
                                progress_bar_enabled=progress_bar)
-    report["arch"] = arch
+    report["arch"] = model.arch
     if plot is not None:
         plot_diagnosis(report, plot)
         report["plot"] = str(plot)
     return report
 
 
-__all__ = ["build", "create_model", "describe", "diagnose", "evaluate", "export", "parity", "predict", "quantize"]
+__all__ = ["build", "create_model", "describe", "diagnose", "evaluate", "export", "package", "parity", "predict", "quantize"]

@@ -17,6 +17,7 @@ import os
 import re
 import secrets
 import shutil
+from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
@@ -27,12 +28,36 @@ PRECISIONS = ("fp32", "fp16", "bf16", "int8")
 MANIFEST_SUFFIX = ".json"
 
 
-def check_precision(precision: str) -> str:
-    """``" FP16 "`` -> ``"fp16"``; anything that is not one of :data:`PRECISIONS` is a :class:`UserError`."""
-    p = str(precision).strip().lower()
-    if p not in PRECISIONS:
-        raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
-    return p
+class Precision(str, Enum):
+    """A precision the toolkit makes artifacts in, parsed once where a user names it (:meth:`parse`).
+
+    A ``str``: it compares, hashes, formats and serialises as its value (``Precision.FP16 == "fp16"``,
+    ``f"{Precision.INT8}"`` is ``"int8"``, JSON writes ``"int8"``), so manifests and messages read
+    as before; the functions past the CLI/API boundary take it and check it no more.
+    """
+
+    FP32 = "fp32"
+    FP16 = "fp16"
+    BF16 = "bf16"
+    INT8 = "int8"
+
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+    @classmethod
+    def parse(cls, precision: str) -> Precision:
+        """``" FP16 "`` -> ``Precision.FP16``; anything that is not one of :data:`PRECISIONS` is a :class:`UserError`."""
+        if isinstance(precision, cls):
+            return precision
+        p = str(precision).strip().lower()
+        if p not in PRECISIONS:
+            raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+        return cls(p)
+
+
+def check_precision(precision: str) -> Precision:
+    """``" FP16 "`` -> ``Precision.FP16`` (:meth:`Precision.parse`)."""
+    return Precision.parse(precision)
 
 
 def model_dir(arch: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:

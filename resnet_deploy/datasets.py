@@ -63,7 +63,6 @@ class LabelledFolder:
     files: list[Path]
     labels: np.ndarray                 # model class index of each file
     label_source: str                  # "sorted folder names" or the labels file
-    other_files: int = 0
     notes: list[str] = field(default_factory=list)
 
 
@@ -104,11 +103,10 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
             early_notes.append(f"the class folder names are not the model's class names (e.g. {class_dirs[0].name!r}): "
                                "mapped by sorted folder order, the ImageFolder convention (right for ImageNet's wnid "
                                "folders); pass --labels FILE to map them by name")
-    files, labels, others = [], [], 0
+    files, labels = [], []
     empty = []
     for d in class_dirs:
-        found, other = image_files(d)
-        others += other
+        found, _ = image_files(d)
         if not found:
             empty.append(d.name)
         files += found
@@ -117,7 +115,7 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
         raise UserError(f"no image files in the class folders of {root}")
     notes = early_notes + ([f"{len(empty)} class folder(s) hold no images: {', '.join(empty[:5])}"] if empty else [])
     return LabelledFolder(root, [d.name for d in class_dirs], files, np.asarray(labels, dtype=np.int64), source,
-                          others, notes)
+                          notes)
 
 
 __all__ = ["LabelledFolder", "image_files", "labelled_folder", "read_image"]

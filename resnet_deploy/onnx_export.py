@@ -13,6 +13,7 @@ import json
 import logging
 import time
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -128,27 +129,40 @@ def validate_options(opset: int, exporter: str, batch: int | None) -> None:
         raise UserError(f"--batch must be at least 1, got {batch}")
 
 
+@dataclass(frozen=True)
+class ExportOptions:
+    """How to export (``resnet-deploy export``'s options): ``batch`` fixed (``None``: dynamic), the
+    ONNX ``opset``, and the ``exporter`` (``torchscript`` or ``dynamo``)."""
+
+    batch: int | None = None
+    opset: int = DEFAULT_OPSET
+    exporter: str = "torchscript"
+
+    def check(self) -> None:
+        """Refuse options that cannot be exported, before the model is built."""
+        validate_options(self.opset, self.exporter, self.batch)
+
+
 def export_onnx(
     model: nn.Module,
     path: str | Path,
+    options: ExportOptions = ExportOptions(),
     *,
     facts: dict[str, Any],
-    batch: int | None = None,
-    opset: int = DEFAULT_OPSET,
     image_size: int = 224,
-    exporter: str = "torchscript",
     recipe: Preprocess = DEFAULT,
     timings: dict[str, float] | None = None,
     started: float | None = None,
 ) -> dict[str, Any]:
-    """Export ``model`` to ``path`` atomically; return the manifest written beside it.
+    """Export ``model`` to ``path`` atomically with ``options``; return the manifest written beside it.
 
     ``facts`` carries what the caller knows about the model (arch, depth, classes, weights
     source and sha256); they go into the ONNX metadata and the manifest. ``timings`` (seconds
     the caller spent before, e.g. ``{"model": 6.1}``) join the manifest's ``timings_s``, whose
     ``total`` counts from ``started`` (a ``time.perf_counter()`` value) when given.
     """
-    validate_options(opset, exporter, batch)
+    options.check()
+    batch, opset, exporter = options.batch, options.opset, options.exporter
     t0 = time.perf_counter()
     folded = fold_batchnorm(model)
     t_fold = time.perf_counter()
@@ -205,4 +219,4 @@ def export_onnx(
     return manifest
 
 
-__all__ = ["DEFAULT_OPSET", "EXPORTERS", "OPSETS", "check_onnx", "export_onnx", "fold_batchnorm", "validate_options"]
+__all__ = ["DEFAULT_OPSET", "EXPORTERS", "OPSETS", "ExportOptions", "check_onnx", "export_onnx", "fold_batchnorm", "validate_options"]

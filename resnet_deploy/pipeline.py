@@ -2,11 +2,14 @@
 
 Each stage makes one artifact from the file before it and never calls another stage
 (:mod:`.export`, :mod:`.precision`, :mod:`.engine`); this module chains them, making what is
-missing or stale:
+missing or stale. Every function takes the model as one :class:`~resnet_deploy.model.ModelRef`
+and the precision as a parsed :class:`~resnet_deploy.artifacts.Precision`, both made where the
+user named them (the CLI, :mod:`resnet_deploy.api`)::
 
-    ensure_onnx(50)                          # the FP32 ONNX: exported when missing or from other weights
-    ensure_precision(50, "int8")             # + the INT8 Q/DQ ONNX, reused while its request matches
-    ensure_engine(50, "int8", BuildOptions(flavour="trt-rtx"))   # + the engine, reused while its manifest matches
+    model = ModelRef.of(50)
+    ensure_onnx(model)                          # the FP32 ONNX: exported when missing or from other weights
+    ensure_precision(model, Precision.INT8)     # + the INT8 Q/DQ ONNX, reused while its request matches
+    ensure_engine(model, Precision.INT8, BuildOptions(flavour="trt-rtx"))   # + the engine, reused while its manifest matches
 
 Consumers (the API, bench, packaging) ask for an artifact here and get its manifest (with
 ``"path"``); stages meet only through files and their manifests, in the way Triton Model
@@ -24,72 +27,59 @@ from typing import Any
 
 from torch import nn
 
-from .artifacts import DEFAULT_ROOT, artifact_path, check_precision, ensure_writable_dir, sha256_file, verified_manifest, work_folder
+from .artifacts import DEFAULT_ROOT, Precision, artifact_path, ensure_writable_dir, verified_manifest, work_folder
 from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight
-from .engine import ensure_engine as build_or_reuse
+from .engine import ensure_engine as build_or_reuse_engine  # (the engine stage's name; the pipeline's is ensure_engine)
 from .errors import UserError
-from .model import RANDOM_SEED, create_model, random_source, read_state_dict, resolve_arch
-from .model.weights import state_dict_sha256
-from .onnx_export import DEFAULT_OPSET, export_onnx, validate_options
+from .model import ModelRef, build_model, read_state_dict, state_dict_sha256
+from .onnx_export import ExportOptions, export_onnx
 from .onnx_meta import artifact_facts
-from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, make_precision_onnx, read_fp32_source
-from .precision.artifact import check_request, precision_request, reusable
-from .precision.exclude import check_exclude, parse_exclude
+from .precision import QuantizeOptions, TunedInt8, check_exclude, make_precision_onnx, precision_request, read_fp32_source, reusable
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
-from .tuning import acceptor, load_eval_set, search_plain
+from .tuning import TuningOptions, acceptor, load_eval_set, search_plain
 
 
-def load_model(depth: int | str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
-               preact: bool = False, seed: int = RANDOM_SEED) -> nn.Module:
+def load_model(model: ModelRef) -> nn.Module:
     """The PyTorch model (the FP32 reference of every parity check)."""
-    return create_model(depth, num_classes=num_classes, weights=weights, preact=preact, seed=seed)
+    return build_model(model)
 
 
-def export_model(depth: int | str, *, weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
-                 out_dir: str | os.PathLike[str] = DEFAULT_ROOT, batch: int | None = None, opset: int | None = None,
-                 exporter: str = "torchscript", preact: bool = False, seed: int = RANDOM_SEED,
-                 progress: Progress = quiet) -> dict[str, Any]:
+def export_model(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                 options: ExportOptions = ExportOptions(), progress: Progress = quiet) -> dict[str, Any]:
     """Build the model and write ``<out_dir>/<arch>/<arch>.fp32.onnx`` plus its manifest (always)."""
-    arch = resolve_arch(depth, preact)
-    validate_options(opset or DEFAULT_OPSET, exporter, batch)
-    path = artifact_path(arch, "fp32", "onnx", out_dir)
+    options.check()
+    path = artifact_path(model.arch, Precision.FP32, "onnx", out_dir)
     ensure_writable_dir(path.parent)
     t0 = time.perf_counter()
-    progress(f"building {arch} ({'weights ' + str(weights) if weights else 'seeded random weights scaled on photos'})")
-    model = load_model(arch, num_classes=num_classes, weights=weights, seed=seed)
+    progress(f"building {model.arch} "
+             f"({'weights ' + str(model.weights) if model.weights else 'seeded random weights scaled on photos'})")
+    network = load_model(model)
     t_model = time.perf_counter() - t0
     progress(f"exporting {path}")
-    recipe = model.card.recipe
-    manifest = export_onnx(model, path, facts=model.card.facts(), batch=batch, opset=opset or DEFAULT_OPSET,
-                           image_size=recipe.image_size, exporter=exporter, recipe=recipe, timings={"model": t_model},
-                           started=t0)
+    recipe = model.recipe or network.card.recipe
+    manifest = export_onnx(network, path, options, facts=network.card.facts(), image_size=recipe.image_size,
+                           recipe=recipe, timings={"model": t_model}, started=t0)
     return {"path": str(path), **manifest}
 
 
-def stale_reason(meta: dict[str, str], weights: str | os.PathLike[str] | None, num_classes: int | None) -> str | None:
-    """Why an existing FP32 ONNX does not match explicitly requested weights/classes, or None.
+def stale_reason(meta: dict[str, str], model: ModelRef) -> str | None:
+    """Why an existing FP32 ONNX does not match the model's explicitly requested weights/classes, or None.
 
-    Without ``weights`` the existing export is used whatever it was made from (a user's own
+    Without weights the existing export is used whatever it was made from (a user's own
     export must never be replaced by random weights); its manifest says which weights.
     """
-    if weights is not None:
-        path = Path(weights).expanduser()
-        if not path.is_file():
-            raise UserError(f"weights file not found: {weights}")
-        if meta.get("weights_file_sha256") != sha256_file(path):
-            return f"it was exported from {meta.get('weights_source', 'other weights')}, not {weights}"
-    if num_classes is not None and meta.get("num_classes") != str(num_classes):
-        return f"it has {meta.get('num_classes')} classes, not {num_classes}"
+    if model.weights is not None and meta.get("weights_file_sha256") != model.weights_sha256:
+        return f"it was exported from {meta.get('weights_source', 'other weights')}, not {model.weights}"
+    if model.num_classes is not None and meta.get("num_classes") != str(model.num_classes):
+        return f"it has {meta.get('num_classes')} classes, not {model.num_classes}"
     return None
 
 
-def ensure_onnx(depth: int | str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
-                seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet) -> dict[str, Any]:
+def ensure_onnx(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT, force: bool = False,
+                progress: Progress = quiet) -> dict[str, Any]:
     """The FP32 ONNX's manifest (with ``"path"``), exported first when missing, stale or forced."""
-    arch = resolve_arch(depth, preact)
-    path = artifact_path(arch, "fp32", "onnx", out_dir)
+    path = artifact_path(model.arch, Precision.FP32, "onnx", out_dir)
     reason = "it does not exist yet" if not path.is_file() else ("--force" if force else None)
     manifest: dict[str, Any] = {}
     if reason is None:
@@ -97,117 +87,86 @@ def ensure_onnx(depth: int | str, *, out_dir: str | os.PathLike[str] = DEFAULT_R
         if not meta.get("weights_source"):
             raise UserError(f"{path} was not made by resnet-deploy (it records no weights): move it away, or "
                             "convert it with --onnx FILE")
-        reason = stale_reason(meta, weights, num_classes)
+        reason = stale_reason(meta, model)
     if reason is None:
         try:  # no reader trusts a manifest that does not describe its file (an interrupted write, a copy)
             manifest = verified_manifest(path, what="ONNX model", fix="re-export it")
         except UserError as e:
             source = meta.get("weights_source", "")
-            if weights is None and source and not source.startswith("random("):
+            if model.weights is None and source and not source.startswith("random("):
                 raise UserError(f"{e}; it was made from {source}: re-export it with those --weights") from None
             reason = f"no manifest matches it: {e}"
     if reason:
         progress(f"exporting {path} first ({reason})")
-        return {**export_model(arch, weights=weights, num_classes=num_classes, out_dir=out_dir, seed=seed,
-                               progress=progress), "reused": False}
+        return {**export_model(model, out_dir=out_dir, progress=progress), "reused": False}
     progress(f"source: {path} (weights {meta.get('weights_source', 'unknown')})")
     return {**manifest, "path": str(path), "precision": "fp32", "reused": True}
 
 
-def ensure_precision(depth: int | str, precision: str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                     weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
-                     preact: bool = False, seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
-                     calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", fp16_io: bool = False,
-                     high_precision: str = "fp32", source: str | os.PathLike[str] | None = None,
-                     exclude: str | list[str] | None = None, min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
-                     progress_bar: bool = False, accuracy_target: float | None = None,
-                     data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,
-                     limit: int | None = None, max_excluded: int | None = None) -> dict[str, Any]:
+def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                     options: QuantizeOptions = QuantizeOptions(), tuning: TuningOptions = TuningOptions(),
+                     source: str | os.PathLike[str] | None = None, force: bool = False, progress: Progress = quiet,
+                     progress_bar: bool = False) -> dict[str, Any]:
     """The ``precision`` ONNX's manifest (with ``"path"`` and ``"reused"``), making what is missing.
 
     ``fp32`` is the exported ONNX itself. ``source`` converts a given FP32 ONNX instead of the
-    default export (which is made first when missing or made from other ``weights``).
-    ``accuracy_target`` (INT8) tunes it to that fraction of FP32's top-1 on ``data``
-    (:func:`ensure_tuned_int8`, which ``labels``, ``limit`` and ``max_excluded`` belong to).
+    default export (which is made first when missing or made from other weights).
+    ``tuning.accuracy_target`` (INT8) tunes it to that fraction of FP32's top-1 on ``tuning.data``
+    (:func:`ensure_tuned_int8`).
     """
-    precision = check_precision(precision)
-    arch = resolve_arch(depth, preact)
-    if accuracy_target is not None:
-        if precision != "int8":
+    if tuning.accuracy_target is not None:
+        if precision != Precision.INT8:
             raise UserError(f"--accuracy-target tunes INT8 quantization: use it with --precision int8, not {precision}")
-        if fp16_io:
+        if options.fp16_io:
             raise UserError("--fp16-io applies to --precision fp16 only (INT8 models keep FP32 inputs/outputs)")
-        return ensure_tuned_int8(arch, accuracy_target, data=data, labels=labels, limit=limit, max_excluded=max_excluded,
-                                 out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, calib=calib,
-                                 calib_samples=calib_samples, method=method, high_precision=high_precision,
-                                 source=source, exclude=exclude, min_calib_images=min_calib_images, force=force,
+        return ensure_tuned_int8(model, tuning, out_dir=out_dir, options=options, source=source, force=force,
                                  progress=progress, progress_bar=progress_bar)
-    given = [f for f, v in (("--data", data), ("--labels", labels), ("--limit", limit), ("--max-excluded", max_excluded))
-             if v is not None]
-    if given:
-        raise UserError(f"{', '.join(given)} set(s) what --accuracy-target is measured on; give --accuracy-target too")
-    if precision != "fp32":  # a request that cannot be made fails before any export
-        check_request(precision, calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
-                      high_precision=high_precision, exclude=exclude)
-    if precision == "fp32":
-        check_exclude(precision, exclude)
+    tuning.check()
+    if precision == Precision.FP32:
+        check_exclude(precision, options.exclude)
         if source is not None:
             raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
-        return ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, force=force,
-                           progress=progress)
+        return ensure_onnx(model, out_dir=out_dir, force=force, progress=progress)
+    options = options.checked(precision)  # a request that cannot be made fails before any export
     if source is None:
-        source = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
-                             progress=progress)["path"]
-    return make_precision_onnx(source, precision, out_dir=out_dir, calib=calib, calib_samples=calib_samples,
-                               method=method, fp16_io=fp16_io, high_precision=high_precision, exclude=exclude, seed=seed,
-                               min_calib_images=min_calib_images, force=force, progress=progress,
-                               progress_bar=progress_bar)
+        source = ensure_onnx(model, out_dir=out_dir, progress=progress)["path"]
+    return make_precision_onnx(source, precision, options, out_dir=out_dir, seed=model.seed, force=force,
+                               progress=progress, progress_bar=progress_bar)
 
 
-def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | os.PathLike[str] | None = None,
-                      labels: str | os.PathLike[str] | None = None, limit: int | None = None,
-                      max_excluded: int | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                      weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
-                      preact: bool = False, seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
-                      calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", high_precision: str = "fp32",
-                      source: str | os.PathLike[str] | None = None, exclude: str | list[str] | None = None,
-                      min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
-                      progress_bar: bool = False) -> dict[str, Any]:
-    """The INT8 ONNX that meets ``accuracy_target x`` FP32's top-1 on ``data`` (``quantize --accuracy-target``).
+def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                      options: QuantizeOptions = QuantizeOptions(), source: str | os.PathLike[str] | None = None,
+                      force: bool = False, progress: Progress = quiet, progress_bar: bool = False) -> dict[str, Any]:
+    """The INT8 ONNX that meets ``tuning.accuracy_target x`` FP32's top-1 on ``tuning.data`` (``quantize --accuracy-target``).
 
-    Plain INT8 first (with ``exclude`` as the fixed start), then :mod:`resnet_deploy.tuning`'s
+    Plain INT8 first (with ``options.exclude`` as the fixed start), then :mod:`resnet_deploy.tuning`'s
     greedy search on ONNX Runtime CPU keeps the most sensitive blocks in high precision until the
     target holds; ModelOpt then quantizes with those exclusions, and the result is measured again
     before it is published. Reused while the request (tuning part included) matches.
     """
-    if not 0 < accuracy_target <= 1:
-        raise UserError(f"--accuracy-target is a fraction of FP32's top-1 in (0, 1], e.g. 0.99; got {accuracy_target}")
-    if max_excluded is not None and max_excluded < 0:
-        raise UserError(f"--max-excluded must be at least 0, got {max_excluded}")
-    if high_precision != "fp32":
+    if tuning.accuracy_target is None:
+        raise ValueError("ensure_tuned_int8 needs tuning.accuracy_target")
+    tuning.check()
+    if options.high_precision != "fp32":
         raise UserError("--accuracy-target measures candidates on ONNX Runtime CPU, which mis-computes "
                         "--high-precision fp16 graphs: tune with fp32, then quantize --high-precision fp16 "
                         "--exclude <the modules it kept>")
-    exclude = parse_exclude(exclude)
-    _, method = check_request("int8", calib=calib, calib_samples=calib_samples, method=method,
-                              high_precision=high_precision, exclude=exclude)
-    arch = resolve_arch(depth, preact)
+    options = options.checked(Precision.INT8)
     if source is None:
-        source = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
-                             progress=progress)["path"]
+        source = ensure_onnx(model, out_dir=out_dir, progress=progress)["path"]
     src = Path(source).expanduser()
     src_meta = read_fp32_source(src)
-    images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
-                           labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=seed,
-                           progress=progress, progress_bar_enabled=progress_bar)
-    tuning = {"accuracy_target": accuracy_target, "data_digest": images.digest, "max_excluded": max_excluded}
-    options = dict(calib=calib, calib_samples=calib_samples, method=method, high_precision=high_precision,
-                   exclude=exclude, seed=seed)
-    dst = artifact_path(src_meta.get("arch") or arch, "int8", "onnx", out_dir)
+    images = load_eval_set(tuning.data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
+                           labels_file=tuning.labels, limit=tuning.limit, calib=options.calib,
+                           calib_samples=options.calib_samples, seed=model.seed, progress=progress,
+                           progress_bar_enabled=progress_bar)
+    record = {"accuracy_target": tuning.accuracy_target, "data_digest": images.digest,
+              "max_excluded": tuning.max_excluded}
+    dst = artifact_path(src_meta.get("arch") or model.arch, Precision.INT8, "onnx", out_dir)
     plain = None
     if not force:  # one request (the source and calibration data hashed once): plain, and tuned = plain + tuning
-        plain_request = precision_request(src, "int8", src_meta, **options)
-        cached = reusable(dst, {**plain_request, "tuning": tuning})
+        plain_request = precision_request(src, Precision.INT8, src_meta, options, seed=model.seed)
+        cached = reusable(dst, {**plain_request, "tuning": record})
         if cached is not None:
             progress(f"reusing {dst}: tuned for the same target, images and settings (--force redoes it)")
             return {**cached, "path": str(dst), "reused": True}
@@ -217,39 +176,38 @@ def ensure_tuned_int8(depth: int | str, accuracy_target: float, *, data: str | o
     with work_folder(dst) as work:
         start = work / "plain.int8.onnx"
         if plain is None:
-            plain = make_precision_onnx(src, "int8", out_dir=work / "plain", min_calib_images=min_calib_images,
-                                        progress=progress, progress_bar=progress_bar, **options)
+            plain = make_precision_onnx(src, Precision.INT8, options, out_dir=work / "plain", seed=model.seed,
+                                        progress=progress, progress_bar=progress_bar)
             shutil.copyfile(plain["path"], start)
         else:
             progress(f"starting from {dst}: plain INT8 of the same source, calibration data and settings")
             shutil.copyfile(dst, start)
-        measure, found = search_plain(src, start, images, accuracy_target, work, max_excluded=max_excluded,
-                                      progress=progress, progress_bar_enabled=progress_bar)
+        measure, found = search_plain(src, start, images, tuning.accuracy_target, work,
+                                      max_excluded=tuning.max_excluded, progress=progress,
+                                      progress_bar_enabled=progress_bar)
         if found["kept"]:
             progress(f"quantizing again with {', '.join(found['kept'])} kept out of INT8, then measuring the result")
-        quantized = None if found["kept"] else (start, plain["conversion"])
-        return make_precision_onnx(src, "int8", out_dir=out_dir, min_calib_images=min_calib_images, force=True,
-                                   tuning=tuning, keep=found["kept"], accept=acceptor(measure, found),
-                                   quantized=quantized, progress=progress, progress_bar=progress_bar, **options)
+        tuned = TunedInt8(tuning=record, keep=tuple(found["kept"]), accept=acceptor(measure, found),
+                          quantized=None if found["kept"] else (start, plain["conversion"]))
+        return make_precision_onnx(src, Precision.INT8, options, out_dir=out_dir, seed=model.seed, force=True,
+                                   tuned=tuned, progress=progress, progress_bar=progress_bar)
 
 
-def current_precision(depth: int | str, precision: str, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                      weights: str | os.PathLike[str] | None = None, num_classes: int | None = None,
-                      preact: bool = False, seed: int = RANDOM_SEED, progress: Progress = quiet,
-                      **make: Any) -> dict[str, Any]:
-    """The precision ONNX the later stages (build, parity, eval, bench, package, diagnose) use.
+def precision_manifest(model: ModelRef, precision: Precision, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
+                       options: QuantizeOptions = QuantizeOptions(), progress: Progress = quiet,
+                       progress_bar: bool = False) -> dict[str, Any]:
+    """The manifest (with ``"path"``) of the precision ONNX the later stages (build, parity, eval, bench,
+    package, diagnose) use.
 
     The one ``quantize`` left at the artifact path is used as it is, whatever settings made it
     (``--calib``, ``--exclude``, ``--accuracy-target``), while its file matches its manifest and
     it was made from the current FP32 export; only when there is none (or it is stale) is one
-    made, with ``make``'s settings (:func:`ensure_precision`'s keywords; defaults when empty).
+    made, with ``options`` (defaults when not given).
     """
-    precision = check_precision(precision)
-    arch = resolve_arch(depth, preact)
-    fp32 = ensure_onnx(arch, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed, progress=progress)
-    if precision == "fp32":
+    fp32 = ensure_onnx(model, out_dir=out_dir, progress=progress)
+    if precision == Precision.FP32:
         return fp32
-    dst = artifact_path(arch, precision, "onnx", out_dir)
+    dst = artifact_path(model.arch, precision, "onnx", out_dir)
     if dst.is_file():
         try:
             manifest = verified_manifest(dst)
@@ -258,72 +216,78 @@ def current_precision(depth: int | str, precision: str, *, out_dir: str | os.Pat
         if manifest.get("precision") == precision and manifest.get("source", {}).get("sha256") == fp32.get("sha256"):
             progress(f"using {dst} as quantize made it")
             return {**manifest, "path": str(dst), "reused": True}
-    return ensure_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
-                            source=fp32["path"], progress=progress, **make)
+    return ensure_precision(model, precision, out_dir=out_dir, options=options, source=fp32["path"], progress=progress,
+                            progress_bar=progress_bar)
 
 
-def ensure_engine(depth: int | str | None, precision: str | None = "fp32", options: BuildOptions | None = None, *,
-                  onnx: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                  weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
-                  seed: int = RANDOM_SEED, force: bool = False, progress: Progress = quiet,
+def given_onnx(model: ModelRef | None, onnx: str | os.PathLike[str], precision: Precision | None,
+               options: BuildOptions) -> tuple[str, Precision, Path]:
+    """``(arch, precision, path)`` of an ONNX given to compile: checked to be a classifier of ``model``'s architecture."""
+    onnx_path = Path(onnx)
+    if not onnx_path.is_file():
+        raise UserError(f"ONNX file not found: {onnx_path}")
+    facts = artifact_facts(onnx_path, "onnx")  # an image classifier, or one line saying why not
+    precision = precision if precision is not None else Precision.parse(facts["precision"])
+    preflight(options, precision)
+    recorded = facts.get("arch")
+    if model is None:
+        # a model not made here has no architecture name: its engine is named after its file
+        return recorded or re.sub(r"[^A-Za-z0-9_-]+", "_", onnx_path.name.split(".")[0]) or "model", precision, onnx_path
+    if recorded and recorded != model.arch:
+        raise UserError(f"{onnx_path} holds {recorded}, not {model.arch}; pass --depth to match it")
+    return model.arch, precision, onnx_path
+
+
+def ensure_engine(model: ModelRef | None, precision: Precision | None = Precision.FP32,
+                  options: BuildOptions | None = None, *, onnx: str | os.PathLike[str] | None = None,
+                  out_dir: str | os.PathLike[str] = DEFAULT_ROOT, force: bool = False, progress: Progress = quiet,
                   build_progress: ProgressCallback | None = None) -> dict[str, Any]:
     """``<out_dir>/<arch>/<arch>.<precision>.<flavour>.engine`` for a model: what ``resnet-deploy build`` does.
 
-    The precision's ONNX (``onnx``, or the one :func:`ensure_precision` makes) is compiled; the
-    engine is reused when its manifest matches the request and rebuilt otherwise. The result
-    says which (``reused``) and why (``rebuild_reason``). A missing TensorRT or GPU is reported
-    before any ONNX work.
+    The precision's ONNX (``onnx``, or the one :func:`precision_manifest` names, made when missing)
+    is compiled; the engine is reused when its manifest matches the request and rebuilt otherwise.
+    The result says which (``reused``) and why (``rebuild_reason``). A missing TensorRT or GPU is
+    reported before any ONNX work. ``model`` may be ``None`` with ``onnx`` (a model made
+    elsewhere), ``precision`` ``None`` with ``onnx`` (the file's).
     """
     opts = options if options is not None else BuildOptions()
     if onnx is not None:
-        onnx_path = Path(onnx)
-        if not onnx_path.is_file():
-            raise UserError(f"ONNX file not found: {onnx_path}")
-        facts = artifact_facts(onnx_path, "onnx")  # an image classifier, or one line saying why not
-        precision = check_precision(precision) if precision is not None else facts["precision"]
-        preflight(opts, precision)
-        recorded = facts.get("arch")
-        if depth is None:
-            # a model not made here has no architecture name: its engine is named after its file
-            arch = recorded or re.sub(r"[^A-Za-z0-9_-]+", "_", onnx_path.name.split(".")[0]) or "model"
-        else:
-            arch = resolve_arch(depth, preact)
-            if recorded and recorded != arch:
-                raise UserError(f"{onnx_path} holds {recorded}, not {arch}; pass --depth to match it")
+        arch, precision, onnx_path = given_onnx(model, onnx, precision, opts)
         onnx_status = "given"
     else:
-        precision = check_precision(precision or "fp32")
+        precision = precision or Precision.FP32
         preflight(opts, precision)
-        arch = resolve_arch(50 if depth is None else depth, preact)
-        made = current_precision(arch, precision, out_dir=out_dir, weights=weights, num_classes=num_classes, seed=seed,
-                                 progress=progress)
+        model = model or ModelRef.of(50)
+        arch = model.arch
+        made = precision_manifest(model, precision, out_dir=out_dir, progress=progress)
         onnx_path = Path(made["path"])
         onnx_status = "reused" if made.get("reused", True) else "made"
     engine_path = engine_path_for(arch, precision, opts.flavour, out_dir)
     ensure_writable_dir(engine_path.parent)
-    manifest, reason = build_or_reuse(onnx_path, engine_path, opts, precision=precision, force=force,
-                                      progress=build_progress, say=progress)
+    manifest, reason = build_or_reuse_engine(onnx_path, engine_path, opts, precision=precision, force=force,
+                                             progress=build_progress, say=progress)
     return {**manifest, "path": str(engine_path), "reused": reason is None, "rebuild_reason": reason,
             "onnx_status": onnx_status}
 
 
-def check_same_weights(artifact: Path, meta: dict[str, str], weights: str | os.PathLike[str] | None, seed: int) -> None:
-    """Refuse an artifact made from other weights than the ones asked for (cheap checks, no model build)."""
+def check_same_weights(artifact: Path, meta: dict[str, str], model: ModelRef) -> None:
+    """Refuse an artifact made from other weights than the model's (cheap checks, no model build)."""
     source = meta.get("weights_source")
     if not source:
         return  # not made by this toolkit: nothing recorded to compare
-    if weights is None:
-        want = random_source(seed)
+    if model.weights is None:
+        want = model.weights_source
         if source != want:
             raise UserError(f"{artifact} was made from {source}, not the seeded random weights {want}; "
                             "pass the same --weights (or --artifact another file)")
         return
-    if meta.get("weights_file_sha256") and meta["weights_file_sha256"] == sha256_file(weights):
+    if meta.get("weights_file_sha256") and meta["weights_file_sha256"] == model.weights_sha256:
         return
-    if meta.get("weights_sha256") and state_dict_sha256(read_state_dict(weights)) == meta["weights_sha256"]:
+    if meta.get("weights_sha256") and state_dict_sha256(read_state_dict(model.weights)) == meta["weights_sha256"]:
         return
-    raise UserError(f"{artifact} was made from other weights ({source}) than {weights}; re-export it or pass the matching --weights")
+    raise UserError(f"{artifact} was made from other weights ({source}) than {model.weights}; re-export it or pass "
+                    "the matching --weights")
 
 
-__all__ = ["check_same_weights", "current_precision", "ensure_engine", "ensure_onnx", "ensure_precision", "ensure_tuned_int8", "export_model", "load_model",
-           "stale_reason"]
+__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "ensure_precision", "ensure_tuned_int8", "export_model",
+           "load_model", "precision_manifest", "stale_reason"]

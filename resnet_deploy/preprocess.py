@@ -137,14 +137,6 @@ def load_image(path: str | os.PathLike[str]):
         raise UserError(f"cannot decode image {path}: {e}") from None
 
 
-def preprocess_files(paths: Iterable[str | os.PathLike[str]], recipe: Preprocess = DEFAULT) -> np.ndarray:
-    """Load and preprocess files into one float32 NCHW batch."""
-    arrays = [preprocess_image(load_image(p), recipe) for p in paths]
-    if not arrays:
-        raise UserError("no images given")
-    return np.stack(arrays)
-
-
 # Real photographs that scikit-image ships inside its wheel (no download). "camera" is grayscale
 # and exercises the conversion path.
 SAMPLE_IMAGES = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field",

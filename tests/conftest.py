@@ -5,8 +5,9 @@ import pytest
 import torch
 from fakes import install_fake_tensorrt, make_tiny_onnx
 
+from resnet_deploy.api import export as export_model
+from resnet_deploy.api import quantize as ensure_precision
 from resnet_deploy.engine import BuildOptions, build_engine, engine_path_for
-from resnet_deploy.pipeline import ensure_precision, export_model
 from resnet_deploy.precision import modelopt_available
 
 # CI has 2 cores; keep torch from oversubscribing them alongside ONNX Runtime.

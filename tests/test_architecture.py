@@ -173,3 +173,87 @@ def test_cli_modules_do_not_import_each_other():
         others = [t for t in GRAPH[m] if within(t, "resnet_deploy.cli") and t not in ("resnet_deploy.cli.common", m)]
         assert not others, (m, others)
 
+
+# ---- parameters and public faces (issue 28) ----
+
+BOUNDARY = ("resnet_deploy.cli", "resnet_deploy.api")  # keyword options mirror the commands' flags
+MAX_PARAMETERS = 10
+# A stage or service package is reached from outside through its __init__'s public names only.
+PUBLIC_FACES = ("resnet_deploy.model", "resnet_deploy.precision", "resnet_deploy.engine", "resnet_deploy.runners",
+                "resnet_deploy.tuning", "resnet_deploy.deploy", "resnet_deploy.bench")
+BENCHMARKS = PACKAGE.parent / "benchmarks"
+
+
+def functions(path: Path):
+    """``(name, parameter names)`` of every function and method in a file (``self``/``cls`` left out)."""
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef)):
+            a = node.args
+            params = [p.arg for p in a.posonlyargs + a.args + a.kwonlyargs if p.arg not in ("self", "cls")]
+            yield node.name, params
+
+
+def public_names(package: str) -> set[str]:
+    """The package's ``__all__``, read from its ``__init__.py`` (nothing imported)."""
+    init = PACKAGE.parent.joinpath(*package.split("."), "__init__.py")
+    for node in ast.parse(init.read_text()).body:
+        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
+            return {ast.literal_eval(e) for e in node.value.elts if isinstance(e, ast.Constant)}
+    return set()
+
+
+def private_reaches(module: str, path: Path) -> list[str]:
+    """Imports in ``module`` that reach into a public-face package other than its own past its public names."""
+    bad = []
+    for base, names in imports(module, path):
+        for package in PUBLIC_FACES:
+            if within(module, package) or not within(base, package):
+                continue
+            if base != package:
+                bad.append(f"{base} ({', '.join(names) or 'module'})")
+            else:
+                hidden = sorted(set(names) - public_names(package))
+                bad += [f"{package}.{n} (not in __all__)" for n in hidden]
+    return bad
+
+
+def test_no_function_takes_more_than_10_parameters():
+    """The rest belongs in an option object the stage owns (QuantizeOptions, TuningOptions, ExportOptions, ...)."""
+    many = {f"{m}.{name}": len(params) for m, p in modules().items() if not any(within(m, b) for b in BOUNDARY)
+            for name, params in functions(p) if len(params) > MAX_PARAMETERS}
+    assert not many, many
+
+
+def test_the_model_travels_as_one_reference():
+    """``weights``, ``num_classes`` and ``seed`` are one ModelRef past the boundary: only the factory
+    (``ModelRef.of``) and the README's ``create_model`` take them apart."""
+    apart = [f"{m}.{name}" for m, p in modules().items() if not any(within(m, b) for b in BOUNDARY)
+             for name, params in functions(p) if {"weights", "num_classes", "seed"} <= set(params)]
+    assert sorted(apart) == ["resnet_deploy.model.create_model", "resnet_deploy.model.ref.of"], apart
+
+
+def test_the_checkers_see_what_they_claim():
+    assert "make_precision_onnx" in public_names("resnet_deploy.precision")
+    assert private_reaches("resnet_deploy.x", Path(__file__)) == []  # (this file imports no package of the toolkit)
+    fake = PACKAGE.parent / "tests" / "_reach_probe.py"
+    try:
+        fake.write_text("from resnet_deploy.precision.calib import load_calibration\n"
+                        "from resnet_deploy.precision import make_precision_onnx, calibration_digest, _private\n"
+                        "def f(a, b, c, d, e, f, g, h, i, j, k): pass\n")
+        assert private_reaches("probe", fake) == ["resnet_deploy.precision.calib (load_calibration)",
+                                                  "resnet_deploy.precision._private (not in __all__)"]
+        assert [len(p) for _, p in functions(fake)] == [11]
+    finally:
+        fake.unlink()
+
+
+def test_consumers_use_the_public_faces_of_packages():
+    bad = {m: r for m, p in modules().items() if (r := private_reaches(m, p))}
+    assert not bad, bad
+
+
+def test_benchmarks_use_the_public_faces_of_packages():
+    scripts = sorted(BENCHMARKS.rglob("*.py"))
+    assert scripts
+    bad = {p.relative_to(BENCHMARKS).as_posix(): r for p in scripts if (r := private_reaches("benchmarks", p))}
+    assert not bad, bad

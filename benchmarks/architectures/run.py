@@ -43,7 +43,7 @@ from resnet_deploy.bench import BenchConfig, run_bench  # noqa: E402
 from resnet_deploy.bench.env import device_label, environment  # noqa: E402
 from resnet_deploy.compare import parity_batch  # noqa: E402
 from resnet_deploy.engine import BuildOptions  # noqa: E402
-from resnet_deploy.model import arch_spec  # noqa: E402
+from resnet_deploy.model import ModelRef, arch_spec  # noqa: E402
 from resnet_deploy.versions import dist_version  # noqa: E402
 
 NETWORKS = ("resnet18", "resnet50", "resnet152", "densenet121", "seresnet50", "alexnet", "vgg16", "googlenet")
@@ -79,13 +79,13 @@ def seeded_behaviour(arch: str) -> dict:
 
 def engine_bytes(arch: str, precision: str, out_dir: Path) -> int:
     """The TensorRT-RTX engine of this precision (batch 1..8), built on this CPU."""
-    m = pipeline.ensure_engine(arch, precision, BuildOptions(flavour="trt-rtx", max_batch=8), out_dir=out_dir)
+    m = rd.build(arch, precision=precision, options=BuildOptions(flavour="trt-rtx", max_batch=8), out_dir=out_dir)
     return int(m["engine_bytes"])
 
 
 def parity_of(arch: str, precision: str, out_dir: Path) -> dict:
     t0 = time.perf_counter()
-    made = pipeline.ensure_precision(arch, precision, out_dir=out_dir)
+    made = rd.quantize(arch, precision, out_dir=out_dir)
     seconds = time.perf_counter() - t0
     r = rd.parity(arch, precision=precision, out_dir=out_dir)
     return {"rel_l2": r["rel_l2"], "cosine": r["cosine"], "top1": r["top1_agreement"], "finite": r["finite"],
@@ -109,7 +109,7 @@ def measure(arch: str, out_dir: Path, min_time: float) -> dict:
     log(f"{arch}: facts")
     d = rd.describe(arch)
     t0 = time.perf_counter()
-    fp32 = pipeline.ensure_onnx(arch, out_dir=out_dir)
+    fp32 = pipeline.ensure_onnx(ModelRef.of(arch), out_dir=out_dir)
     export_s = time.perf_counter() - t0
     log(f"{arch}: ONNX Runtime CPU latency and throughput")
     rows = bench_rows(arch, out_dir, min_time)

@@ -11,7 +11,7 @@
    torchvision stem downsamples 4x (32 -> 8), so layer4 sees 1x1: fine for digits, and it
    keeps the network exactly the ResNet-18 that is deployed.
 3. Export the FP32 ONNX with the 32x32 recipe, convert FP16 (AutoCast) and INT8 (ModelOpt PTQ,
-   entropy, calibrated on training images) with ``ensure_precision_onnx``, and evaluate all
+   entropy, calibrated on training images) with ``pipeline.ensure_precision``, and evaluate all
    three on the held-out split with ``evaluate`` (what ``resnet-deploy eval`` runs).
 4. Check the bars: FP32 top-1 >= 95 %, FP16 within 0.2 pp of FP32, INT8 >= 99 % of FP32.
 
@@ -64,7 +64,7 @@ def train(x: np.ndarray, y: np.ndarray, *, epochs: int, seed: int, batch: int = 
     from torch import nn
 
     import resnet_deploy as rd
-    from resnet_deploy.model.weights import WeightsInfo, state_dict_sha256
+    from resnet_deploy.model import WeightsInfo, state_dict_sha256
 
     torch.manual_seed(seed)
     torch.use_deterministic_algorithms(True)
@@ -122,10 +122,10 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     from sklearn.datasets import load_digits
     from sklearn.model_selection import train_test_split
 
-    from resnet_deploy import api
-    from resnet_deploy.artifacts import artifact_path
-    from resnet_deploy.onnx_export import export_onnx
-    from resnet_deploy.pipeline import ensure_precision as ensure_precision_onnx
+    from resnet_deploy import api, pipeline
+    from resnet_deploy.artifacts import Precision
+    from resnet_deploy.model import ModelRef
+    from resnet_deploy.precision import QuantizeOptions
     from resnet_deploy.preprocess import Preprocess
 
     evaluate = api.evaluate
@@ -151,15 +151,16 @@ def run(work: Path, *, epochs: int = 30, seed: int = 0, test_size: float = 0.3, 
     torch.save(model.state_dict(), work / "digits_resnet18.pth")
     weights_sha256 = model.card.weights.sha256
 
-    fp32 = artifact_path("resnet18", "fp32", "onnx", engines)
-    export_onnx(model, fp32, facts=model.card.facts(), image_size=recipe.image_size, recipe=recipe)
+    # the trained file, exported at the 32x32 recipe it was trained with (the pipeline records both)
+    trained = ModelRef.of(18, weights=work / "digits_resnet18.pth", num_classes=10, seed=seed, recipe=recipe)
+    pipeline.export_model(trained, out_dir=engines, progress=log)
     timings = {"train": round(t_train, 1)}
     manifests = {}
-    for precision in ("fp16", "int8"):
+    options = QuantizeOptions(calib=train_dir, calib_samples=calib_samples, method=method)
+    for precision in (Precision.FP16, Precision.INT8):
         t0 = time.perf_counter()
-        manifests[precision] = ensure_precision_onnx(18, precision, out_dir=engines, calib=train_dir,
-                                                     calib_samples=calib_samples, method=method, seed=seed,
-                                                     force=True, progress=log)
+        manifests[precision] = pipeline.ensure_precision(trained, precision, out_dir=engines, options=options,
+                                                         force=True, progress=log)
         timings[precision] = round(time.perf_counter() - t0, 1)
     t0 = time.perf_counter()
     report = evaluate(18, precisions=["fp32", "fp16", "int8"], data=test_dir, out_dir=engines, batch=64,

@@ -28,11 +28,11 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 import resnet_deploy as rd  # noqa: E402
 from resnet_deploy import pipeline  # noqa: E402
+from resnet_deploy.artifacts import Precision  # noqa: E402
 from resnet_deploy.bench.env import git_revision  # noqa: E402
+from resnet_deploy.model import ModelRef  # noqa: E402
 from resnet_deploy.onnx_meta import consumers_of, load_onnx, read_metadata, set_metadata  # noqa: E402
-from resnet_deploy.precision.artifact import calibration_batch  # noqa: E402
-from resnet_deploy.precision.calib import DEFAULT_CALIB_SAMPLES, load_calibration  # noqa: E402
-from resnet_deploy.precision.ptq import quantize_int8  # noqa: E402
+from resnet_deploy.precision import DEFAULT_CALIB_SAMPLES, calibration_batch, load_calibration, quantize_int8  # noqa: E402
 from resnet_deploy.preprocess import recipe_from_metadata  # noqa: E402
 from resnet_deploy.versions import dist_version  # noqa: E402
 
@@ -70,10 +70,10 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="int8-placement-") as work:
         work = Path(work)
         for arch in NETWORKS:
-            fp32 = Path(pipeline.ensure_onnx(arch, out_dir=work)["path"])
+            fp32 = Path(pipeline.ensure_onnx(ModelRef.of(arch), out_dir=work)["path"])
             # the toolkit's INT8, as `resnet-deploy quantize --precision int8` makes it
             tq = time.perf_counter()
-            placed = Path(pipeline.ensure_precision(arch, "int8", out_dir=work)["path"])
+            placed = Path(pipeline.ensure_precision(ModelRef.of(arch), Precision.INT8, out_dir=work)["path"])
             seconds = {True: time.perf_counter() - tq}
             # the same request without the passes: the CLI's calibration set and steps, ModelOpt's graph as it is
             calib = load_calibration(None, recipe_from_metadata(read_metadata(fp32)), samples=DEFAULT_CALIB_SAMPLES, seed=0)

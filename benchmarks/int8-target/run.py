@@ -42,13 +42,14 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_deploy import api, pipeline  # noqa: E402
-from resnet_deploy.artifacts import artifact_path  # noqa: E402
+from resnet_deploy.artifacts import Precision  # noqa: E402
 from resnet_deploy.bench.env import git_revision  # noqa: E402
 from resnet_deploy.errors import UserError  # noqa: E402
-from resnet_deploy.onnx_export import export_onnx  # noqa: E402
+from resnet_deploy.model import ModelRef  # noqa: E402
 from resnet_deploy.onnx_meta import read_metadata  # noqa: E402
+from resnet_deploy.precision import QuantizeOptions  # noqa: E402
 from resnet_deploy.preprocess import SAMPLE_IMAGES, Preprocess, recipe_from_metadata, to_rgb_pil  # noqa: E402
-from resnet_deploy.tuning import Measure, int8_conv_share, load_eval_set  # noqa: E402
+from resnet_deploy.tuning import Measure, TuningOptions, int8_conv_share, load_eval_set  # noqa: E402
 
 CIFAR = ROOT / "tests" / "data" / "cifar10-resnet"
 CHECKPOINTS = {20: CIFAR / "resnet20-12fca82f.th", 56: CIFAR / "resnet56-4bfd9763.th"}
@@ -76,21 +77,18 @@ def digits_case(work: Path, epochs: int, target: float, log) -> dict:
             digits.write_split(d.images, d.target, work / name, idx)
     recipe = Preprocess(**digits.RECIPE_KW)
     weights = work / "digits_resnet18.pth"
-    if weights.is_file():
-        model = pipeline.load_model(18, weights=weights, num_classes=10)
-    else:
+    if not weights.is_file():
         x, y = digits.load_split(work / "train", recipe)
         log(f"training the digits ResNet-18 ({epochs} epochs)")
-        model = digits.train(x, y, epochs=epochs, seed=0, log=log)
-        torch.save(model.state_dict(), weights)
+        torch.save(digits.train(x, y, epochs=epochs, seed=0, log=log).state_dict(), weights)
     engines = work / "engines"
-    fp32 = artifact_path(model.card.arch, "fp32", "onnx", engines)
-    if not fp32.is_file():
-        export_onnx(model, fp32, facts=model.card.facts(), image_size=recipe.image_size, recipe=recipe)
+    # the trained file, exported at the 32x32 recipe it was trained with (reused while it matches)
+    model = ModelRef.of(18, weights=weights, num_classes=10, recipe=recipe)
+    fp32 = Path(pipeline.ensure_onnx(model, out_dir=engines, progress=log)["path"])
     return {"name": "digits ResNet-18", "depth": 18, "fp32": fp32, "engines": engines, "search": work / "search",
             "heldout": work / "heldout", "images": f"{len(idx_search)} / {len(idx_held)} held-out digits (labelled)",
             "weights": f"trained on {len(idx_train)} digits, {epochs} epochs (benchmarks/digits/run.py)",
-            "make": {}, "target": target}
+            "model": model, "target": target}
 
 
 def write_views(folder: Path, n: int, seed: int, size: int = 32) -> None:
@@ -118,7 +116,8 @@ def write_views(folder: Path, n: int, seed: int, size: int = 32) -> None:
 def cifar_case(depth: int, work: Path, views: int, target: float, log, max_excluded: int | None = None) -> dict:
     engines = work / f"cifar{depth}"
     weights = CHECKPOINTS[depth]
-    fp32 = pipeline.ensure_onnx(f"resnet{depth}", out_dir=engines, weights=weights, progress=log)["path"]
+    model = ModelRef.of(depth, weights=weights)
+    fp32 = pipeline.ensure_onnx(model, out_dir=engines, progress=log)["path"]
     write_views(work / f"views{views}-search", views, SEARCH_SEED)
     write_views(work / f"views{views}-heldout", views, HELDOUT_SEED)
     name = f"CIFAR-10 ResNet-{depth}" + (f" (--max-excluded {max_excluded})" if max_excluded is not None else "")
@@ -126,7 +125,7 @@ def cifar_case(depth: int, work: Path, views: int, target: float, log, max_exclu
     return {"name": name, "max_excluded": max_excluded, "depth": f"resnet{depth}", "fp32": Path(fp32), "engines": engines,
             "search": work / f"views{views}-search", "heldout": work / f"views{views}-heldout",
             "images": f"{views} / {views} held-out photo crops (unlabelled: agreement with FP32)",
-            "weights": f"{weights.name} (akamaster/pytorch_resnet_cifar10)", "make": {"weights": weights}, "target": target}
+            "weights": f"{weights.name} (akamaster/pytorch_resnet_cifar10)", "model": model, "target": target}
 
 
 def tune(case: dict, log) -> dict:
@@ -139,15 +138,15 @@ def tune(case: dict, log) -> dict:
     work = case["engines"] / "scratch"
     work.mkdir(parents=True, exist_ok=True)
     measures = {k: Measure(fp32, s, work) for k, s in sets.items()}
-    plain = pipeline.ensure_precision(case["depth"], "int8", out_dir=case["engines"], source=fp32, force=True,
-                                      progress=log, **case["make"])
+    plain = pipeline.ensure_precision(case["model"], Precision.INT8, out_dir=case["engines"], source=fp32, force=True,
+                                      progress=log)
     plain_copy = work / "plain.int8.onnx"
     shutil.copyfile(plain["path"], plain_copy)
     t0 = time.perf_counter()
     try:
-        tuned = pipeline.ensure_tuned_int8(case["depth"], target, data=case["search"], out_dir=case["engines"],
-                                           source=fp32, max_excluded=case.get("max_excluded"), force=True, progress=log,
-                                           **case["make"])
+        tuning = TuningOptions(accuracy_target=target, data=case["search"], max_excluded=case.get("max_excluded"))
+        tuned = pipeline.ensure_tuned_int8(case["model"], tuning, out_dir=case["engines"], source=fp32, force=True,
+                                           progress=log)
     except UserError as e:  # the target is out of reach: what quantize prints, recorded as the result
         log(f"error: {e}")
         return {"name": case["name"], "weights": case["weights"], "images": case["images"], "target": target,
@@ -188,9 +187,9 @@ def calibration_sweep(case: dict, log) -> list[dict]:
     rows = []
     for folder, samples, method in CHEAP_CALIBRATIONS:
         calib = None if folder is None else case["search"].parent / folder
-        made = pipeline.ensure_precision(case["depth"], "int8", out_dir=case["engines"], source=case["fp32"], calib=calib,
-                                         calib_samples=samples, method=method, min_calib_images=1, force=True,
-                                         progress=log)
+        options = QuantizeOptions(calib=calib, calib_samples=samples, method=method, min_calib_images=1)
+        made = pipeline.ensure_precision(case["model"], Precision.INT8, out_dir=case["engines"], source=case["fp32"],
+                                         options=options, force=True, progress=log)
         rows.append({"calibration": f"{samples} {'bundled photo view(s)' if folder is None else 'training digit(s)'}",
                      "method": method, **{k: m.score(made["path"], "plain")["score"] for k, m in measures.items()},
                      "fp32": {k: m.reference for k, m in measures.items()}, "n": {k: len(m.images.batch) for k, m in measures.items()}})

@@ -36,13 +36,18 @@ ROOT = HERE.parents[1]
 sys.path.insert(0, str(ROOT))
 
 from resnet_deploy import pipeline  # noqa: E402
-from resnet_deploy.artifacts import artifact_path  # noqa: E402
+from resnet_deploy.artifacts import Precision  # noqa: E402
 from resnet_deploy.bench.env import git_revision  # noqa: E402
 from resnet_deploy.compare import THRESHOLDS, compare, parity_batch  # noqa: E402
 from resnet_deploy.datasets import labelled_folder  # noqa: E402
-from resnet_deploy.onnx_export import export_onnx  # noqa: E402
+from resnet_deploy.model import ModelRef  # noqa: E402
 from resnet_deploy.onnx_meta import as_model, read_metadata  # noqa: E402
-from resnet_deploy.precision import faults  # noqa: E402
+from resnet_deploy.precision import (  # noqa: E402
+    QuantizeOptions,
+    coarsen_activation_scales,
+    perturb_conv_weights,
+    weight_quantizers,
+)
 from resnet_deploy.preprocess import load_image, preprocess_image, recipe_from_metadata  # noqa: E402
 from resnet_deploy.runners import open_runner  # noqa: E402
 
@@ -75,21 +80,19 @@ def bf16_logits(model: torch.nn.Module, x: np.ndarray) -> np.ndarray:
 def measure(name: str, depth, weights, out: Path, x: np.ndarray, real: int, log, *, calib=None,
             conv_sweep: bool = False, trained: bool = True, int8_too: bool = True, recipe=None) -> list[dict]:
     kind = "trained" if trained else "seeded random"
-    model = pipeline.load_model(depth, weights=weights)
-    if recipe is None:
-        fp32 = pipeline.export_model(depth, weights=weights, out_dir=out, progress=log)
-    else:  # a network trained at another input size than its architecture's (the digits ResNet-18 at 32x32)
-        path = artifact_path(model.card.arch, "fp32", "onnx", out)
-        fp32 = {"path": str(path), **export_onnx(model, path, facts=model.card.facts(), image_size=recipe.image_size,
-                                                 recipe=recipe)}
+    # recipe: a network trained at another input size than its architecture's (the digits ResNet-18 at 32x32)
+    ref_model = ModelRef.of(depth, weights=weights, recipe=recipe)
+    model = pipeline.load_model(ref_model)
+    fp32 = pipeline.export_model(ref_model, out_dir=out, progress=log)
     ref = logits_of("torch", model, x)
     rows = [row(name, kind, ref, logits_of("ort", fp32["path"], x), "fp32", real)]
-    fp16 = pipeline.ensure_precision(depth, "fp16", out_dir=out, weights=weights, progress=log)
+    fp16 = pipeline.ensure_precision(ref_model, Precision.FP16, out_dir=out, progress=log)
     rows.append(row(name, kind, ref, logits_of("ort", fp16["path"], x), "fp16", real))
     rows.append({**row(name, kind, ref, bf16_logits(model, x), "bf16", real), "note": "PyTorch bfloat16 forward"})
     if not int8_too:
         return rows
-    int8 = pipeline.ensure_precision(depth, "int8", out_dir=out, weights=weights, calib=calib, progress=log)
+    int8 = pipeline.ensure_precision(ref_model, Precision.INT8, out_dir=out, options=QuantizeOptions(calib=calib),
+                                     progress=log)
     rows.append({**row(name, kind, ref, logits_of("ort", int8["path"], x), "int8", real),
                  "note": f"{int8['calibration']['used']} calibration images from {Path(int8['calibration']['source']).name}"})
     if not trained:
@@ -98,17 +101,17 @@ def measure(name: str, depth, weights, out: Path, x: np.ndarray, real: int, log,
     broken.mkdir(exist_ok=True)
     for factor in (4, 6):
         path = broken / f"{name}.scales_x{factor}.onnx"
-        faults.coarsen_activation_scales(int8["path"], path, factor)
+        coarsen_activation_scales(int8["path"], path, factor)
         rows.append({**row(name, f"broken: activation scales x{factor}", ref, logits_of("ort", path, x), "int8", real)})
     path = broken / f"{name}.noisy.onnx"
-    conv = faults.perturb_conv_weights(int8["path"], path)
+    conv = perturb_conv_weights(int8["path"], path)
     rows.append({**row(name, "broken: one conv + noise (1 std)", ref, logits_of("ort", path, x), "int8", real),
                  "note": conv})
     if conv_sweep:
-        names = [n for n, _ in faults.weight_quantizers(as_model(int8["path"]))]
+        names = [n for n, _ in weight_quantizers(as_model(int8["path"]))]
         sweep = []
         for w in names:
-            faults.perturb_conv_weights(int8["path"], path, weight=w)
+            perturb_conv_weights(int8["path"], path, weight=w)
             sweep.append({**row(name, "sweep", ref, logits_of("ort", path, x), "int8", real), "note": w})
         rows.append({"model": name, "kind": f"broken: noise on each of the {len(sweep)} convs in turn", "precision": "int8",
                      "sweep": sweep, **{k: [min(s[k] for s in sweep), max(s[k] for s in sweep)] for k in METRICS},

@@ -1,10 +1,10 @@
 """Where the bench gets what it runs: the one module of bench/ that calls the pipeline.
 
 :class:`PipelineArtifacts` loads the seeded model of an architecture
-(:func:`resnet_deploy.pipeline.load_model`) and makes or reuses the artifact a backend loads,
+(:func:`resnet_deploy.pipeline.load_model` of a :class:`~resnet_deploy.model.ModelRef`) and makes or reuses the artifact a backend loads,
 chosen by the registry's artifact kind (:func:`resnet_deploy.runners.artifact_kind`): the model
 itself for a backend that runs a torch module, the precision's ONNX
-(:func:`~resnet_deploy.pipeline.current_precision`), or an engine with a profile up to the
+(:func:`~resnet_deploy.pipeline.precision_manifest`), or an engine with a profile up to the
 largest batch (:func:`~resnet_deploy.pipeline.ensure_engine`). The executor receives one of
 these; tests hand it a fake with the same two methods.
 """
@@ -15,8 +15,10 @@ import time
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from ..artifacts import Precision
 from ..engine import BuildOptions
-from ..pipeline import current_precision, ensure_engine, load_model
+from ..model import ModelRef
+from ..pipeline import ensure_engine, load_model, precision_manifest
 from ..progress import Progress, quiet
 from ..runners import ONNX_BACKENDS, TORCH_BACKENDS, artifact_kind
 
@@ -35,7 +37,7 @@ class ArtifactProvider(Protocol):
     def model(self, arch: str) -> Any:
         """The seeded PyTorch model of ``arch`` (the FP32 reference, and what torch backends run)."""
 
-    def artifact(self, arch: str, precision: str, backend: str, model: Any) -> Artifact:
+    def artifact(self, arch: str, precision: Precision, backend: str, model: Any) -> Artifact:
         """What ``backend`` opens for ``arch`` at ``precision``, made or reused."""
 
 
@@ -45,21 +47,24 @@ class PipelineArtifacts:
     def __init__(self, *, out_dir: str, seed: int, max_batch: int, progress: Progress = quiet):
         self.out_dir, self.seed, self.max_batch, self.progress = out_dir, seed, max_batch, progress
 
-    def model(self, arch: str) -> Any:
-        return load_model(arch, seed=self.seed)
+    def ref(self, arch: str) -> ModelRef:
+        return ModelRef.of(arch, seed=self.seed)
 
-    def artifact(self, arch: str, precision: str, backend: str, model: Any) -> Artifact:
+    def model(self, arch: str) -> Any:
+        return load_model(self.ref(arch))
+
+    def artifact(self, arch: str, precision: Precision, backend: str, model: Any) -> Artifact:
         if backend in TORCH_BACKENDS:
             return Artifact(target=model)
         t0 = time.perf_counter()
         if backend in ONNX_BACKENDS:
             self.progress(f"{arch} {precision}: ONNX for {backend}")
-            m = current_precision(arch, precision, out_dir=self.out_dir, seed=self.seed, progress=self.progress)
+            m = precision_manifest(self.ref(arch), precision, out_dir=self.out_dir, progress=self.progress)
         else:
             self.progress(f"{arch} {precision}: engine for {backend}")
             opts = BuildOptions(flavour=artifact_kind(backend), min_batch=1, opt_batch=self.max_batch,
                                 max_batch=self.max_batch)
-            m = ensure_engine(arch, precision, opts, out_dir=self.out_dir, seed=self.seed, progress=self.progress)
+            m = ensure_engine(self.ref(arch), precision, opts, out_dir=self.out_dir, progress=self.progress)
         return Artifact(target=str(m["path"]), path=str(m["path"]), build_s=time.perf_counter() - t0,
                         reused=bool(m.get("reused")))
 

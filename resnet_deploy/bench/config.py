@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 from .._native.cuda import cuda_device_info
-from ..artifacts import DEFAULT_ROOT, PRECISIONS
+from ..artifacts import DEFAULT_ROOT, PRECISIONS, Precision
 from ..errors import UserError
 from ..model import resolve_arch
 from ..runners import BACKENDS, runner_class
@@ -80,6 +80,7 @@ class BenchConfig:
             _require(e in BACKENDS, f"unknown engine {e!r}; choose from {', '.join(BACKENDS)} or all")
         for p in self.precisions:
             _require(p in BENCH_PRECISIONS, f"unknown precision {p!r}; choose from {', '.join(BENCH_PRECISIONS)}")
+        self.precisions = [Precision.parse(p) for p in self.precisions]  # parsed once: the plan carries the type
         _require(bool(self.batches) and all(b >= 1 for b in self.batches), "batch sizes must be integers >= 1")
         _require(bool(self.depths), "no depth chosen")
         for d in self.depths:

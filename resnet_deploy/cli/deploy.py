@@ -11,7 +11,6 @@ from rich.table import Table
 
 from .. import api
 from ..artifacts import DEFAULT_ROOT
-from ..deploy import package as package_model
 from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, handled, kv_table, out
 
 
@@ -36,7 +35,7 @@ def package(depth: str = DepthOpt,
             preact: bool = PreactOpt, as_json: bool = JsonOpt) -> None:
     """Package a model for a Jetson / edge device or an NVIDIA Triton model repository."""
     with handled(as_json) as progress:
-        m = package_model(depth, precision=precision, target=target, out=out_dir, onnx=onnx, engine=engine_file, weights=weights,
+        m = api.package(depth, precision=precision, target=target, out=out_dir, onnx=onnx, engine=engine_file, weights=weights,
                 labels=labels, name=name, force=force, artifacts_dir=artifacts_dir, min_batch=min_batch, opt_batch=opt_batch,
                 max_batch=max_batch, instances=instances, instance_kind=instance_kind, preact=preact, progress=progress)
 

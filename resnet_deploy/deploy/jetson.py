@@ -17,7 +17,7 @@ from typing import Any
 
 from .. import __version__
 from ..artifacts import sha256_file
-from ..engine.options import resolve_profile
+from ..engine import resolve_profile
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet

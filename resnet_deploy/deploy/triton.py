@@ -28,6 +28,7 @@ from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
 from .common import onnx_facts, staged_folder, write_json
+from .options import ServingOptions
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
                 "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
@@ -52,9 +53,11 @@ def preferred_sizes(max_batch: int, min_batch: int = 1, opt_batch: int | None = 
 
 
 def config_text(*, name: str, platform: str, max_batch_size: int, inp: dict[str, Any], out: dict[str, Any],
-                label_file: str | None, preferred: list[int], queue_delay_us: int, instances: int,
-                instance_kind: str, profile: str | None, note: str) -> str:
-    """``config.pbtxt`` text (protobuf text format of Triton's ModelConfig)."""
+                label_file: str | None, preferred: list[int], queue_delay_us: int,
+                instance_group: tuple[int, str, str | None], note: str) -> str:
+    """``config.pbtxt`` text (protobuf text format of Triton's ModelConfig); ``instance_group`` is
+    ``(count, kind, profile)`` (``KIND_GPU``/``KIND_CPU``; the engine profile or ``None``)."""
+    instances, instance_kind, profile = instance_group
 
     def dims(d: list[int]) -> str:
         return "[ " + ", ".join(str(int(v)) for v in d) + " ]"
@@ -126,12 +129,12 @@ def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
 
 
 def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathLike[str], *, name: str,
-                       labels: str | os.PathLike[str] | None = None, max_batch: int | None = None,
-                       instances: int = 1, instance_kind: str = "gpu", queue_delay_us: int = 100,
-                       version: int = 1, force: bool = False,
+                       options: ServingOptions = ServingOptions(), queue_delay_us: int = 100, version: int = 1,
                        progress: Progress = quiet) -> dict[str, Any]:
-    """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``."""
+    """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``
+    (``options``: labels, ``max_batch``, instances, ``force``; their ``name`` is not read)."""
     model, repository = Path(model), Path(repository)
+    labels, max_batch, instances, instance_kind = options.labels, options.max_batch, options.instances, options.instance_kind
     if not NAME_RE.match(name):
         raise UserError(f"model name {name!r} must be letters, digits, '_', '-', '.' (it is a folder name)")
     if instances < 1:
@@ -162,12 +165,12 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
     arch = facts["metadata"].get("arch", model.name.split(".")[0])
     note = f"{arch} {facts['precision']} written by resnet-deploy {__version__}"
     text = config_text(name=name, platform=platform, max_batch_size=mbs, inp=inp, out=out, label_file="labels.txt",
-                       preferred=preferred, queue_delay_us=queue_delay_us, instances=instances,
-                       instance_kind=INSTANCE_KINDS[instance_kind], profile=profile if instance_kind == "gpu" else None,
+                       preferred=preferred, queue_delay_us=queue_delay_us,
+                       instance_group=(instances, INSTANCE_KINDS[instance_kind], profile if instance_kind == "gpu" else None),
                        note=note)
     final = repository / name
     progress(f"writing Triton model {name} ({platform}) into {repository}")
-    with staged_folder(final, force) as tmp:
+    with staged_folder(final, options.force) as tmp:
         (tmp / str(version)).mkdir()
         shutil.copyfile(model, tmp / str(version) / filename)
         (tmp / "config.pbtxt").write_text(text)

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Callable, Sequence
 
 from .._native.trt import DLA_PRECISIONS, check_dla_core, check_flavour, normalize_compute_capability
-from ..artifacts import DEFAULT_ROOT, artifact_path, check_precision
+from ..artifacts import DEFAULT_ROOT, Precision, artifact_path
 from ..errors import UserError
 
 DEFAULT_PROFILE = (1, 8, 32)  # min / opt / max batch for a dynamic-batch ONNX
@@ -56,9 +56,8 @@ class BuildOptions:
                             f"--batch N (default {DLA_DEFAULT_BATCH}), not the profile {mn}/{opt}/{mx}")
         return mn, opt, mx
 
-    def check_precision(self, precision: str) -> None:
-        """The precision is one this module builds, and one these options can build (DLA: FP16, INT8)."""
-        check_precision(precision)
+    def check_precision(self, precision: Precision) -> None:
+        """The (parsed) precision is one these options can build (DLA: FP16, INT8)."""
         if self.dla_core is not None and precision not in DLA_PRECISIONS:
             raise UserError(f"DLA runs FP16 and INT8 only, not {precision}: build --precision fp16 or int8 for --dla-core")
 
@@ -68,7 +67,28 @@ class BuildOptions:
         return {"dla_core": self.dla_core, "gpu_fallback": self.gpu_fallback if dla else None}
 
     def validate(self) -> None:
+        """Refuse options that cannot be built, before any work (each message names the flag)."""
         check_flavour(self.flavour)
+        self._check_numbers()
+        if self.dla_core is not None:
+            check_dla_core(self.dla_core)
+        if self.dla_core is None and not self.gpu_fallback:
+            raise UserError("GPU fallback only applies to DLA builds: add --dla-core N, or drop --no-gpu-fallback")
+        if self.flavour == "trt":
+            if self.compute_capabilities:
+                raise UserError("compute capability targets apply to trt-rtx engines; for trt use hardware compatibility (ampere+ / same_cc)")
+        else:
+            self._check_rtx()
+        if self.hardware_compatibility is not None and self.hardware_compatibility not in HARDWARE_COMPAT:
+            raise UserError(f"hardware compatibility must be one of {', '.join(HARDWARE_COMPAT)} (got {self.hardware_compatibility!r})")
+        if self.compute_capabilities is not None:
+            ccs = [normalize_compute_capability(c) for c in self.compute_capabilities]
+            if "current" in ccs and len(ccs) > 1:
+                raise UserError("compute capability 'current' must be the only target")
+            self.compute_capabilities = ccs or None
+
+    def _check_numbers(self) -> None:
+        """Batches, optimization level and workspace are in range."""
         for name in ("min_batch", "opt_batch", "max_batch", "batch"):
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
@@ -79,29 +99,17 @@ class BuildOptions:
             raise UserError(f"--opt-level must be 0..{MAX_OPT_LEVEL} (got {self.opt_level!r})")
         if self.workspace_mib is not None and (not isinstance(self.workspace_mib, int) or self.workspace_mib < 1):
             raise UserError(f"--workspace must be a positive number of MiB (got {self.workspace_mib!r})")
+
+    def _check_rtx(self) -> None:
+        """What TensorRT-RTX does not have: hardware compatibility, version compatibility, weak typing, DLA."""
+        if self.hardware_compatibility:
+            raise UserError("hardware compatibility levels are not supported by TensorRT-RTX; choose compute capability targets instead")
+        if self.version_compatible:
+            raise UserError("TensorRT-RTX engines are not compatible between releases, so version-compatible builds are not offered for trt-rtx")
+        if self.legacy_precision_flags:
+            raise UserError("TensorRT-RTX has no weak typing: precision must be in the ONNX (legacy precision flags are TensorRT 10 only)")
         if self.dla_core is not None:
-            check_dla_core(self.dla_core)
-        if self.dla_core is None and not self.gpu_fallback:
-            raise UserError("GPU fallback only applies to DLA builds: add --dla-core N, or drop --no-gpu-fallback")
-        if self.flavour == "trt":
-            if self.compute_capabilities:
-                raise UserError("compute capability targets apply to trt-rtx engines; for trt use hardware compatibility (ampere+ / same_cc)")
-        else:
-            if self.hardware_compatibility:
-                raise UserError("hardware compatibility levels are not supported by TensorRT-RTX; choose compute capability targets instead")
-            if self.version_compatible:
-                raise UserError("TensorRT-RTX engines are not compatible between releases, so version-compatible builds are not offered for trt-rtx")
-            if self.legacy_precision_flags:
-                raise UserError("TensorRT-RTX has no weak typing: precision must be in the ONNX (legacy precision flags are TensorRT 10 only)")
-            if self.dla_core is not None:
-                raise UserError("TensorRT-RTX has no DLA: DLA engines are TensorRT (--engine trt) built on a Jetson with DLA cores")
-        if self.hardware_compatibility is not None and self.hardware_compatibility not in HARDWARE_COMPAT:
-            raise UserError(f"hardware compatibility must be one of {', '.join(HARDWARE_COMPAT)} (got {self.hardware_compatibility!r})")
-        if self.compute_capabilities is not None:
-            ccs = [normalize_compute_capability(c) for c in self.compute_capabilities]
-            if "current" in ccs and len(ccs) > 1:
-                raise UserError("compute capability 'current' must be the only target")
-            self.compute_capabilities = ccs or None
+            raise UserError("TensorRT-RTX has no DLA: DLA engines are TensorRT (--engine trt) built on a Jetson with DLA cores")
 
 
 def resolve_profile(requested: Sequence[int | None], fixed_batch: int | None) -> tuple[int, int, int]:

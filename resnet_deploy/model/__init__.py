@@ -32,15 +32,16 @@ from .archs import (
 )
 from .card import ModelCard
 from .info import describe_network
+from .ref import ModelRef
 from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
-from .weights import RANDOM_SEED, WeightsInfo, load_weights, random_source, randomize, read_state_dict
+from .weights import RANDOM_SEED, WeightsInfo, load_weights, random_source, randomize, read_state_dict, state_dict_sha256
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # describe() runs the network once at this size on the CPU
 
 
 def create_model(depth: int | str, *, num_classes: int | None = None, weights: str | os.PathLike[str] | None = None,
                  preact: bool = False, seed: int = RANDOM_SEED) -> nn.Module:
-    """A network in eval mode, carrying its :class:`ModelCard` as ``.card``.
+    """A network in eval mode, carrying its :class:`ModelCard` as ``.card`` (the public face of :func:`build_model`).
 
     ``depth`` is 18/34/50/101/152 or an architecture name (``"resnext50_32x4d"``,
     ``"wide_resnet50_2"``, ``"preact_resnet50"``, ``"seresnet50"``, ``"densenet121"``, ``"vgg16_bn"``,
@@ -51,18 +52,24 @@ def create_model(depth: int | str, *, num_classes: int | None = None, weights: s
     network numerically). ``num_classes=None`` takes the count from the checkpoint, else the
     architecture's (1000 ImageNet, 10 CIFAR-10).
     """
-    arch = resolve_arch(depth, preact)
-    spec = arch_spec(arch)
+    return build_model(ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed))
+
+
+def build_model(ref: ModelRef) -> nn.Module:
+    """The network ``ref`` names, with its weights loaded (or seeded random), in eval mode, with ``.card``."""
+    spec = ref.spec
+    num_classes = ref.num_classes
     if num_classes is None:
         num_classes = spec.default_classes
-        if weights is not None:
-            state = read_state_dict(weights)
+        if ref.weights is not None:
+            state = read_state_dict(ref.weights)
             head = spec.rename_keys(state).get(f"{spec.head_key}.weight")
             num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else num_classes
-    model = build_network(arch, num_classes)
-    info = load_weights(model, weights, spec.rename_keys) if weights is not None else randomize(model, seed, spec.recipe)
+    model = build_network(ref.arch, num_classes)
+    info = (load_weights(model, ref.weights, spec.rename_keys) if ref.weights is not None
+            else randomize(model, ref.seed, spec.recipe))
     model.eval()
-    model.card = ModelCard(arch, arch_spec(arch), num_classes, info)
+    model.card = ModelCard(ref.arch, spec, num_classes, info)
     return model
 
 
@@ -80,8 +87,8 @@ def describe(depth: int | str, *, num_classes: int | None = None, preact: bool =
 
 
 __all__ = ["ARCHS", "ArchSpec", "BasicBlock", "Bottleneck", "CIFAR_ARCHS", "CIFAR_DEPTHS", "DEPTHS", "FAMILIES", "ModelCard",
-           "OTHER_ARCHS", "family_members",
+           "ModelRef", "OTHER_ARCHS", "build_model", "family_members",
            "PREACT_ARCHS", "PREACT_PREFIX", "PreActBasicBlock", "PreActBottleneck", "RANDOM_SEED", "ResNet",
            "WeightsInfo", "arch_spec", "build_network", "create_model", "describe", "describe_network", "random_source",
            "read_state_dict",
-           "resolve_arch", "select_archs"]
+           "resolve_arch", "select_archs", "state_dict_sha256"]

@@ -16,14 +16,14 @@ import os
 import shutil
 import time
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import onnx
 
 from ..artifacts import (
     DEFAULT_ROOT,
+    Precision,
     artifact_path,
-    check_precision,
     ensure_writable_dir,
     publish_manifest,
     read_manifest,
@@ -37,10 +37,11 @@ from ..onnx_meta import detect_precision, graph_io, load_onnx, read_metadata, se
 from ..preprocess import recipe_from_metadata
 from ..progress import Progress, quiet
 from .autocast import LOW_PRECISIONS, convert_fp16
-from .calib import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, calibration_digest, load_calibration
-from .exclude import check_exclude, excluded_nodes, module_paths, node_patterns, parse_exclude
+from .calib import CalibSet, calibration_digest, load_calibration
+from .exclude import excluded_nodes, module_paths, node_patterns, parse_exclude
+from .options import QuantizeOptions, TunedInt8
 from .placement import PLACEMENT_VERSION
-from .ptq import HIGH_PRECISIONS, normalize_method, quantize_int8
+from .ptq import quantize_int8
 
 FP16_REFERENCE_IMAGES = 16   # AutoCast's reference run: enough to see which activations exceed FP16
 MAX_CALIBRATION_BATCH = 16
@@ -86,68 +87,42 @@ def _io(tensors: list[dict[str, Any]]) -> dict[str, Any]:
     return tensors[0] if tensors else {}
 
 
-def check_request(precision: str, *, calib=None, calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy",
-                  fp16_io: bool = False, high_precision: str = "fp32", exclude=None) -> tuple[str, str]:
-    """Refuse a request that cannot be made, before any slow work; ``(precision, method)`` normalised."""
-    precision = check_precision(precision)
-    if precision == "fp32":
-        raise UserError("precision fp32 is the exported ONNX itself; there is nothing to convert")
-    method = normalize_method(method)
-    if calib_samples < 1:
-        raise UserError(f"--calib-samples must be at least 1, got {calib_samples}")
-    check_exclude(precision, exclude)
-    if fp16_io and precision != "fp16":
-        raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
-    if high_precision not in HIGH_PRECISIONS:
-        raise UserError(f"--high-precision must be fp16 or fp32, got {high_precision!r}")
-    if calib is not None and not Path(calib).expanduser().is_dir():
-        raise UserError(f"calibration folder not found: {calib}" if not Path(calib).expanduser().exists()
-                        else f"--calib must be a folder of images, got the file {calib}")
-    return precision, method
-
-
-def precision_request(src: Path, precision: str, src_meta: dict[str, str], *, calib=None,
-                      calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", fp16_io: bool = False,
-                      high_precision: str = "fp32", exclude: list[str] | None = None, seed: int = 0,
+def precision_request(src: Path, precision: Precision, src_meta: dict[str, str],
+                      options: QuantizeOptions = QuantizeOptions(), *, seed: int = 0,
                       tuning: dict[str, Any] | None = None) -> dict[str, Any]:
-    """What an artifact is made from and how: the manifest's ``request``, compared for reuse."""
-    samples = min(calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else calib_samples
+    """What an artifact is made from and how: the manifest's ``request``, compared for reuse.
+
+    ``options`` as :meth:`QuantizeOptions.checked` returns them (method normalised).
+    """
+    samples = min(options.calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else options.calib_samples
     request: dict[str, Any] = {
         "precision": precision,
         "source_sha256": sha256_file(src),
-        "calib_digest": calibration_digest(calib, recipe_from_metadata(src_meta), samples, seed),
+        "calib_digest": calibration_digest(options.calib, recipe_from_metadata(src_meta), samples, seed),
         "calib_samples": samples,
         "seed": seed,
     }
     if precision == "int8":
-        request.update(method=method, high_precision=high_precision, placement=PLACEMENT_VERSION)
+        request.update(method=options.method, high_precision=options.high_precision, placement=PLACEMENT_VERSION)
+        exclude = options.excluded
         if exclude:  # (absent when empty: earlier calibration caches stay valid)
             request.update(exclude=exclude)
         if tuning:
             request.update(tuning=tuning)
     else:
-        request.update(fp16_io=fp16_io)
+        request.update(fp16_io=options.fp16_io)
     return request
 
 
 def make_precision_onnx(
     source: str | os.PathLike[str],
-    precision: str,
+    precision: Precision,
+    options: QuantizeOptions = QuantizeOptions(),
     *,
     out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-    calib: str | os.PathLike[str] | None = None,
-    calib_samples: int = DEFAULT_CALIB_SAMPLES,
-    method: str = "entropy",
-    fp16_io: bool = False,
-    high_precision: str = "fp32",
-    exclude: str | list[str] | None = None,
     seed: int = 0,
-    min_calib_images: int = MIN_CALIB_IMAGES,
     force: bool = False,
-    tuning: dict[str, Any] | None = None,
-    keep: list[str] | None = None,
-    accept: Callable[[Path], dict[str, Any]] | None = None,
-    quantized: tuple[Path, dict[str, Any]] | None = None,
+    tuned: TunedInt8 | None = None,
     progress: Progress = quiet,
     progress_bar: bool = False,
 ) -> dict[str, Any]:
@@ -156,24 +131,20 @@ def make_precision_onnx(
     ``precision``: ``fp16``/``bf16`` (ModelOpt AutoCast; FP32 inputs/outputs unless ``fp16_io``)
     or ``int8`` (ModelOpt PTQ: per-channel symmetric INT8 weights, per-tensor symmetric INT8
     activations, Q/DQ placed for TensorRT fusion; everything unquantized runs in
-    ``high_precision``). ``calib`` is a folder of images (flat or one sub-folder per class)
-    preprocessed exactly as the model's recorded evaluation recipe; ``None`` uses
-    scikit-image's bundled photographs and says so through ``progress``. ``method``:
-    ``entropy`` (default), ``minmax`` or ``percentile``. ``exclude`` (INT8): torch module paths
-    (``layer4.2``, ``layer1.0.conv1``) whose layers stay in ``high_precision``
-    (:mod:`resnet_deploy.precision.exclude`). ``progress_bar`` shows rich bars on stderr.
+    ``high_precision``). ``options`` (:class:`QuantizeOptions`): ``calib`` is a folder of images
+    (flat or one sub-folder per class) preprocessed exactly as the model's recorded evaluation
+    recipe; ``None`` uses scikit-image's bundled photographs and says so through ``progress``.
+    ``method``: ``entropy`` (default), ``minmax`` or ``percentile``. ``exclude`` (INT8): torch
+    module paths (``layer4.2``, ``layer1.0.conv1``) whose layers stay in ``high_precision``
+    (:mod:`resnet_deploy.precision.exclude`). ``seed`` picks the calibration sample.
+    ``progress_bar`` shows rich bars on stderr.
 
-    An accuracy-tuned INT8 artifact (made by the pipeline's search) passes ``tuning`` (its part
-    of the request), ``keep`` (the modules the search kept out of INT8, on top of ``exclude``)
-    and ``accept``: called on the new ONNX before it is published, it returns the facts the
-    manifest records under ``"tuning"`` or raises :class:`UserError` to publish nothing.
-    ``quantized`` is ``(INT8 ONNX, its conversion facts)`` made from this very request without
-    ``tuning`` and ``keep`` (the plain INT8 a search started from and kept as it is): it is
-    published with the tuning facts instead of being quantized again.
+    An accuracy-tuned INT8 artifact (made by the pipeline's search) passes ``tuned``
+    (:class:`TunedInt8`: its part of the request, the modules it kept, the acceptance check,
+    the plain INT8 it may publish as it is).
     """
-    exclude = parse_exclude(exclude)
-    precision, method = check_request(precision, calib=calib, calib_samples=calib_samples, method=method,
-                                      fp16_io=fp16_io, high_precision=high_precision, exclude=exclude)
+    options = options.checked(precision)
+    tuned = tuned or TunedInt8()
     src = Path(source).expanduser()
     t0 = time.perf_counter()
     src_meta = read_fp32_source(src)
@@ -183,12 +154,10 @@ def make_precision_onnx(
         raise UserError(f"the source and the output are the same file: {dst}")
     ensure_writable_dir(dst.parent)
     recipe = recipe_from_metadata(src_meta)
-    excluded_names = parse_exclude(exclude + list(keep or []))
+    excluded_names = parse_exclude(options.excluded + list(tuned.keep))
     excluded = excluded_nodes(excluded_names, module_paths(src_meta, src)) if excluded_names else {}
     progress(f"hashing {src.name} and the calibration data")
-    request = precision_request(src, precision, src_meta, calib=calib, calib_samples=calib_samples, method=method,
-                                fp16_io=fp16_io, high_precision=high_precision, exclude=exclude, seed=seed,
-                                tuning=tuning)
+    request = precision_request(src, precision, src_meta, options, seed=seed, tuning=tuned.tuning)
     samples = request["calib_samples"]
     if not force:
         cached = reusable(dst, request)
@@ -196,8 +165,9 @@ def make_precision_onnx(
             progress(f"reusing {dst}: same source model, calibration data and settings (--force redoes it)")
             return {**cached, "path": str(dst), "reused": True}
 
-    calibration = load_calibration(calib, recipe, samples=samples, seed=seed, min_images=min(min_calib_images, samples),
-                                   progress=progress, progress_bar_enabled=progress_bar)
+    calibration = load_calibration(options.calib, recipe, samples=samples, seed=seed,
+                                   min_images=min(options.min_calib_images, samples), progress=progress,
+                                   progress_bar_enabled=progress_bar)
     if calibration.digest != request["calib_digest"]:  # the folder changed between hashing and reading
         request["calib_digest"] = calibration.digest
     t_calib = time.perf_counter()
@@ -207,46 +177,24 @@ def make_precision_onnx(
         if precision in LOW_PRECISIONS:
             progress(f"converting {src.name} to {precision.upper()} with ModelOpt AutoCast "
                      f"(reference run on {calibration.used} images)")
-            facts = convert_fp16(src, tmp, low_precision=precision, keep_io_types=not fp16_io, calib=calibration.batch)
+            facts = convert_fp16(src, tmp, low_precision=str(precision), keep_io_types=not options.fp16_io,
+                                 calib=calibration.batch)
         else:
-            fixed = src_meta.get("batch", "dynamic")
-            if fixed.isdigit() and calibration.used % int(fixed):
-                usable = calibration.used - calibration.used % int(fixed)
-                if usable < 1:
-                    raise UserError(f"{src} has a fixed batch of {fixed}; give at least {fixed} calibration images")
-                calibration.batch = calibration.batch[:usable]
-                calibration.notes.append(f"used {usable} images: a multiple of the model's fixed batch {fixed}")
-                calibration.used = usable
-            if quantized is not None:
-                if keep:
-                    raise ValueError("a quantized INT8 ONNX is reused only when nothing more is kept out of INT8")
-                progress("publishing the plain INT8 ONNX it started from (nothing kept out of INT8): no second "
-                         "quantization")
-                shutil.copyfile(quantized[0], tmp)
-                facts = dict(quantized[1])
-            else:
-                progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({method} calibration on "
-                         f"{calibration.used} images; this takes a while on a CPU)")
-                if excluded:
-                    progress(f"keeping {', '.join(excluded)} out of INT8 ({sum(map(len, excluded.values()))} layers)")
-                facts = quantize_int8(src, tmp, calibration.batch, method=method, high_precision=high_precision,
-                                      calibration_batch=calibration_batch(calibration.used),
-                                      nodes_to_exclude=node_patterns(excluded) or None)
-                if excluded:
-                    facts["excluded"] = excluded
+            fit_fixed_batch(src, src_meta, calibration)
+            facts = int8_conversion(src, tmp, calibration, options, excluded, tuned, progress)
         t_convert = time.perf_counter()
         model = load_onnx(tmp)
         meta = {**src_meta, "precision": precision, "source_sha256": request["source_sha256"]}
         if precision == "int8":
-            meta.update(calibration_method=method, calibration_images=calibration.used,
-                        calibration_source=calibration.source, high_precision=high_precision)
+            meta.update(calibration_method=options.method, calibration_images=calibration.used,
+                        calibration_source=calibration.source, high_precision=options.high_precision)
             if excluded_names:
                 meta.update(excluded_modules=",".join(excluded_names))
         else:
-            meta.update(io_dtype="fp16" if fp16_io else "fp32")
-        tuned = accept(tmp) if accept is not None else None  # raises to publish nothing
-        if tuned is not None:
-            meta.update(tuned.get("metadata", {}))
+            meta.update(io_dtype="fp16" if options.fp16_io else "fp32")
+        accepted = tuned.accept(tmp) if tuned.accept is not None else None  # raises to publish nothing
+        if accepted is not None:
+            meta.update(accepted.get("metadata", {}))
         set_metadata(model, meta)
         with replacing(dst) as out:
             onnx.save(model, str(out))
@@ -267,7 +215,7 @@ def make_precision_onnx(
         "output": _io(outputs),
         "sha256": sha256_file(dst),
         "bytes": dst.stat().st_size,
-        **({"tuning": {k: v for k, v in tuned.items() if k != "metadata"}} if tuned is not None else {}),
+        **({"tuning": {k: v for k, v in accepted.items() if k != "metadata"}} if accepted is not None else {}),
         "timings_s": {"calibration_data": round(t_calib - t0, 3), "convert": round(t_convert - t_calib, 3),
                       "total": round(time.perf_counter() - t0, 3)},
     }
@@ -276,4 +224,38 @@ def make_precision_onnx(
     return {**manifest, "path": str(dst), "reused": False}
 
 
-__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "check_request", "make_precision_onnx", "precision_request", "read_fp32_source", "reusable"]
+def fit_fixed_batch(src: Path, src_meta: dict[str, str], calibration: CalibSet) -> None:
+    """A fixed-batch ONNX calibrates on a multiple of its batch: drop the images past the last whole batch."""
+    fixed = src_meta.get("batch", "dynamic")
+    if fixed.isdigit() and calibration.used % int(fixed):
+        usable = calibration.used - calibration.used % int(fixed)
+        if usable < 1:
+            raise UserError(f"{src} has a fixed batch of {fixed}; give at least {fixed} calibration images")
+        calibration.batch = calibration.batch[:usable]
+        calibration.notes.append(f"used {usable} images: a multiple of the model's fixed batch {fixed}")
+        calibration.used = usable
+
+
+def int8_conversion(src: Path, tmp: Path, calibration: CalibSet, options: QuantizeOptions,
+                    excluded: dict[str, list[str]], tuned: TunedInt8, progress: Progress) -> dict[str, Any]:
+    """Write the INT8 Q/DQ ONNX to ``tmp`` (or copy the search's plain INT8 there); its conversion facts."""
+    if tuned.quantized is not None:
+        if tuned.keep:
+            raise ValueError("a quantized INT8 ONNX is reused only when nothing more is kept out of INT8")
+        progress("publishing the plain INT8 ONNX it started from (nothing kept out of INT8): no second "
+                 "quantization")
+        shutil.copyfile(tuned.quantized[0], tmp)
+        return dict(tuned.quantized[1])
+    progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({options.method} calibration on "
+             f"{calibration.used} images; this takes a while on a CPU)")
+    if excluded:
+        progress(f"keeping {', '.join(excluded)} out of INT8 ({sum(map(len, excluded.values()))} layers)")
+    facts = quantize_int8(src, tmp, calibration.batch, method=options.method, high_precision=options.high_precision,
+                          calibration_batch=calibration_batch(calibration.used),
+                          nodes_to_exclude=node_patterns(excluded) or None)
+    if excluded:
+        facts["excluded"] = excluded
+    return facts
+
+
+__all__ = ["FP16_REFERENCE_IMAGES", "calibration_batch", "make_precision_onnx", "precision_request", "read_fp32_source", "reusable"]

@@ -47,8 +47,6 @@ def convert_fp16(
     init_max: float = FP16_MAX,
     nodes_to_exclude: Sequence[str] | None = None,
     op_types_to_exclude: Sequence[str] | None = None,
-    providers: Sequence[str] = ("cpu",),
-    verbose: bool = False,
 ) -> dict[str, Any]:
     """FP32 ONNX -> FP16 (or BF16) ONNX with ModelOpt AutoCast; returns manifest facts.
 
@@ -77,7 +75,7 @@ def convert_fp16(
             calib_file = work / "calib.npz"
             np.savez(calib_file, **{input_name: calib})
         t0 = time.perf_counter()
-        with quiet_tool(verbose) as buf:
+        with quiet_tool() as buf:
             converted = autocast.convert_to_mixed_precision(
                 onnx_path=str(source),
                 low_precision_type=low_precision,
@@ -87,7 +85,7 @@ def convert_fp16(
                 data_max=float(data_max),
                 init_max=float(init_max),
                 calibration_data=str(calib_file) if calib_file else None,
-                providers=list(providers),
+                providers=["cpu"],
             )
         seconds = time.perf_counter() - t0
     low_n, total = low_precision_nodes(converted, low_precision)

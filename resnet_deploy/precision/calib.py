@@ -15,7 +15,7 @@ import os
 from dataclasses import dataclass, field
 from importlib import metadata
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 
@@ -123,15 +123,7 @@ def load_calibration(folder: str | os.PathLike[str] | None, recipe: Preprocess, 
     if samples < 1:
         raise UserError(f"--calib-samples must be at least 1, got {samples}")
     if folder is None:
-        views = min(samples, BUNDLED_MAX_VIEWS)
-        progress(f"no calibration folder given: calibrating on {views} views of scikit-image's "
-                 f"{len(SAMPLE_IMAGES)} bundled photographs (pass --calib DIR for your own data)")
-        batch = augmented_photos(views, recipe, seed=seed)
-        notes = [f"no --calib folder: {views} seeded views of the {len(SAMPLE_IMAGES)} photographs scikit-image ships"]
-        if samples > views:
-            notes.append(f"capped at {BUNDLED_MAX_VIEWS} views (asked for {samples})")
-        return CalibSet(batch, BUNDLED, _bundled_digest(recipe, views, seed), views, views, notes=notes)
-
+        return _bundled_calibration(recipe, samples, seed, progress)
     root = Path(folder).expanduser()
     files, others = image_files(root)
     if not files:
@@ -148,22 +140,8 @@ def load_calibration(folder: str | os.PathLike[str] | None, recipe: Preprocess, 
     else:
         progress(f"calibrating on {samples} of {len(files)} images in {root} (seeded sample, seed {seed})")
 
-    arrays, skipped, converted = [], [], 0
     with progress_bar(want, "calibration images", progress_bar_enabled) as advance:
-        for path in candidates:
-            if len(arrays) >= want:
-                break
-            img, reason = read_image(path)
-            if img is None:
-                skipped.append(f"{path.relative_to(root).as_posix()}: {reason}")
-                continue
-            converted += _needs_conversion(img)
-            try:
-                arrays.append(preprocess_image(img, recipe))
-            except Exception as e:  # noqa: BLE001 - e.g. a 0-pixel image or an exotic mode
-                skipped.append(f"{path.relative_to(root).as_posix()}: cannot convert ({type(e).__name__}: {e})")
-                continue
-            advance(1)
+        arrays, skipped, converted = _read_images(root, candidates, want, recipe, advance)
     if skipped:
         notes.append(f"skipped {len(skipped)} file(s) that are not readable images")
         progress(notes[-1] + " (first: " + skipped[0] + ")")
@@ -174,6 +152,41 @@ def load_calibration(folder: str | os.PathLike[str] | None, recipe: Preprocess, 
                         f"({len(files)} image file(s) found, {len(skipped)} unreadable); at least {min_images} needed")
     return CalibSet(np.stack(arrays).astype(np.float32, copy=False), str(root), digest, len(files), len(arrays),
                     skipped, converted, others, notes)
+
+
+def _bundled_calibration(recipe: Preprocess, samples: int, seed: int, progress: Progress) -> CalibSet:
+    """Seeded views of scikit-image's photographs (at most :data:`BUNDLED_MAX_VIEWS`), said through ``progress``."""
+    views = min(samples, BUNDLED_MAX_VIEWS)
+    progress(f"no calibration folder given: calibrating on {views} views of scikit-image's "
+             f"{len(SAMPLE_IMAGES)} bundled photographs (pass --calib DIR for your own data)")
+    batch = augmented_photos(views, recipe, seed=seed)
+    notes = [f"no --calib folder: {views} seeded views of the {len(SAMPLE_IMAGES)} photographs scikit-image ships"]
+    if samples > views:
+        notes.append(f"capped at {BUNDLED_MAX_VIEWS} views (asked for {samples})")
+    return CalibSet(batch, BUNDLED, _bundled_digest(recipe, views, seed), views, views, notes=notes)
+
+
+def _read_images(root: Path, candidates: list[Path], want: int, recipe: Preprocess,
+                 advance: Callable[[int], Any]) -> tuple[list[np.ndarray], list[str], int]:
+    """Up to ``want`` preprocessed images from ``candidates`` in order; (arrays, skipped with why, converted to RGB)."""
+    arrays: list[np.ndarray] = []
+    skipped: list[str] = []
+    converted = 0
+    for path in candidates:
+        if len(arrays) >= want:
+            break
+        img, reason = read_image(path)
+        if img is None:
+            skipped.append(f"{path.relative_to(root).as_posix()}: {reason}")
+            continue
+        converted += _needs_conversion(img)
+        try:
+            arrays.append(preprocess_image(img, recipe))
+        except Exception as e:  # noqa: BLE001 - e.g. a 0-pixel image or an exotic mode
+            skipped.append(f"{path.relative_to(root).as_posix()}: cannot convert ({type(e).__name__}: {e})")
+            continue
+        advance(1)
+    return arrays, skipped, converted
 
 
 __all__ = ["BUNDLED", "BUNDLED_MAX_VIEWS", "CalibSet", "DEFAULT_CALIB_SAMPLES", "MIN_CALIB_IMAGES", "calibration_digest",

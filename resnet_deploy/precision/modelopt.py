@@ -65,16 +65,13 @@ def input_info(model) -> tuple[str, list[int | None]]:
 
 
 @contextlib.contextmanager
-def quiet_tool(verbose: bool) -> Iterator[io.StringIO]:
+def quiet_tool() -> Iterator[io.StringIO]:
     """Hold back ModelOpt's INFO logging, ORT's calibration prints and tqdm bars.
 
     ModelOpt (re)configures its loggers with a handler on ``sys.stdout`` inside the call; the
     loggers' levels and handlers are put back afterwards so nothing stays bound to the buffer.
     """
     buf = io.StringIO()
-    if verbose:
-        yield buf
-        return
     loggers = [logging.getLogger(n) for n in _MODELOPT_LOGGERS]
     saved = [(lg, lg.level, list(lg.handlers), lg.propagate) for lg in loggers]
     # ModelOpt's import-time handler holds the real sys.stdout; route its records to ``buf``.

@@ -114,9 +114,7 @@ def quantize_int8(
     percentile: float = DEFAULT_PERCENTILE,
     calibration_batch: int = 1,
     calibration_eps: Sequence[str] = ("cpu",),
-    op_types_to_exclude: Sequence[str] | None = None,
     nodes_to_exclude: Sequence[str] | None = None,
-    verbose: bool = False,
     placement: bool = True,
 ) -> dict[str, Any]:
     """FP32 ONNX -> explicit Q/DQ INT8 ONNX with ModelOpt PTQ; returns manifest facts.
@@ -160,7 +158,7 @@ def quantize_int8(
         source = self_contained_copy(model, work)
         out = work / "quantized.onnx"
         t0 = time.perf_counter()
-        with quiet_tool(verbose) as buf:
+        with quiet_tool() as buf:
             cache = percentile_cache(source, input_name, calib, batch, percentile, work) if key == "percentile" else None
             quantization.quantize(
                 onnx_path=str(source),
@@ -170,12 +168,12 @@ def quantize_int8(
                 calibration_cache_path=str(cache) if cache else None,
                 calibration_shapes=shape_spec,
                 calibration_eps=list(calibration_eps),
-                op_types_to_exclude=list(op_types_to_exclude) if op_types_to_exclude else None,
+                op_types_to_exclude=None,
                 nodes_to_exclude=list(nodes_to_exclude) if nodes_to_exclude else None,
                 high_precision_dtype=high_precision,
                 output_path=str(out),
                 keep_intermediate_files=False,
-                log_level="DEBUG" if verbose else "WARNING",
+                log_level="WARNING",
             )
         seconds = time.perf_counter() - t0
         if not out.is_file():

@@ -11,9 +11,10 @@ from .diagnose import candidates, diagnose_int8, plot_diagnosis, rank, unit_erro
 from .images import AGREEMENT, TOP1, EvalSet, load_eval_set
 from .keep import int8_conv_share, keep_high_precision
 from .measure import Measure
+from .options import TuningOptions
 from .search import default_max_excluded, search
 from .tune import acceptor, search_plain
 
-__all__ = ["AGREEMENT", "EvalSet", "Measure", "TOP1", "Unit", "acceptor", "candidates", "default_max_excluded", "diagnose_int8",
+__all__ = ["AGREEMENT", "EvalSet", "Measure", "TOP1", "TuningOptions", "Unit", "acceptor", "candidates", "default_max_excluded", "diagnose_int8",
            "find_units", "int8_conv_share", "keep_high_precision", "load_eval_set", "plot_diagnosis", "rank", "search", "search_plain", "unit_errors",
            "units_of"]

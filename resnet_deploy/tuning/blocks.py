@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import onnx
 
 from ..onnx_meta import consumers_of, read_metadata
-from ..precision.exclude import module_paths
+from ..precision import module_paths
 
 BLOCK = re.compile(r"^(layer\d+\.\d+)\.")
 FOLLOW = ("Relu", "MaxPool", "BatchNormalization", "Clip")

@@ -20,7 +20,7 @@ from ..artifacts import sha256_file
 from ..datasets import image_files, labelled_folder, read_image
 from ..errors import UserError
 from ..labels import LABEL_SETS, builtin_labels
-from ..precision.calib import DEFAULT_CALIB_SAMPLES, load_calibration
+from ..precision import DEFAULT_CALIB_SAMPLES, load_calibration
 from ..preprocess import Preprocess, preprocess_image
 from ..progress import Progress, progress_bar, quiet
 

@@ -20,7 +20,7 @@ import onnx
 from ..classify import infer_all
 from ..compare import compare
 from ..progress import progress_bar
-from ..runners.ort import OrtRunner
+from ..runners import make_runner
 from .images import EvalSet
 
 TENSOR_BATCH = 8       # images per run when intermediate tensors come back (they are large)
@@ -63,7 +63,7 @@ class Measure:
         t = time.perf_counter()
         chunks = []
         step = 32
-        with OrtRunner(path, threads=self.threads) as runner, \
+        with make_runner("ort", path, threads=self.threads) as runner, \
                 progress_bar(len(self.images.batch), desc, self.bar) as advance:
             for start in range(0, len(self.images.batch), step):
                 chunks.append(infer_all(runner, self.images.batch[start:start + step]))
@@ -94,7 +94,7 @@ class Measure:
         cand = self._file(with_outputs(cand_model, tensors), "int8_tensors")
         sq = {t: [0.0, 0.0, 0.0] for t in tensors}      # sum |d|^2, sum |ref|^2, sum cosine
         n = len(self.images.batch)
-        with OrtRunner(fp32, threads=self.threads) as ref, OrtRunner(cand, threads=self.threads) as run, \
+        with make_runner("ort", fp32, threads=self.threads) as ref, make_runner("ort", cand, threads=self.threads) as run, \
                 progress_bar(n, "block errors", self.bar) as advance:
             spec = ref.input_spec
             fixed = spec.min_batch if spec.limit == "fixed" else None   # an export --batch N model takes N at a time

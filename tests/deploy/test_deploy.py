@@ -80,11 +80,16 @@ def checkpoint(work):
     return path
 
 
+def preprocess_files(paths) -> np.ndarray:
+    """The toolkit's preprocessing of image files, as one float32 NCHW batch."""
+    from resnet_deploy.preprocess import load_image, preprocess_image
+
+    return np.stack([preprocess_image(load_image(p)) for p in paths])
+
+
 @pytest.fixture(scope="module")
 def reference(checkpoint, photos):
     """PyTorch FP32 logits of the checkpoint on the photographs (the toolkit's preprocessing)."""
-    from resnet_deploy.preprocess import preprocess_files
-
     model = rd.create_model(18, weights=checkpoint)
     with torch.no_grad():
         return model(torch.from_numpy(preprocess_files(photos))).numpy()
@@ -97,7 +102,7 @@ def onnx18(work, checkpoint):
 
 @pytest.fixture(scope="module")
 def bundle(work, onnx18):
-    from resnet_deploy.deploy import package
+    from resnet_deploy.api import package
 
     out = work / "bundle"
     m = package(18, target="jetson", out=out, onnx=onnx18)
@@ -462,8 +467,6 @@ def test_infer_without_engine_runtime_fails_in_one_line(bundle, photos, tmp_path
 
 def test_bundle_preprocessing_equals_toolkit_on_photographs(bundle, photos, tmp_path):
     """infer.py (torch-free, vendored code, recipe read back from manifest.json) == resnet_deploy.preprocess."""
-    from resnet_deploy.preprocess import preprocess_files
-
     out, _ = bundle
     npy = tmp_path / "batch.npy"
     res = run_blocked([out / "infer.py", *photos, "--save-input", npy], tmp_path)
@@ -574,7 +577,7 @@ def _parse_config(path: Path):
 
 
 def test_triton_onnx_repository(work, onnx18):
-    from resnet_deploy.deploy import package
+    from resnet_deploy.api import package
 
     repo = work / "repo"
     m = package(18, target="triton", out=repo, onnx=onnx18, max_batch=16, instances=2)
@@ -605,7 +608,7 @@ def test_triton_fp16_onnx_types_come_from_the_model(work, onnx18):
     import onnx
     from onnx import TensorProto, helper
 
-    from resnet_deploy.deploy.triton import write_triton_model
+    from resnet_deploy.deploy import ServingOptions, write_triton_model
 
     m = onnx.load(str(onnx18))
     g = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
@@ -616,7 +619,7 @@ def test_triton_fp16_onnx_types_come_from_the_model(work, onnx18):
     onnx.save(tiny, str(path))
     labels = work / "ten.txt"
     labels.write_text("".join(f"c{i}\n" for i in range(10)))
-    write_triton_model(path, work / "repo16", name="tiny", labels=labels)
+    write_triton_model(path, work / "repo16", name="tiny", options=ServingOptions(labels=labels))
     mc, cfg = _parse_config(work / "repo16" / "tiny" / "config.pbtxt")
     assert cfg.input[0].data_type == cfg.output[0].data_type == mc.DataType.Value("TYPE_FP16")
     assert list(cfg.output[0].dims) == [10] and cfg.input[0].name == "x"
@@ -631,7 +634,7 @@ def test_triton_plan_repository_follows_the_engine_profile(bundle, work, tmp_pat
     subprocess.run([str(copy / "build_engine.sh"), "--trtexec", str(stub), "--opt-batch", "6", "--max-batch", "24"],
                    check=True, capture_output=True)
     engine = copy / "resnet18.fp32.trt.engine"
-    from resnet_deploy.deploy import package
+    from resnet_deploy.api import package
 
     repo = tmp_path / "repo"
     package(18, target="triton", out=repo, engine=engine)
@@ -649,7 +652,7 @@ def test_triton_plan_repository_follows_the_engine_profile(bundle, work, tmp_pat
 
 def test_triton_refuses_a_tensorrt_rtx_engine(onnx18, tmp_path):
     pytest.importorskip("tensorrt_rtx", reason="tensorrt-rtx not installed (it builds engines on the CPU)")
-    from resnet_deploy.deploy.triton import write_triton_model
+    from resnet_deploy.deploy import write_triton_model
     from resnet_deploy.engine import BuildOptions, build_engine
 
     engine = tmp_path / "r18.engine"
@@ -662,7 +665,7 @@ def test_triton_refuses_a_tensorrt_rtx_engine(onnx18, tmp_path):
 # --------------------------------------------------------------------------- bad input, atomicity
 
 def test_package_bad_input(work, onnx18, tmp_path, monkeypatch):
-    from resnet_deploy.deploy import package
+    from resnet_deploy.api import package
 
     with pytest.raises(UserError, match="unknown target 'edge'"):
         package(18, target="edge", out=tmp_path / "x", onnx=onnx18)

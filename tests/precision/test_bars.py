@@ -13,8 +13,8 @@ from pathlib import Path
 import pytest
 
 from resnet_deploy import api
+from resnet_deploy.api import quantize as ensure_precision
 from resnet_deploy.compare import THRESHOLDS
-from resnet_deploy.pipeline import ensure_precision
 from resnet_deploy.precision import faults
 
 pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")

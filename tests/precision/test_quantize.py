@@ -24,11 +24,11 @@ from typer.testing import CliRunner
 
 import resnet_deploy as rd
 from resnet_deploy import api
+from resnet_deploy.api import quantize as ensure_precision_onnx
 from resnet_deploy.cli import app
 from resnet_deploy.compare import THRESHOLDS, compare, run_parity
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import detect_precision, load_onnx, read_metadata
-from resnet_deploy.pipeline import ensure_precision as ensure_precision_onnx
 from resnet_deploy.precision.calib import DEFAULT_CALIB_SAMPLES, calibration_digest, load_calibration
 from resnet_deploy.preprocess import Preprocess, recipe_from_metadata
 

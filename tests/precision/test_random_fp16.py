@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from resnet_deploy import api
+from resnet_deploy.api import quantize as ensure_precision
 from resnet_deploy.model import DEPTHS
-from resnet_deploy.pipeline import ensure_precision
 
 pytest.importorskip("modelopt.onnx.autocast", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
 

@@ -16,10 +16,11 @@ from PIL import Image
 from typer.testing import CliRunner
 
 import resnet_deploy as rd
-from resnet_deploy.artifacts import read_manifest, sha256_file
+from resnet_deploy.artifacts import Precision, read_manifest, sha256_file
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
+from resnet_deploy.precision import QuantizeOptions, TunedInt8
 from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners.ort import OrtRunner
@@ -232,7 +233,8 @@ def test_a_rejected_tuned_onnx_is_not_published(plain, tmp_path):
         raise UserError("below the goal")
 
     with pytest.raises(UserError, match="below the goal"):
-        artifact_module.make_precision_onnx(plain["fp32"], "int8", out_dir=tmp_path, calib_samples=CALIB, accept=reject)
+        artifact_module.make_precision_onnx(plain["fp32"], Precision.INT8, QuantizeOptions(calib_samples=CALIB),
+                                            out_dir=tmp_path, tuned=TunedInt8(accept=reject))
     assert not list(tmp_path.rglob("*.onnx")) and not list(tmp_path.rglob("*.json"))
 
 

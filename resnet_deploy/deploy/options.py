@@ -1,0 +1,27 @@
+"""How a deployment serves its model: :class:`ServingOptions` (``resnet-deploy package``'s options)."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class ServingOptions:
+    """``name``: the Triton model name (``None``: ``<arch>_<precision>``); ``labels``: class names, one
+    per line (``None``: the model's label set); ``min_batch``/``opt_batch``/``max_batch``: the Jetson
+    engine profile (``max_batch`` is Triton's ``max_batch_size`` too); ``instances`` and
+    ``instance_kind`` (``gpu``/``cpu``): Triton's instance group; ``force``: replace an existing,
+    non-empty output folder."""
+
+    name: str | None = None
+    labels: str | os.PathLike[str] | None = None
+    min_batch: int | None = None
+    opt_batch: int | None = None
+    max_batch: int | None = None
+    instances: int = 1
+    instance_kind: str = "gpu"
+    force: bool = False
+
+
+__all__ = ["ServingOptions"]
