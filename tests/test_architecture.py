@@ -196,10 +196,14 @@ def functions(path: Path):
 def public_names(package: str) -> set[str]:
     """The package's ``__all__``, read from its ``__init__.py`` (nothing imported)."""
     init = PACKAGE.parent.joinpath(*package.split("."), "__init__.py")
-    for node in ast.parse(init.read_text()).body:
-        if isinstance(node, ast.Assign) and any(isinstance(t, ast.Name) and t.id == "__all__" for t in node.targets):
-            return {ast.literal_eval(e) for e in node.value.elts if isinstance(e, ast.Constant)}
-    return set()
+    body = ast.parse(init.read_text()).body
+    assigned = {t.id: node.value for node in body if isinstance(node, ast.Assign) for t in node.targets
+                if isinstance(t, ast.Name)}
+    value = assigned.get("__all__")
+    if isinstance(value, ast.Call) and isinstance(value.func, ast.Name) and value.func.id == "sorted":
+        value = assigned.get(value.args[0].id)  # ``__all__ = sorted(_WHERE)``: a lazy package's name -> module table
+        return {ast.literal_eval(k) for k in value.keys}
+    return {ast.literal_eval(e) for e in value.elts if isinstance(e, ast.Constant)} if value is not None else set()
 
 
 def private_reaches(module: str, path: Path) -> list[str]:

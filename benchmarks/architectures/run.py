@@ -39,8 +39,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 
 import resnet_deploy as rd  # noqa: E402
 from resnet_deploy import pipeline  # noqa: E402
-from resnet_deploy.bench import BenchConfig, run_bench  # noqa: E402
-from resnet_deploy.bench.env import device_label, environment  # noqa: E402
+from resnet_deploy.bench import BenchConfig, device_label, environment, run_bench  # noqa: E402  # noqa: E402
 from resnet_deploy.compare import parity_batch  # noqa: E402
 from resnet_deploy.engine import BuildOptions  # noqa: E402
 from resnet_deploy.model import ModelRef, arch_spec  # noqa: E402

@@ -203,7 +203,7 @@ def _machine() -> str:
 
 def git_revision(path: Path) -> str | None:
     sys.path.insert(0, str(path))
-    from resnet_deploy.bench.env import git_revision as rev
+    from resnet_deploy.bench import git_revision as rev
 
     return rev(path)
 

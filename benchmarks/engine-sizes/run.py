@@ -20,7 +20,7 @@ HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parents[1]))
 
 import resnet_deploy as rd  # noqa: E402
-from resnet_deploy.bench.env import git_revision  # noqa: E402
+from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.engine import BuildOptions  # noqa: E402
 
 ARCHS = ("resnet18", "resnet50")

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parents[1]))
 import resnet_deploy as rd  # noqa: E402
 from resnet_deploy import pipeline  # noqa: E402
 from resnet_deploy.artifacts import Precision  # noqa: E402
-from resnet_deploy.bench.env import git_revision  # noqa: E402
+from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.model import ModelRef  # noqa: E402
 from resnet_deploy.onnx_meta import consumers_of, load_onnx, read_metadata, set_metadata  # noqa: E402
 from resnet_deploy.precision import DEFAULT_CALIB_SAMPLES, calibration_batch, load_calibration, quantize_int8  # noqa: E402

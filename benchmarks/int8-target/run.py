@@ -43,7 +43,7 @@ sys.path.insert(0, str(ROOT))
 
 from resnet_deploy import api, pipeline  # noqa: E402
 from resnet_deploy.artifacts import Precision  # noqa: E402
-from resnet_deploy.bench.env import git_revision  # noqa: E402
+from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.errors import UserError  # noqa: E402
 from resnet_deploy.model import ModelRef  # noqa: E402
 from resnet_deploy.onnx_meta import read_metadata  # noqa: E402

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from resnet_deploy import pipeline  # noqa: E402
 from resnet_deploy.artifacts import Precision  # noqa: E402
-from resnet_deploy.bench.env import git_revision  # noqa: E402
+from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.compare import THRESHOLDS, compare, parity_batch  # noqa: E402
 from resnet_deploy.datasets import labelled_folder  # noqa: E402
 from resnet_deploy.model import ModelRef  # noqa: E402

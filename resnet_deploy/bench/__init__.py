@@ -34,6 +34,7 @@ _WHERE = {
     "throughput": ".report",
     "CPU_WARMUP": ".timing", "GPU_WARMUP": ".timing", "Stats": ".timing", "Timing": ".timing", "bare_loop": ".timing",
     "measure": ".timing",
+    "device_label": ".env", "environment": ".env", "git_revision": ".env",
 }
 
 __all__ = sorted(_WHERE)

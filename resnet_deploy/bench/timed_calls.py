@@ -22,8 +22,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .._native.cuda import load_cudart
-from ..runners import Runner
-from ..runners.base import TORCH_ALLOCATOR
+from ..runners import TORCH_ALLOCATOR, Runner
 from .timing import CudartEventClock, HostClock, RssProbe, TorchEventClock
 
 

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ..errors import UserError
-from .base import InputSpec, Runner
+from .base import TORCH_ALLOCATOR, InputSpec, Runner
 
 
 @dataclass(frozen=True)
@@ -82,5 +82,5 @@ def timing_options(name: str, **kw: Any) -> dict[str, Any]:
     return runner_class(name).timing_options(name, **kw)
 
 
-__all__ = ["BACKENDS", "Backend", "ENGINE_BACKENDS", "InputSpec", "ONNX_BACKENDS", "REGISTRY", "Runner", "TORCH_BACKENDS",
+__all__ = ["BACKENDS", "Backend", "ENGINE_BACKENDS", "InputSpec", "ONNX_BACKENDS", "REGISTRY", "Runner", "TORCH_ALLOCATOR", "TORCH_BACKENDS",
            "artifact_kind", "backend", "make_runner", "open_runner", "runner_class", "timing_options", "unavailable"]
