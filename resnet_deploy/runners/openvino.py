@@ -37,6 +37,7 @@ import numpy as np
 
 from ..errors import BackendUnavailable, UserError
 from ..onnx_meta import artifact_facts
+from ..versions import dist_version
 from .base import InputSpec, Runner
 
 INSTALL = "pip install 'resnet-deploy[openvino]' (or pip install openvino)"
@@ -225,10 +226,7 @@ class OpenVinoRunner(Runner):
 
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
-        try:
-            version = import_openvino().__version__
-        except BackendUnavailable:
-            version = None
+        version = dist_version("openvino")
         s = self._settings if self.compiled is not None else {}
         return {"backend": self.backend, "version": version, "device": self.device, "model": self.path,
                 "precision": self.precision,
