@@ -17,13 +17,16 @@ reported is what ran):
   ``AsyncInferQueue``, and put back together in order).
 * **threads** (``INFERENCE_NUM_THREADS``) and **streams** (``NUM_STREAMS``): OpenVINO's choice
   for the hint unless given.
+* **CPU pinning** (``ENABLE_CPU_PINNING``): off. OpenVINO pins its threads to cores by default
+  on Linux; on a CPU shared with other work (CI, a server with other processes) pinned threads
+  wait on busy cores: unpinned measured 1.1-1.4x faster for ResNet-18 FP32 and INT8 (docs/cpu.md).
 * **batch**: one compiled model with the ONNX's dynamic batch dimension serves every batch
   size. Reshaping to each batch seen (one compiled model per size) measured no faster for
   ResNet-18 at batch 1 and 8 (docs/cpu.md) and costs a compile per new size.
 
-``properties`` passes any other OpenVINO property (``{"ENABLE_CPU_PINNING": False}``) to
-``compile_model``. ``device`` is any OpenVINO device name (``CPU``, ``GPU``, ``NPU``); only the
-CPU is tested here.
+``properties`` passes any other OpenVINO property by name to ``compile_model``, over the runner's
+own (``{"ENABLE_CPU_PINNING": True}`` for a dedicated machine). ``device`` is any OpenVINO
+device name (``CPU``, ``GPU``, ``NPU``); only the CPU is tested here.
 """
 
 from __future__ import annotations
@@ -103,7 +106,7 @@ class OpenVinoRunner(Runner):
 
     @classmethod
     def stream_instance_text(cls, backend: str, gpu: bool) -> str:
-        return "its own OpenVINO compiled model and infer request (latency hint, CPU pinning off)"
+        return "its own OpenVINO compiled model and infer request (latency hint, threads not pinned)"
 
     def __init__(self, onnx_path: str | os.PathLike[str], *, backend: str = "openvino", precision: str | None = None,
                  threads: int | None = None, device: str | None = None, inference_precision: str | None = None,
@@ -145,17 +148,20 @@ class OpenVinoRunner(Runner):
             self.notes.append(f"this {self.device} has no BF16: the BF16 artifact runs in fp32")
         return "fp32"
 
-    def _compile_properties(self, ov: Any, inference: str) -> dict[Any, Any]:
-        hints = ov.properties.hint
-        props: dict[Any, Any] = {
-            hints.inference_precision: getattr(ov.Type, _OV_TYPES[inference]),
-            hints.performance_mode: getattr(hints.PerformanceMode, self.hint.upper()),
+    def _compile_properties(self, ov: Any, inference: str) -> dict[str, Any]:
+        """``compile_model``'s properties by name (``properties`` may override any of them)."""
+        p, hints = ov.properties, ov.properties.hint
+        props: dict[str, Any] = {
+            hints.inference_precision(): getattr(ov.Type, _OV_TYPES[inference]),
+            hints.performance_mode(): getattr(hints.PerformanceMode, self.hint.upper()),
         }
+        if self.device == "CPU":
+            props[hints.enable_cpu_pinning()] = False  # measured faster on a shared CPU (docs/cpu.md)
         if self.threads:
-            props[ov.properties.inference_num_threads] = int(self.threads)
+            props[p.inference_num_threads()] = int(self.threads)
         if self.streams is not None:
-            props[ov.properties.streams.num] = int(self.streams)
-        props.update(self.properties)
+            props[p.streams.num()] = int(self.streams)
+        props.update({str(k): v for k, v in self.properties.items()})
         return props
 
     def _open(self) -> InputSpec:
@@ -190,6 +196,7 @@ class OpenVinoRunner(Runner):
             "threads": int(c.get_property(p.inference_num_threads)),
             "streams": int(c.get_property(p.streams.num)),
             "requests": int(c.get_property(p.optimal_number_of_infer_requests)),
+            "cpu_pinning": bool(c.get_property(p.hint.enable_cpu_pinning)) if self.device == "CPU" else None,
         }
 
     def _spec(self, model: Any) -> InputSpec:
@@ -233,6 +240,7 @@ class OpenVinoRunner(Runner):
                 "inference_precision": s.get("inference_precision", self.requested_precision),
                 "performance_hint": s.get("performance_hint", self.hint.upper()),
                 "threads": s.get("threads", self.threads), "streams": s.get("streams", self.streams),
+                "cpu_pinning": s.get("cpu_pinning"),
                 "batch": "dynamic" if self.input_spec is None or self.input_spec.limit != "fixed"
                 else self.input_spec.min_batch,
                 "notes": self._summary(s) + list(self.notes)}
@@ -257,12 +265,9 @@ class OpenVinoRunner(Runner):
     def timing_options(cls, backend: str, *, threads: int | None = None, tf32: bool = False, cuda_graph: bool = True,
                        beside_others: bool = False) -> dict[str, Any]:
         # One request with every thread (latency hint) measured as fast as the throughput hint's
-        # streams for ResNet-18 at 224x224 batch 8 (docs/cpu.md). Instances beside each other
-        # (several streams) run unpinned: each would otherwise pin its threads to the same cores.
-        options: dict[str, Any] = {"threads": threads, "hint": "latency"}
-        if beside_others:
-            options["properties"] = {"ENABLE_CPU_PINNING": False}
-        return options
+        # streams for ResNet-18 at 224x224 batch 8 (docs/cpu.md). Threads are not pinned (the
+        # runner's default), so instances beside each other (several streams) do not pin to the same cores.
+        return {"threads": threads, "hint": "latency"}
 
 
 __all__ = ["BACKEND_DEVICES", "HINTS", "INSTALL", "OpenVinoRunner", "import_openvino", "installed",

@@ -99,10 +99,14 @@ def test_describe_reports_artifact_and_inference_precision_hint_threads_streams(
     assert before["precision"] is None and before["performance_hint"] == "LATENCY" and before["threads"] == 1
     with r:
         d = r.describe()
-    assert {k: d[k] for k in ("precision", "inference_precision", "performance_hint", "threads", "streams", "batch")} == {
+    keys = ("precision", "inference_precision", "performance_hint", "threads", "streams", "cpu_pinning", "batch")
+    assert {k: d[k] for k in keys} == {
         "precision": "fp32", "inference_precision": "fp32", "performance_hint": "LATENCY", "threads": 1, "streams": 1,
-        "batch": "dynamic"}  # the precision is read from the artifact when the caller does not say it
+        "cpu_pinning": False, "batch": "dynamic"}  # the precision is read from the artifact when the caller does not say it
     assert d["notes"][0] == "fp32 inference, latency hint, 1 threads, 1 stream"
+    # properties reach compile_model by name, over the runner's own choices
+    with open_runner("openvino", path, properties={"ENABLE_CPU_PINNING": True}, streams=1) as pinned:
+        assert pinned.describe()["cpu_pinning"] is True
 
 
 def test_the_fp32_hint_is_set_not_left_to_openvino(cifar, ov):
