@@ -143,7 +143,7 @@ def test_no_stage_imports_another_stage_or_a_consumer(stage):
 
 
 @pytest.mark.parametrize("module", ["resnet_deploy.runners", "resnet_deploy.runners.tensorrt", "resnet_deploy.runners.ort",
-                                    "resnet_deploy.runners.torch_runner"])
+                                    "resnet_deploy.runners.openvino", "resnet_deploy.runners.torch_runner"])
 def test_runners_never_reach_the_builder(module):
     reached = closure(module, GRAPH)
     assert not [m for m in reached if within(m, "resnet_deploy.engine")], sorted(reached)
@@ -177,7 +177,7 @@ def test_cli_modules_do_not_import_each_other():
 
 
 @pytest.mark.parametrize("module", ["resnet_deploy.runners.tensorrt", "resnet_deploy.engine", "resnet_deploy.precision",
-                                    "resnet_deploy.onnx_meta", "resnet_deploy.runners.ort"])
+                                    "resnet_deploy.onnx_meta", "resnet_deploy.runners.ort", "resnet_deploy.runners.openvino"])
 def test_torch_free_modules_import_without_torch(module):
     code = (f"import sys, {module}; bad = sorted(k for k in sys.modules if k.split('.')[0] == 'torch'); "
             "assert not bad, bad[:5]")
