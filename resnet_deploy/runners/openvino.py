@@ -19,7 +19,7 @@ reported is what ran):
   for the hint unless given.
 * **CPU pinning** (``ENABLE_CPU_PINNING``): off. OpenVINO pins its threads to cores by default
   on Linux; on a CPU shared with other work (CI, a server with other processes) pinned threads
-  wait on busy cores: unpinned measured 1.1-1.4x faster for ResNet-18 FP32 and INT8 (docs/cpu.md).
+  wait on busy cores: unpinned measured 1.1-1.6x faster for ResNet-18 FP32 and INT8 (docs/cpu.md).
 * **batch**: one compiled model with the ONNX's dynamic batch dimension serves every batch
   size. Reshaping to each batch seen (one compiled model per size) measured no faster for
   ResNet-18 at batch 1 and 8 (docs/cpu.md) and costs a compile per new size.
