@@ -33,16 +33,25 @@ def ov():
 
 
 @pytest.fixture(scope="module")
-def cifar(ov, tmp_path_factory):
-    """``{depth: out_dir}``: the trained CIFAR ResNets exported, with FP16 and INT8 as the CLI makes them."""
+def cifar20(ov, tmp_path_factory):
+    """The out dir holding the trained CIFAR ResNet-20's FP32 export (no precision extra needed)."""
+    from resnet_deploy.pipeline import export_model
+
+    out = tmp_path_factory.mktemp("cifar-openvino")
+    export_model(20, out_dir=out, weights=CHECKPOINTS[20])
+    return out
+
+
+@pytest.fixture(scope="module")
+def cifar(cifar20):
+    """The out dir holding the trained CIFAR ResNets exported, with FP16 and INT8 as the CLI makes them."""
     pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
     from resnet_deploy.pipeline import ensure_precision
 
-    out = tmp_path_factory.mktemp("cifar-openvino")
     for depth, ckpt in CHECKPOINTS.items():
-        ensure_precision(depth, "fp16", out_dir=out, weights=ckpt)
-        ensure_precision(depth, "int8", out_dir=out, weights=ckpt)
-    return out
+        ensure_precision(depth, "fp16", out_dir=cifar20, weights=ckpt)
+        ensure_precision(depth, "int8", out_dir=cifar20, weights=ckpt)
+    return cifar20
 
 
 def fp32_onnx(out: Path, depth: int) -> Path:
@@ -75,12 +84,12 @@ def test_trained_cifar_resnets_pass_the_bars_on_openvino(cifar, depth, precision
     assert c["inference_precision"] == "fp32"
 
 
-def test_bf16_execution_of_the_fp32_onnx_passes_the_bf16_bars(cifar):
+def test_bf16_execution_of_the_fp32_onnx_passes_the_bf16_bars(cifar20):
     if "BF16" not in ov_runner.optimization_capabilities("CPU"):
         pytest.skip("this CPU has no BF16 (OpenVINO capabilities: "
                     f"{', '.join(ov_runner.optimization_capabilities('CPU'))})")
-    path = fp32_onnx(cifar, 20)
-    r = api.parity(20, backend="openvino", artifact=path, weights=CHECKPOINTS[20], out_dir=cifar,
+    path = fp32_onnx(cifar20, 20)
+    r = api.parity(20, backend="openvino", artifact=path, weights=CHECKPOINTS[20], out_dir=cifar20,
                    inference_precision="bf16")
     assert r["candidate"]["precision"] == "fp32" and r["candidate"]["inference_precision"] == "bf16"
     assert r["rel_l2"] > THRESHOLDS["fp32"].rel_l2  # it really ran in BF16 ...
@@ -92,8 +101,8 @@ def test_bf16_execution_of_the_fp32_onnx_passes_the_bf16_bars(cifar):
 # ------------------------------------------------------------------------------------------
 
 
-def test_describe_reports_artifact_and_inference_precision_hint_threads_streams(cifar):
-    path = fp32_onnx(cifar, 20)
+def test_describe_reports_artifact_and_inference_precision_hint_threads_streams(cifar20):
+    path = fp32_onnx(cifar20, 20)
     r = make_runner("openvino", path, threads=1)
     before = r.describe()
     assert before["precision"] is None and before["performance_hint"] == "LATENCY" and before["threads"] == 1
@@ -109,22 +118,21 @@ def test_describe_reports_artifact_and_inference_precision_hint_threads_streams(
         assert pinned.describe()["cpu_pinning"] is True
 
 
-def test_the_fp32_hint_is_set_not_left_to_openvino(cifar, ov):
+def test_the_fp32_hint_is_set_not_left_to_openvino(cifar20, ov):
     """OpenVINO computes in bf16 by default on CPUs with BF16; the runner must not (FP32 bars)."""
-    path = fp32_onnx(cifar, 20)
+    path = fp32_onnx(cifar20, 20)
     x = np.random.default_rng(0).standard_normal((4, 3, 32, 32)).astype(np.float32)
     with open_runner("openvino", path) as r:
         y = r.infer(x)
         compiled = r.compiled.get_property(ov.properties.hint.inference_precision)
     assert compiled == ov.Type.f32
-    import onnxruntime as ort
-
+    ort = pytest.importorskip("onnxruntime", reason="the FP32 reference here is ONNX Runtime's: pip install -e '.[cpu]'")
     want = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"]).run(None, {"input": x})[0]
     assert np.linalg.norm(y - want) / np.linalg.norm(want) <= THRESHOLDS["fp32"].rel_l2
 
 
-def test_one_compiled_model_serves_every_batch_and_the_throughput_split_keeps_the_order(cifar):
-    path = fp32_onnx(cifar, 20)
+def test_one_compiled_model_serves_every_batch_and_the_throughput_split_keeps_the_order(cifar20):
+    path = fp32_onnx(cifar20, 20)
     x = np.random.default_rng(1).standard_normal((7, 3, 32, 32)).astype(np.float32)
     with open_runner("openvino", path) as lat, open_runner("openvino", path, hint="throughput", streams=2) as tp:
         compiled = lat.compiled
@@ -136,22 +144,22 @@ def test_one_compiled_model_serves_every_batch_and_the_throughput_split_keeps_th
         np.testing.assert_allclose(tp.infer(x[:1]), want[:1], rtol=1e-4, atol=1e-4)
 
 
-def test_a_wrong_shape_batch_is_refused_in_one_line(cifar):
-    with open_runner("openvino", fp32_onnx(cifar, 20)) as r:
+def test_a_wrong_shape_batch_is_refused_in_one_line(cifar20):
+    with open_runner("openvino", fp32_onnx(cifar20, 20)) as r:
         with pytest.raises(UserError) as e:
             r.infer(np.zeros((2, 3, 224, 224), np.float32))
     assert str(e.value) == "expected a batch of shape [N, 3, 32, 32], got [2, 3, 224, 224]"
 
 
-def test_bf16_is_refused_on_a_cpu_without_it(cifar, monkeypatch):
+def test_bf16_is_refused_on_a_cpu_without_it(cifar20, monkeypatch):
     monkeypatch.setattr(ov_runner, "optimization_capabilities", lambda device="CPU": ("FP32", "INT8"))
-    r = make_runner("openvino", fp32_onnx(cifar, 20), inference_precision="bf16")
+    r = make_runner("openvino", fp32_onnx(cifar20, 20), inference_precision="bf16")
     with pytest.raises(BackendUnavailable) as e:
         r.open()
     assert e.value.exit_code == 3 and "\n" not in str(e.value)
     assert "inference_precision='bf16' needs CPU BF16 support, which this CPU lacks" in str(e.value)
     # a BF16 artifact there runs in fp32, and says so
-    with open_runner("openvino", fp32_onnx(cifar, 20), precision="bf16") as r:
+    with open_runner("openvino", fp32_onnx(cifar20, 20), precision="bf16") as r:
         d = r.describe()
     assert d["inference_precision"] == "fp32" and "this CPU has no BF16: the BF16 artifact runs in fp32" in d["notes"]
 
