@@ -8,7 +8,10 @@ reported with the import error. :class:`~resnet_deploy.errors.BackendUnavailable
 everywhere else point here (``resnet-deploy doctor``).
 
 A backend ``runs`` when it can execute a model on this machine now. TensorRT-RTX additionally
-reports ``builds``: its builder compiles engines ahead of time without a GPU.
+reports ``builds``: its builder compiles engines ahead of time without a GPU. ``cpu`` holds the
+CPU's model and the instruction sets low-precision CPU inference uses (AMX, AVX-512 VNNI,
+AVX512-BF16, read from ``/proc/cpuinfo``), with a sentence saying what the CPU lacks; the
+OpenVINO row adds OpenVINO's own ``OPTIMIZATION_CAPABILITIES``.
 """
 
 from __future__ import annotations
@@ -213,16 +216,69 @@ def _modelopt() -> dict[str, Any]:
                 role="FP16/BF16 AutoCast and INT8 Q/DQ PTQ on ONNX (runs on the CPU)")
 
 
+# flags in /proc/cpuinfo that decide how fast INT8 and BF16 run on an x86 CPU
+CPU_FLAGS = ("amx_int8", "amx_bf16", "amx_tile", "avx512_vnni", "avx512_bf16", "avx512f", "avx_vnni", "avx2")
+
+
+def cpu_features(cpuinfo: str = "/proc/cpuinfo") -> dict[str, Any]:
+    """``{"model", "flags": {flag: bool}, "summary"}``: the CPU's low-precision instruction sets, and what it lacks."""
+    try:
+        with open(cpuinfo) as f:
+            text = f.read()
+    except OSError as e:
+        return {"model": platform.processor() or None, "flags": {}, "summary": f"CPU flags unknown ({e.strerror})"}
+    info: dict[str, str] = {}
+    for line in text.splitlines():
+        key, _, value = line.partition(":")
+        info.setdefault(key.strip(), value.strip())
+    have = set(info.get("flags", "").split())
+    flags = {f: f in have for f in CPU_FLAGS}
+    return {"model": info.get("model name") or None, "flags": flags,
+            "summary": cpu_summary(flags) if have else "CPU flags unknown (no x86 flags line in /proc/cpuinfo)"}
+
+
+def cpu_summary(flags: dict[str, bool]) -> str:
+    """One sentence: which units INT8 and BF16 run on here, and what the CPU lacks."""
+    if flags.get("amx_int8") and flags.get("amx_bf16"):
+        return "AMX: INT8 and BF16 run on AMX tiles"
+    int8 = ("AVX-512 VNNI" if flags.get("avx512_vnni") else "AVX-VNNI" if flags.get("avx_vnni")
+            else "AVX-512 without VNNI" if flags.get("avx512f") else "AVX2 without VNNI" if flags.get("avx2") else "no SIMD int8")
+    bf16 = "BF16 on AVX512-BF16" if flags.get("avx512_bf16") else "no BF16 instructions (BF16 runs as FP32 or emulated)"
+    return f"no AMX: INT8 runs on {int8}, {bf16}"
+
+
+def _openvino(cpu: dict[str, Any]) -> dict[str, Any]:
+    ov, why = _import("openvino")
+    if ov is None:
+        return _row("OpenVINO", installed=False, version=None, runs=False,
+                    why=f"{why}; cannot run here: pip install 'resnet-deploy[openvino]' (or pip install openvino)",
+                    note=cpu["summary"])
+    v = dist_version("openvino") or getattr(ov, "__version__", None)
+    try:
+        core = ov.Core()
+        devices = list(core.available_devices)
+        caps = list(core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")) if "CPU" in devices else []
+    except Exception as e:  # noqa: BLE001 - doctor reports every failure, it never raises
+        return _row("OpenVINO", installed=True, version=v, runs=False, why=f"OpenVINO fails to start: {e}",
+                    note=cpu["summary"])
+    note = cpu["summary"] + (f"; OpenVINO CPU capabilities: {', '.join(caps)}" if caps else "")
+    return _row("OpenVINO", installed=True, version=v, runs="CPU" in devices, devices=devices,
+                why=f"OpenVINO sees no CPU device (devices: {', '.join(devices) or 'none'})",
+                optimization_capabilities=caps, note=note)
+
+
 # ------------------------------------------------------------------------------------------ report
 
 
 def check() -> dict[str, Any]:
     """Everything ``resnet-deploy doctor`` shows, as a dict."""
     gpu = _gpu()
+    cpu = cpu_features()
     backends: list[dict[str, Any]] = []
     backends += _torch_rows()
     backends.append(_torch_compile(gpu))
     backends += _onnxruntime(gpu)
+    backends.append(_openvino(cpu))
     backends.append(_tensorrt(gpu))
     backends.append(_tensorrt_rtx(gpu))
     backends.append(_modelopt())
@@ -232,8 +288,9 @@ def check() -> dict[str, Any]:
         "python": sys.version.split()[0],
         "platform": f"{platform.system()} {platform.machine()}",
         "gpu": gpu,
+        "cpu": cpu,
         "backends": backends,
     }
 
 
-__all__ = ["check", "rtx_supported_ccs"]
+__all__ = ["CPU_FLAGS", "check", "cpu_features", "cpu_summary", "rtx_supported_ccs"]

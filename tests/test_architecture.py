@@ -141,7 +141,7 @@ def test_no_stage_imports_another_stage_or_a_consumer(stage):
 
 
 @pytest.mark.parametrize("module", ["resnet_deploy.runners", "resnet_deploy.runners.tensorrt", "resnet_deploy.runners.ort",
-                                    "resnet_deploy.runners.torch_runner"])
+                                    "resnet_deploy.runners.openvino", "resnet_deploy.runners.torch_runner"])
 def test_runners_never_reach_the_builder(module):
     reached = closure(module, GRAPH)
     assert not [m for m in reached if within(m, "resnet_deploy.engine")], sorted(reached)

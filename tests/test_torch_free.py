@@ -28,6 +28,7 @@ CLAIMS = {
     "resnet_deploy.runners.tensorrt": "'No torch.' (README: 'the TensorRT runner imports no torch')",
     "resnet_deploy.runners.tensorrt_loader": "'No torch.'",
     "resnet_deploy.runners.device_buffers": "'no torch, no TensorRT'",
+    "resnet_deploy.runners.openvino": "the OpenVINO runner reads the toolkit's ONNX on CPU servers without torch",
     "resnet_deploy.runners.ort": "the runner registry loads it for ONNX artifacts without torch (README: edge and CPU servers)",
     "resnet_deploy._native": "'torch-free and builder-free'",
     "resnet_deploy._native.cuda": "the _native package's claim",

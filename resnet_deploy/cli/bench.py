@@ -72,8 +72,9 @@ def not_run_lines(rows: list[dict[str, Any]]) -> list[str]:
 
 
 def bench(
-    engine: Optional[str] = typer.Option(None, "--engine", "-e", help="Comma list of torch, torch-compile, ort, ort-cuda, "
-                                         "trt, trt-rtx, or all. Default: torch,ort on a CPU; every GPU backend on a GPU."),
+    engine: Optional[str] = typer.Option(None, "--engine", "-e", help=f"Comma list of {', '.join(BACKENDS)}, or all. Default: "
+                                         "the backends that run here on a CPU (torch, ort, and openvino where it is installed); "
+                                         "every GPU backend on a GPU."),
     depth: Optional[str] = typer.Option(None, "--depth", "-d", help="Comma list of 18, 34, 50, 101, 152, architecture "
                                         "names (densenet121, seresnet50, vgg16, ...), all (the five ImageNet ResNets) or a "
                                         f"family ({', '.join(FAMILIES)}). Default: 18,50 on a CPU; 18,50,152 on a GPU."),

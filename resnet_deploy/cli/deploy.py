@@ -11,6 +11,7 @@ from rich.table import Table
 
 from .. import api
 from ..artifacts import DEFAULT_ROOT
+from ..runners import BACKENDS
 from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, handled, kv_table, out
 
 
@@ -62,7 +63,7 @@ def package(depth: str = DepthOpt,
 
 def predict(images: list[Path] = typer.Argument(..., help="Image files to classify."),
             depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt,
-            engine: str = typer.Option("ort", "--engine", "-e", help="ort, ort-cuda, torch, torch-compile, trt or trt-rtx."),
+            engine: str = typer.Option("ort", "--engine", "-e", help=f"Backend: {', '.join(BACKENDS)}."),
             precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact "
                                                       "(default: the given artifact's; fp32 when none is given)."),
             artifact: Optional[Path] = typer.Option(None, "--artifact", help="ONNX model or engine (default: the precision's "

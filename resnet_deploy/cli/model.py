@@ -10,6 +10,7 @@ from rich.table import Table
 
 from .. import __version__, api
 from ..onnx_export import DEFAULT_OPSET
+from ..runners import BACKENDS
 from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
 
 
@@ -67,7 +68,7 @@ def export(depth: str = DepthOpt, weights: Optional[Path] = WeightsOpt, num_clas
 
 
 def parity(depth: str = DepthOpt,
-           engine: str = typer.Option("ort", "--engine", "-e", help="Backend: ort, ort-cuda, trt, trt-rtx."),
+           engine: str = typer.Option("ort", "--engine", "-e", help=f"Backend: {', '.join(BACKENDS)}."),
            precision: Optional[str] = typer.Option(None, "--precision", "-p", help="fp32, fp16, bf16 or int8 artifact "
                                                       "(default: the given artifact's; fp32 when none is given)."),
            onnx: Optional[Path] = typer.Option(None, "--onnx", "--artifact", help="ONNX model or engine "

@@ -13,6 +13,7 @@ from .. import api
 from ..artifacts import check_precision
 from ..errors import UserError
 from ..precision import DEFAULT_CALIB_SAMPLES
+from ..runners import BACKENDS
 from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
 
 
@@ -103,7 +104,7 @@ def eval_(
                                   "int8,fp16,fp32 prints them side by side."),
     data: Path = typer.Option(..., "--data", help="Labelled images: <data>/<class>/<image> (sorted folder index "
                               "= class index unless --labels maps them)."),
-    engine: str = typer.Option("ort", "--engine", "-e", help="Backend: ort, ort-cuda, trt, trt-rtx."),
+    engine: str = typer.Option("ort", "--engine", "-e", help=f"Backend: {', '.join(BACKENDS)}."),
     batch: int = typer.Option(32, "--batch", "-b", help="Images per inference call."),
     limit: Optional[int] = typer.Option(None, "--limit", help="Evaluate an evenly spaced subset of this many images."),
     labels: Optional[Path] = typer.Option(None, "--labels", help="Class names, one per line (line number = class "

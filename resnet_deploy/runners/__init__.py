@@ -35,6 +35,7 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in [
     Backend("torch-compile", "torch", ".torch_runner", "TorchRunner"),
     Backend("ort", "onnx", ".ort", "OrtRunner"),
     Backend("ort-cuda", "onnx", ".ort", "OrtRunner"),
+    Backend("openvino", "onnx", ".openvino", "OpenVinoRunner"),
     Backend("trt", "trt", ".tensorrt", "TensorRTRunner"),
     Backend("trt-rtx", "trt-rtx", ".tensorrt", "TensorRTRunner"),
 ]}

@@ -37,7 +37,7 @@ def artifacts(exported):
 
 
 def test_the_registry_names_every_backend():
-    assert set(BACKENDS) == {"torch", "torch-compile", "ort", "ort-cuda", "trt", "trt-rtx"}
+    assert set(BACKENDS) == {"torch", "torch-compile", "ort", "ort-cuda", "openvino", "trt", "trt-rtx"}
     for name, entry in REGISTRY.items():
         assert entry.load().__name__ == entry.cls and artifact_kind(name) == entry.artifact
     with pytest.raises(UserError, match="unknown engine 'tensorflow'"):
@@ -110,12 +110,15 @@ def test_every_backend_declares_its_bench_facts(backend):
 def test_the_bench_facts_of_the_backends_here():
     """What the bench used to know by name, now said by each runner class."""
     from resnet_deploy.runners import runner_class
+    from resnet_deploy.runners.openvino import installed as openvino_installed
     from resnet_deploy.runners.torch_runner import cuda_available
 
     gpu_here = {b: runner_class(b).runs_on_gpu(b) for b in BACKENDS}
     assert gpu_here == {"torch": cuda_available(), "torch-compile": cuda_available(), "ort": False, "ort-cuda": True,
-                        "trt": True, "trt-rtx": True}
-    assert [b for b in BACKENDS if runner_class(b).in_default_sweep(b, False)] == ["torch", "ort"]
+                        "openvino": False, "trt": True, "trt-rtx": True}
+    # OpenVINO, the fastest CPU path, joins the CPU sweep where it is installed
+    assert [b for b in BACKENDS if runner_class(b).in_default_sweep(b, False)] == ["torch", "ort"] + (
+        ["openvino"] if openvino_installed() else [])
     assert [b for b in BACKENDS if runner_class(b).in_default_sweep(b, True)] == [
         "torch", "torch-compile", "ort-cuda", "trt", "trt-rtx"]
     assert {b: runner_class(b).extra_warmup(b) for b in BACKENDS if runner_class(b).extra_warmup(b)} == {"torch-compile": 3}
@@ -132,3 +135,4 @@ def test_set_process_threads_returns_what_to_restore():
     finally:
         torch.set_num_threads(before)
     assert runner_class("ort").set_process_threads("ort", 1) is None  # ONNX Runtime takes threads per session
+    assert runner_class("openvino").set_process_threads("openvino", 1) is None  # OpenVINO: per compiled model
