@@ -28,8 +28,7 @@ from typing import Any
 from torch import nn
 
 from .artifacts import DEFAULT_ROOT, Precision, artifact_path, ensure_writable_dir, verified_manifest, work_folder
-from .engine import BuildOptions, ProgressCallback, engine_path_for, preflight
-from .engine import ensure_engine as build_or_reuse_engine  # (the engine stage's name; the pipeline's is ensure_engine)
+from .engine import BuildOptions, ProgressCallback, build_or_reuse_engine, engine_path_for, preflight
 from .errors import UserError
 from .model import ModelRef, build_model, read_state_dict, state_dict_sha256
 from .onnx_export import ExportOptions, export_onnx

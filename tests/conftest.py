@@ -10,8 +10,25 @@ from resnet_deploy.api import quantize as ensure_precision
 from resnet_deploy.engine import BuildOptions, build_engine, engine_path_for
 from resnet_deploy.precision import modelopt_available
 
-# CI has 2 cores; keep torch from oversubscribing them alongside ONNX Runtime.
-torch.set_num_threads(min(2, os.cpu_count() or 1))
+# The README's test command runs the suite in parallel (pytest-xdist, one worker per core). Each worker
+# then computes with its share of the cores: torch and ONNX Runtime sessions (the toolkit's runners and
+# ModelOpt's calibration alike) default to every core and spin-wait, and two workers each spinning on both
+# cores of the 2-core CI machine ran the suite no faster than one worker. A runner given explicit threads
+# (bench --threads, timing_options) still gets them.
+WORKERS = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+THREADS = max(1, min(2, (os.cpu_count() or 1) // WORKERS))
+torch.set_num_threads(THREADS)
+if WORKERS > 1:
+    import onnxruntime as _ort
+
+    class _WorkerSessionOptions(_ort.SessionOptions):
+        def __init__(self, *args, **kwargs):
+            super().__init__(*args, **kwargs)
+            self.intra_op_num_threads = THREADS
+            self.inter_op_num_threads = 1
+            self.add_session_config_entry("session.intra_op.allow_spinning", "0")
+
+    _ort.SessionOptions = _WorkerSessionOptions
 
 
 @pytest.fixture(scope="session")

@@ -158,7 +158,7 @@ def test_comparison_evaluation_and_prediction_use_runners_only(module):
 def test_only_the_pipeline_chains_the_stages():
     """Who calls the stage functions that make an artifact: the pipeline alone."""
     makers = {"resnet_deploy.onnx_export": "export_onnx", "resnet_deploy.precision": "make_precision_onnx",
-              "resnet_deploy.engine": "ensure_engine"}
+              "resnet_deploy.engine": "build_or_reuse_engine"}
     for module, path in modules().items():
         if module in ("resnet_deploy.pipeline",) or any(within(module, m) for m in makers):
             continue

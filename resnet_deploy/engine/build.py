@@ -272,7 +272,7 @@ def _call_or_none(fn):
         return None
 
 
-def ensure_engine(
+def build_or_reuse_engine(
     onnx_path: str | os.PathLike[str],
     engine_path: str | os.PathLike[str],
     opts: BuildOptions,

@@ -186,11 +186,11 @@ def test_engine_reuse(rtx, models_dir, tmp_path):
     src = make_tiny_onnx(tmp_path / "m.onnx")
     path = tmp_path / "m.fp32.trt-rtx.engine"
     opts = rtx_opts(max_batch=4)
-    m, reason = eng.ensure_engine(src, path, opts, precision="fp32")
+    m, reason = eng.build_or_reuse_engine(src, path, opts, precision="fp32")
     assert reason == f"no engine at {path}"
     facts = eng.request_facts(src, opts, precision="fp32")
     assert eng.needs_rebuild(path, facts) is None
-    m2, reason2 = eng.ensure_engine(src, path, opts, precision="fp32")
+    m2, reason2 = eng.build_or_reuse_engine(src, path, opts, precision="fp32")
     assert reason2 is None and m2["engine_sha256"] == m["engine_sha256"]
 
     assert "requested profile changed" in eng.needs_rebuild(path, eng.request_facts(src, rtx_opts(max_batch=8), precision="fp32"))

@@ -13,7 +13,11 @@ from resnet_deploy.compare import compare
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
 
-DEPTHS = [18, 34, 50, 101, 152]
+# The export is one code path for every depth: a basic-block net (18), a bottleneck net (50) and the
+# deepest (152, whose seeded activations once overflowed FP16; tests/precision/test_random_fp16.py) cover
+# the block kinds and the depth. The FP32 parity of 34 and 101 is measured in benchmarks/model-facts.
+DEPTHS = [18, 50, 152]
+PARITY_DEPTHS = [18, 50]  # 152's numerics are checked at the stricter FP16 bars (test_random_fp16)
 META_KEYS = {"arch", "depth", "num_classes", "image_size", "mean", "std", "weights_source", "weights_sha256",
              "toolkit_version", "precision", "opset"}
 
@@ -40,7 +44,7 @@ def test_export_checks_and_metadata(exported, depth):
     assert set(manifest["timings_s"]) >= {"model", "export", "check", "total"}
 
 
-@pytest.mark.parametrize("depth", DEPTHS)
+@pytest.mark.parametrize("depth", PARITY_DEPTHS)
 def test_parity_fp32(exported, depth):
     m = exported(f"resnet{depth}")
     r = rd.parity(depth, onnx=m["path"])
