@@ -109,6 +109,12 @@ class Runner(abc.ABC):
         return "its own instance"
 
     @classmethod
+    def known_slowdown(cls, backend: str, precision: str) -> str | None:
+        """Why ``backend`` is known to run ``precision`` slower than FP32 (bench's ranking quotes it beside
+        such a row), or ``None`` where no reason is known."""
+        return None
+
+    @classmethod
     def set_process_threads(cls, backend: str, threads: int) -> int | None:
         """Set the process-wide CPU thread count ``backend`` computes with; return the previous count (to
         restore), or ``None`` where the backend takes its threads per instance (``timing_options(threads=)``)."""

@@ -92,6 +92,14 @@ class OrtRunner(Runner):
         return cls.runs_on_gpu(backend) == gpu
 
     @classmethod
+    def known_slowdown(cls, backend: str, precision: str) -> str | None:
+        if precision == "int8" and not cls.runs_on_gpu(backend):
+            return ("ONNX Runtime's CPU provider cannot fuse the TensorRT-style Q/DQ placement (inputs quantized, outputs "
+                    "not) into its integer kernels, so it dequantizes and runs FP32 convolutions plus the extra Q/DQ nodes; "
+                    "on a CPU the INT8 path is the openvino runner, which reads the same ONNX")
+        return None
+
+    @classmethod
     def stream_instance_text(cls, backend: str, gpu: bool) -> str:
         if cls.runs_on_gpu(backend):
             return "its own InferenceSession (its own CUDA stream, I/O binding, no CUDA graph)"
