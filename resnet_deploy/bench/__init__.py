@@ -10,8 +10,8 @@
 Modules: :mod:`.config` (the options), :mod:`.plan` (the rows to run), :mod:`.executor` (the run,
 runner-agnostic), :mod:`.artifacts` (the one door to the pipeline), :mod:`.timed_calls` (an open
 runner made ready to time), :mod:`.timing` (the timing core), :mod:`.rows` (the typed row),
-:mod:`.report` (files and plots), :mod:`.harness` (:func:`run_bench`: the three together),
-:mod:`.env` (the machine).
+:mod:`.ranking` (the fastest passing backend per network, precision and batch), :mod:`.report` (files and
+plots), :mod:`.harness` (:func:`run_bench`: the three together), :mod:`.env` (the machine).
 
 The names below load lazily: ``import resnet_deploy.bench.timing`` (or ``.rows``) pulls in neither
 torch nor the pipeline.
@@ -31,7 +31,8 @@ _WHERE = {
     "BenchResult": ".harness", "run_bench": ".harness",
     "BenchRow": ".rows", "ROW_FIELDS": ".rows", "TimingFigures": ".rows",
     "SCHEMA_VERSION": ".report", "load_results": ".report", "merge_results": ".report", "streams_cell": ".report",
-    "throughput": ".report",
+    "throughput": ".report", "ranking_section": ".report",
+    "Best": ".ranking", "RANKED_BY": ".ranking", "Ranking": ".ranking", "SlowerThanFp32": ".ranking", "rank": ".ranking",
     "CPU_WARMUP": ".timing", "GPU_WARMUP": ".timing", "Stats": ".timing", "Timing": ".timing", "bare_loop": ".timing",
     "measure": ".timing",
     "device_label": ".env", "environment": ".env", "git_revision": ".env",

@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..plots import pyplot, save_png
 from ..runners import runner_class
 from .env import TORCH_LIBRARY
+from .ranking import BASELINE_PRECISION, RANKED_BY, Ranking, rank
 from .rows import ROW_FIELDS, BenchRow, as_row
 from .timing import CPU_WARMUP, GPU_WARMUP
 
@@ -99,6 +100,7 @@ def to_json(result) -> dict[str, Any]:
         "row_fields": list(ROW_FIELDS),
         "rows": [as_row(r).to_dict() for r in result.rows],
         "scenarios": scenarios(result.rows),
+        "ranking": rank(result.rows).to_dict(),
     })
 
 
@@ -324,6 +326,38 @@ def _scenarios_section(rows: list[BenchRow], streams: bool) -> list[str]:
     return lines
 
 
+def _speedup(v: float | None) -> str:
+    return "- (no FP32 baseline)" if v is None else f"{v:.2f}x"
+
+
+def ranking_section(ranking: Ranking) -> list[str]:
+    """The "Ranking" section of report.md: the fastest passing backend per model, batch and precision,
+    its speedup over FP32, then the rows slower than FP32 with the reason where it is known."""
+    if not ranking.best:
+        return []
+    overall = {(b.arch, b.batch, b.precision) for b in ranking.overall}
+    lines = ["", "## Ranking", "", f"Per model, batch and precision: the fastest backend that passed parity, by end-to-end "
+             f"img/s (`{RANKED_BY}`, the figure every backend has); speedup over the fastest {BASELINE_PRECISION.upper()} row "
+             "that passed parity at the same model and batch. **Bold**: the fastest of all precisions at that model and "
+             "batch. Rows that failed parity or did not run are never ranked.", "",
+             "| model | batch | precision | best backend | img/s | speedup vs FP32 |", "|---|---|---|---|---|---|"]
+    for b in ranking.best:
+        if b.backend is None:
+            lines.append(f"| {b.arch} | {b.batch} | {b.precision} | none: {b.note} | - | - |")
+            continue
+        name = f"**{b.backend}**" if (b.arch, b.batch, b.precision) in overall else b.backend
+        lines.append(f"| {b.arch} | {b.batch} | {b.precision} | {name} | {_ips(b.throughput_ips)} | "
+                     f"{_speedup(b.speedup_vs_fp32)} |")
+    if ranking.flagged:
+        lines += ["", "Slower than FP32 (fewer img/s than the FP32 baseline at the same model and batch):", ""]
+        for f in ranking.flagged:
+            verdict = "" if f.status == "ok" else ", parity FAILED"
+            lines.append(f"- {f.arch} b{f.batch} {f.precision} {f.backend}: {_ips(f.throughput_ips)} img/s, "
+                         f"{f.ratio:.2f}x FP32 ({f.baseline_backend}, {_ips(f.baseline_ips)} img/s){verdict}. "
+                         + (f"Why: {f.reason}." if f.reason else "Reason not known."))
+    return lines
+
+
 def _notes_section(rows: list[BenchRow]) -> list[str]:
     notes = [(r, r.notes) for r in rows if r.notes] + [
         # a note on a figure that is missing (why) is per batch; on a measured one (how) per backend
@@ -364,7 +398,7 @@ def to_markdown(result, plots: list[str]) -> str:
         lines += ["", _STREAMS_TEXT.format(n=n_streams)]
     streams = any(r.streams_throughput_ips is not None for r in rows)
     lines += ["", "## Results", "", *_results_table(rows, streams)]
-    lines += _scenarios_section(rows, streams) + _notes_section(rows)
+    lines += _scenarios_section(rows, streams) + ranking_section(rank(rows)) + _notes_section(rows)
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:

@@ -13,7 +13,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..artifacts import DEFAULT_ROOT
-from ..bench import BENCH_PRECISIONS, CPU_WARMUP, GPU_WARMUP, BenchConfig, BenchPlan, defaults, make_plan, merge_results, parse_list, run_bench, streams_cell
+from ..bench import BENCH_PRECISIONS, CPU_WARMUP, GPU_WARMUP, BenchConfig, BenchPlan, defaults, make_plan, merge_results, parse_list, rank, run_bench, streams_cell
 from ..errors import UserError
 from ..model import FAMILIES, select_archs
 from ..runners import BACKENDS
@@ -69,6 +69,18 @@ def not_run_lines(rows: list[dict[str, Any]]) -> list[str]:
             + f": {r['status']}: {r.get('reason') or ''}" for r in rows if r.get("status") not in ("ok", "failed")] + [
         f"{r['arch']} {r['precision']} {r['backend']} b{r['batch']}: parity FAILED: {r.get('parity_failures')}"
         for r in rows if r.get("status") == "failed"]
+
+
+def ranking_lines(ranking: Any) -> list[str]:
+    """One line per model and batch: the fastest passing precision and backend; then the rows slower than FP32."""
+    lines = []
+    for b in ranking.overall:
+        vs = "no FP32 baseline" if b.speedup_vs_fp32 is None else f"{b.speedup_vs_fp32:.2f}x FP32"
+        lines.append(f"best {b.arch} b{b.batch}: {b.precision} {b.backend}, {b.throughput_ips:,.1f} img/s ({vs})")
+    for f in ranking.flagged:
+        lines.append(f"slower than FP32: {f.arch} b{f.batch} {f.precision} {f.backend} ({f.ratio:.2f}x)"
+                     + (f": {f.reason}" if f.reason else ""))
+    return lines
 
 
 def bench(
@@ -147,10 +159,12 @@ def bench(
     rows = result.rows
     payload = {"run_id": result.run_id, "out_dir": str(result.out_dir), "files": result.files,
                "interrupted": result.interrupted, "environment": result.environment, "rows": [r.to_dict() for r in rows]}
+    ranking = rank(rows)
+    payload["ranking"] = ranking.to_dict()
 
     def render() -> None:
         out.print(results_table(rows, f"bench {result.run_id} on {result.environment.get('device')}"))
-        for line in not_run_lines(rows):
+        for line in not_run_lines(rows) + ranking_lines(ranking):
             out.print(line, highlight=False, soft_wrap=True)
         out.print(f"wrote {result.out_dir}/: " + ", ".join(Path(p).name for p in result.files.values()))
 
@@ -189,8 +203,13 @@ def bench_merge(
     with handled(as_json):
         merged = merge_results(runs, out_dir, run_id=run_id)
 
+    ranking = rank(merged.rows)
+
     def render() -> None:
         out.print(results_table(merged.rows, f"merged {len(runs)} runs into {out_dir}"))
+        for line in ranking_lines(ranking):
+            out.print(line, highlight=False, soft_wrap=True)
         out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in merged.files.values()))
 
-    emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": [r.to_dict() for r in merged.rows]}, render)
+    emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": [r.to_dict() for r in merged.rows],
+                   "ranking": ranking.to_dict()}, render)
