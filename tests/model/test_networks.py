@@ -125,6 +125,7 @@ def test_corrupt_checkpoint(tmp_path, content):
         rd.create_model(18, weights=tmp_path / "c.pth")
 
 
+@pytest.mark.xdist_group("resnet152")
 def test_random_resnet152_behaves_like_a_trained_network():
     """Plain init overflows FP16 at depth 152; the default random model must not, and its
     logits must differ between different photographs."""

@@ -277,7 +277,8 @@ def digits(tmp_path_factory):
     mod = _digits_module()
     work = tmp_path_factory.mktemp("digits")
     # the CLI's calibration defaults (512 images, entropy): the gate must hold as a user runs it
-    return work, mod.run(work, epochs=TEST_EPOCHS, log=lambda m: None)
+    # threads=None: the worker keeps its share of the cores (conftest), the run does not take both
+    return work, mod.run(work, epochs=TEST_EPOCHS, threads=None, log=lambda m: None)
 
 
 def test_digits_fp32_fp16_int8_meet_the_bars(digits):
