@@ -55,11 +55,6 @@ class Precision(str, Enum):
         return cls(p)
 
 
-def check_precision(precision: str) -> Precision:
-    """``" FP16 "`` -> ``Precision.FP16`` (:meth:`Precision.parse`)."""
-    return Precision.parse(precision)
-
-
 def model_dir(arch: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
     """``engines/resnet50`` for arch ``resnet50``."""
     return Path(root) / arch
@@ -76,7 +71,7 @@ def artifact_path(
     ``kind`` is ``onnx`` (``resnet50.fp16.onnx``) or an engine flavour such as ``trt`` or
     ``trt-rtx`` (``resnet50.int8.trt.engine``).
     """
-    precision = check_precision(precision)
+    precision = Precision.parse(precision)
     name = f"{arch}.{precision}.onnx" if kind == "onnx" else f"{arch}.{precision}.{kind}.engine"
     return model_dir(arch, root) / name
 

@@ -10,7 +10,7 @@ import typer
 from rich.table import Table
 
 from .. import api
-from ..artifacts import check_precision
+from ..artifacts import Precision
 from ..errors import UserError
 from ..precision import DEFAULT_CALIB_SAMPLES
 from ..runners import BACKENDS
@@ -118,7 +118,7 @@ def eval_(
         precisions = [p for p in (s.strip() for s in precision.split(",")) if p]
         if artifact is not None and len(precisions) != 1:
             raise UserError("--onnx/--artifact names one artifact; give exactly one --precision with it")
-        artifacts = {check_precision(precisions[0]): artifact} if artifact is not None else None
+        artifacts = {Precision.parse(precisions[0]): artifact} if artifact is not None else None
         r = api.evaluate(depth, precisions=precisions, data=data, backend=engine, out_dir=out_dir, artifacts=artifacts,
                      batch=batch, limit=limit, labels_file=labels, preact=preact, progress=progress,
                      progress_bar_enabled=not as_json)
