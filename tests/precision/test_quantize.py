@@ -269,7 +269,7 @@ def _digits_module():
     return mod
 
 
-TEST_EPOCHS = 12  # the committed table uses the full 30-epoch run
+TEST_EPOCHS = 6  # the committed table uses the full 30-epoch run; 6 (1 thread, as an xdist worker runs it) gave FP32 98.3%, FP16 98.3%, INT8 98.0%: inside every bar
 
 
 @pytest.fixture(scope="module")
