@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..plots import pyplot, save_png
 from ..runners import runner_class
 from .env import TORCH_LIBRARY
+from .loadgen import LoadgenSettings
 from .ranking import BASELINE_PRECISION, RANKED_BY, Ranking, rank
 from .rows import ROW_FIELDS, BenchRow, as_row
 from .timing import CPU_WARMUP, GPU_WARMUP
@@ -342,7 +343,8 @@ def _loadgen_section(rows: list[BenchRow], cfg: dict[str, Any]) -> list[str]:
     lg = [r for r in rows if r.loadgen_scenario is not None]
     if not lg:
         return []
-    lines = ["", "## MLPerf LoadGen", "", _LOADGEN_TEXT.format(n=(cfg.get("loadgen") or {}).get("sample_count", "?")), "",
+    n = (cfg.get("loadgen") or {}).get("sample_count") or LoadgenSettings.sample_count  # a merged report: the default
+    lines = ["", "## MLPerf LoadGen", "", _LOADGEN_TEXT.format(n=n), "",
              "| " + " | ".join(c.header for c in LOADGEN_COLUMNS) + " |", "|" + "---|" * len(LOADGEN_COLUMNS)]
     lines += ["| " + " | ".join(c.cell(r) for c in LOADGEN_COLUMNS) + " |" for r in lg]
     probes = [r for r in lg if r.loadgen_probes]
