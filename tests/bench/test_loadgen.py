@@ -295,3 +295,22 @@ def test_bad_loadgen_settings_are_one_line_and_exit_2(args, words, tmp_path):
     assert res.exit_code == 2, res.output
     lines = [ln for ln in res.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.output
+
+
+def test_merge_keeps_every_runs_loadgen_rows(tmp_path):
+    """Two server runs at different rates are two measurements; a timing-loop row measured twice keeps the later."""
+    from types import SimpleNamespace
+
+    from resnet_deploy.bench import BenchRow, merge_results
+    from resnet_deploy.bench.report import ResultWriter
+
+    for k, (run, qps) in enumerate((("a", 100.0), ("b", 200.0))):
+        key = {"arch": "resnet20", "depth": 20, "precision": "fp32", "backend": "ort", "batch": 1, "status": "ok"}
+        rows = [BenchRow(run_id=run, **key, loadgen_scenario="server", loadgen_validity="VALID", loadgen_target_qps=qps),
+                BenchRow(run_id=run, **key, latency_p50_ms=1.0 + k)]
+        ResultWriter(tmp_path / run).write_partial(SimpleNamespace(
+            run_id=run, interrupted=False, started=1e9 + k, finished=1e9 + k + 1, environment={"cpu": "x"},
+            config={}, rows=rows))
+    m = merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    assert sorted(r.loadgen_target_qps for r in m.rows if r.loadgen_scenario) == [100.0, 200.0]
+    assert [(r.run_id, r.latency_p50_ms) for r in m.rows if r.loadgen_scenario is None] == [("b", 2.0)]
