@@ -309,8 +309,12 @@ def _mlperf_metric(r: BenchRow) -> str:
     if r.loadgen_scenario == "multi-stream":
         return f"p99 {_ms(r.loadgen_early_stopping_ms or r.loadgen_p99_ms)} ms"
     if r.loadgen_scenario == "server":
-        qps = r.loadgen_peak_qps if r.loadgen_peak_qps is not None else r.loadgen_target_qps
-        return f"{_f(qps, '{:g}')} QPS at p99 <= {_f(r.loadgen_bound_ms, '{:g}')} ms"
+        bound = _f(r.loadgen_bound_ms, "{:g}")
+        if r.loadgen_probes and r.loadgen_peak_qps is None:
+            return f"no QPS tried kept p99 <= {bound} ms"
+        if r.loadgen_p99_ms is None or r.loadgen_bound_ms is None or r.loadgen_p99_ms > r.loadgen_bound_ms:
+            return f"p99 over {bound} ms at {_f(r.loadgen_target_qps, '{:g}')} QPS"
+        return f"{_f(r.loadgen_target_qps, '{:g}')} QPS at p99 <= {bound} ms"
     return f"{_ips(r.loadgen_samples_per_s)} samples/s"
 
 

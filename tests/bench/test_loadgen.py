@@ -162,6 +162,7 @@ def test_a_server_run_at_a_modest_qps_is_valid(resnet20_runs):
     assert row.loadgen_validity == "VALID", row.loadgen_why
     assert row.loadgen_target_qps == 200 and row.loadgen_bound_ms == 100 and row.loadgen_queries >= 500
     assert row.loadgen_p99_ms <= 100 and row.loadgen_overlatency == 0
+    assert "| 200 QPS at p99 <= 100 ms |" in (resnet20_runs["server"].out_dir / "report.md").read_text()
 
 
 # ------------------------------------------------------------------------------------------
@@ -180,7 +181,7 @@ def test_an_impossible_bound_is_invalid_and_reported_not_an_error(tmp_path, monk
     assert "over the 0.01 ms bound" in row["loadgen_why"] and row["loadgen_overlatency"] == row["loadgen_queries"]
     assert row["loadgen_p99_ms"] > 0.01
     md = (tmp_path / "imp" / "report.md").read_text()
-    assert "**INVALID**: the 99th percentile latency" in md
+    assert "**INVALID**: the 99th percentile latency" in md and "| p99 over 0.01 ms at 100 QPS |" in md
 
 
 def test_find_peak_keeps_p99_within_the_bound_and_its_time_budget(tmp_path):
