@@ -10,8 +10,9 @@
 Modules: :mod:`.config` (the options), :mod:`.plan` (the rows to run), :mod:`.executor` (the run,
 runner-agnostic), :mod:`.artifacts` (the one door to the pipeline), :mod:`.timed_calls` (an open
 runner made ready to time), :mod:`.timing` (the timing core), :mod:`.rows` (the typed row),
-:mod:`.ranking` (the fastest passing backend per network, precision and batch), :mod:`.report` (files and
-plots), :mod:`.harness` (:func:`run_bench`: the three together), :mod:`.env` (the machine).
+:mod:`.ranking` (the fastest passing backend per network, precision and batch), :mod:`.loadgen` (MLPerf LoadGen
+scenarios in place of the timing loop: ``BenchConfig(loadgen=LoadgenSettings("server", target_qps=200))``),
+:mod:`.report` (files and plots), :mod:`.harness` (:func:`run_bench`: the three together), :mod:`.env` (the machine).
 
 The names below load lazily: ``import resnet_deploy.bench.timing`` (or ``.rows``) pulls in neither
 torch nor the pipeline.
@@ -35,6 +36,8 @@ _WHERE = {
     "Best": ".ranking", "RANKED_BY": ".ranking", "Ranking": ".ranking", "SlowerThanFp32": ".ranking", "rank": ".ranking",
     "CPU_WARMUP": ".timing", "GPU_WARMUP": ".timing", "Stats": ".timing", "Timing": ".timing", "bare_loop": ".timing",
     "measure": ".timing",
+    "DEFAULT_BOUND_MS": ".loadgen", "LoadgenMissing": ".loadgen", "LoadgenSettings": ".loadgen",
+    "LoadgenSummary": ".loadgen", "SCENARIOS": ".loadgen", "default_batches": ".loadgen", "search_peak": ".loadgen",
     "device_label": ".env", "environment": ".env", "git_revision": ".env",
 }
 

@@ -16,6 +16,7 @@ from ..artifacts import DEFAULT_ROOT, PRECISIONS, Precision
 from ..errors import UserError
 from ..model import resolve_arch
 from ..runners import BACKENDS, runner_class
+from .loadgen import LoadgenSettings
 from .timed_calls import torch_cuda
 from .timing import CPU_WARMUP, GPU_WARMUP
 
@@ -69,10 +70,20 @@ class BenchConfig:
     tf32: bool = False                 # GPU FP32 with TF32 math (faster; misses the FP32 parity bar)
     parity_random: int = 4
     streams: int = 1                   # > 1: also time this many instances at once (offline, several streams)
+    loadgen: LoadgenSettings | None = None  # an MLPerf LoadGen scenario measures the rows instead of the timing loop
 
     def validate(self) -> None:
+        if self.loadgen is not None:  # first: a scenario's settings decide the default batch sizes
+            self._validate_loadgen()
         self._validate_grid()
         self._validate_loop()
+
+    def _validate_loadgen(self) -> None:
+        lg = self.loadgen
+        lg.validate()
+        _require(self.streams == 1, "--streams times the timing loop; with --scenario, LoadGen sets the load: choose one")
+        _require(lg.scenario != "single-stream" or self.batches == [1],
+                 f"single-stream sends one sample per query: use --batch 1, got {self.batches}")
 
     def _validate_grid(self) -> None:
         _require(bool(self.engines), "no engine chosen")

@@ -31,8 +31,11 @@ out-of-memory the larger batches of that backend are ``skipped``.
 from __future__ import annotations
 
 import gc
+import tempfile
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
@@ -44,6 +47,7 @@ from ..runners import TORCH_BACKENDS, Runner, make_runner, open_runner, runner_c
 from .artifacts import Artifact, ArtifactProvider
 from .config import BenchConfig
 from .env import usable_cores
+from .loadgen import ScenarioRun, loadgen_version, sample_pool
 from .plan import PlanGroup
 from .rows import BenchRow, TimingFigures
 from .timed_calls import MemoryProbe, TimedCalls, is_oom, prepare_timed_calls
@@ -159,10 +163,11 @@ class Executor:
     """Measures planned groups; ``artifacts`` says what each backend opens, ``runners`` makes the runners."""
 
     def __init__(self, cfg: BenchConfig, artifacts: ArtifactProvider, *, runners: RegistryRunners | None = None,
-                 progress: Progress = quiet, rss: RssProbe | None = None):
+                 progress: Progress = quiet, rss: RssProbe | None = None, log_dir: Path | None = None):
         self.cfg, self.artifacts, self.progress = cfg, artifacts, progress
         self.runners = runners or RegistryRunners()
         self.rss = rss or RssProbe()
+        self.log_dir = log_dir  # the run's folder: LoadGen's logs go under <log_dir>/loadgen/ (None: a scratch folder)
         self._inputs: dict[tuple[int, int], list[np.ndarray]] = {}
 
     # ------------------------------------------------------------------ facts
@@ -274,7 +279,10 @@ class Executor:
         try:
             opened.memory.row_start()
             res = self._parity(row, calls, ref)
-            self._timings(row, calls, opened.memory, len(inputs))
+            if self.cfg.loadgen is None:
+                self._timings(row, calls, opened.memory, len(inputs))
+            else:
+                self._loadgen(row, calls, opened, ref.size)
             row.memory_mib, row.memory_kind = opened.memory.peak_mib(), opened.memory.label
             self._compile_figures(row, opened.runner, compiled_before, calls)
             row.notes = "; ".join([*opened.notes, *calls.notes])
@@ -316,6 +324,7 @@ class Executor:
             clock, before = calls.compute_clock, calls.compute_before
         else:
             row.scope = "end-to-end = compute (CPU: no host-device copy)"
+        row.measured_by = "timing loop"
         if cfg.bare:
             # about as many calls as the timed loop made, split into alternated harness/bare pairs
             rounds = max(1, min(cfg.bare_rounds, primary_t.iterations // 2))
@@ -324,6 +333,21 @@ class Executor:
                                   sync=sync)
             row.bare_mean_ms, row.harness_mean_ms = chk.bare_mean_ms, chk.harness_mean_ms
             row.harness_overhead_pct = chk.overhead_pct
+
+    def _loadgen(self, row: BenchRow, calls: TimedCalls, opened: OpenBackend, size: int) -> None:
+        """The row's speed from an MLPerf LoadGen scenario, through the timed path parity just ran."""
+        settings = self.cfg.loadgen
+        name = f"loadgen/{row.arch}-{row.precision}-{row.backend}-b{row.batch}"
+        row.loadgen_scenario, row.measured_by = settings.scenario, f"MLPerf LoadGen {loadgen_version()} ({settings.label})"
+        with ExitStack() as stack:
+            root = self.log_dir or Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="resnet-deploy-loadgen-")))
+            pool = sample_pool(max(settings.sample_count, row.batch), size, self.cfg.seed, opened.runner.input_spec.dtype)
+            run = ScenarioRun(settings, calls.infer, pool, row.batch, root / name, warmup=self.cfg.warmup_for(row.backend),
+                              progress=lambda msg: self.progress(f"{row.arch} {row.backend} b{row.batch}: {msg}"))
+            summary = run.measure()
+            opened.memory.sample()
+        row.put_loadgen(summary, settings.min_duration_s, name if self.log_dir else None)
+        row.warmup, row.scope = self.cfg.warmup_for(row.backend), "end to end, LoadGen's clock (queueing included)"
 
     @staticmethod
     def _compile_figures(row: BenchRow, runner: Runner, before: dict[str, Any] | None, calls: TimedCalls) -> None:

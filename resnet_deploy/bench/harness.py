@@ -97,6 +97,7 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
         executor.limit_threads(list(cfg.engines), cfg.threads)
     env = environment(command)
     run_id = run_id or default_run_id(env)
+    executor.log_dir = Path(out) / run_id if write else None  # LoadGen's logs go into the run's folder
     writer = ResultWriter(Path(out) / run_id) if write else None
     result = BenchResult(run_id=run_id, out_dir=Path(out) / run_id, config=asdict(cfg), environment=env)
     result.environment["host_memory_probe"] = rss.method

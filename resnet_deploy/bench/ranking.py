@@ -153,7 +153,7 @@ def _flags(rows: list[BenchRow], baselines: Mapping[tuple[str, int], BenchRow], 
 def rank(rows: Iterable[BenchRow | Mapping[str, Any]], *, reasons: SlowdownReasons = registry_slowdown) -> Ranking:
     """The ranking of a run's rows (``BenchRow`` s or results.json rows). ``reasons`` gives the known
     reason a (backend, precision) is slower than FP32 (default: the runner classes')."""
-    rs = [as_row(r) for r in rows]
+    rs = [r for r in map(as_row, rows) if r.loadgen_scenario is None]  # LoadGen's rows are not the timing loop's
     baselines: dict[tuple[str, int], BenchRow] = {}
     for r in rs:
         if r.precision == BASELINE_PRECISION and _passing(r):

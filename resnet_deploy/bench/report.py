@@ -24,6 +24,7 @@ from ..errors import UserError
 from ..plots import pyplot, save_png
 from ..runners import runner_class
 from .env import TORCH_LIBRARY
+from .loadgen import LoadgenSettings
 from .ranking import BASELINE_PRECISION, RANKED_BY, Ranking, rank
 from .rows import ROW_FIELDS, BenchRow, as_row
 from .timing import CPU_WARMUP, GPU_WARMUP
@@ -68,7 +69,7 @@ def scenarios(rows: Iterable[BenchRow | dict[str, Any]]) -> list[dict[str, Any]]
     """MLPerf-style: single-stream (batch 1 latency) and offline (throughput at the largest batch that ran)."""
     groups: dict[tuple, list[BenchRow]] = {}
     for r in map(as_row, rows):
-        if r.measured and r.batch:
+        if r.measured and r.batch and r.loadgen_scenario is None:  # LoadGen's rows have their own section
             groups.setdefault((r.arch, r.precision, r.backend), []).append(r)
     out = []
     for (arch, precision, backend), rs in groups.items():
@@ -289,8 +290,75 @@ RESULT_COLUMNS: tuple[Column, ...] = (
                                                               f"{_f(r.first_call_s, '{:.2f}')} / {_compile(r)}"),
     Column("rel L2", lambda r: _f(r.parity_rel_l2, "{:.2e}")), Column("top-1", lambda r: _f(r.parity_top1, "{:.0%}")),
     Column("harness overhead", lambda r: _f(r.harness_overhead_pct, "{:+.1f}%")),
-    Column("calls", lambda r: str(r.iterations)), Column("load / CPU wait", _load), Column("verdict", _verdict),
+    Column("calls", lambda r: _f(r.iterations, "{}")), Column("measured by", lambda r: r.measured_by or "timing loop"),
+    Column("load / CPU wait", _load), Column("verdict", _verdict),
 )
+
+
+def _loadgen_result(r: BenchRow) -> str:
+    if r.loadgen_validity is None:
+        return _verdict(r)
+    return f"**{r.loadgen_validity}**" + (f": {r.loadgen_why}" if r.loadgen_why else "")
+
+
+def _mlperf_metric(r: BenchRow) -> str:
+    """The figure MLPerf reports for the scenario: single-stream the 90th percentile (early-stopping estimate),
+    multi-stream the 99th, server the QPS its p99 bound held at, offline samples per second."""
+    if r.loadgen_scenario == "single-stream":
+        return f"p90 {_ms(r.loadgen_early_stopping_ms or r.loadgen_p90_ms)} ms"
+    if r.loadgen_scenario == "multi-stream":
+        return f"p99 {_ms(r.loadgen_early_stopping_ms or r.loadgen_p99_ms)} ms"
+    if r.loadgen_scenario == "server":
+        bound = _f(r.loadgen_bound_ms, "{:g}")
+        if r.loadgen_probes and r.loadgen_peak_qps is None:
+            return f"no QPS tried kept p99 <= {bound} ms"
+        if r.loadgen_p99_ms is None or r.loadgen_bound_ms is None or r.loadgen_p99_ms > r.loadgen_bound_ms:
+            return f"p99 over {bound} ms at {_f(r.loadgen_target_qps, '{:g}')} QPS"
+        return f"{_f(r.loadgen_target_qps, '{:g}')} QPS at p99 <= {bound} ms"
+    return f"{_ips(r.loadgen_samples_per_s)} samples/s"
+
+
+LOADGEN_COLUMNS: tuple[Column, ...] = (
+    Column("run", lambda r: str(r.run_id)), Column("model", lambda r: str(r.arch)), Column("precision", lambda r: r.precision),
+    Column("backend", lambda r: r.backend), Column("batch", lambda r: str(r.batch)),
+    Column("scenario", lambda r: str(r.loadgen_scenario)),
+    Column("target QPS", lambda r: _f(r.loadgen_target_qps, "{:g}")),
+    Column("bound ms", lambda r: _f(r.loadgen_bound_ms, "{:g}")),
+    Column("samples/s", lambda r: _ips(r.loadgen_samples_per_s)), Column("p50 ms", lambda r: _ms(r.loadgen_p50_ms)),
+    Column("p90 ms", lambda r: _ms(r.loadgen_p90_ms)), Column("p99 ms", lambda r: _ms(r.loadgen_p99_ms)),
+    Column("MLPerf metric", _mlperf_metric), Column("queries", lambda r: str(r.loadgen_queries)),
+    Column("min duration s", lambda r: _f(r.loadgen_min_duration_s, "{:g}")),
+    Column("LoadGen logs (in the run's folder)", lambda r: r.loadgen_log_dir or "-"), Column("result", _loadgen_result),
+)
+"""The LoadGen section's table: one column each, read from the row's ``loadgen_`` fields."""
+_LOADGEN_TEXT = (
+    "Rows measured by MLPerf LoadGen (`--scenario`) instead of the timing loop: after the same parity check, the "
+    "row's timed path (host numpy in, logits out, every call padded to the row's batch) is LoadGen's system under "
+    "test, the model running on the thread that opened it while LoadGen issues queries from its own thread; samples "
+    "waiting together are run in calls of up to the row's batch (the server scenario's dynamic batching, offline's "
+    "chunks). Its query sample library is {n} seeded random images. Latency is LoadGen's, from issue to completion "
+    "(queueing included); single-stream samples/s is LoadGen's QPS with its overhead, server the completed samples/s, "
+    "offline the samples/s, multi-stream samples per query / mean query latency. VALID/INVALID and the reasons are "
+    "LoadGen's own (minimum duration and query count, early stopping, the server's p99 bound). Performance mode only: "
+    "no accuracy-mode run and no MLPerf submission checker, and far shorter runs than MLPerf's 600 s minimum.")
+
+
+def _loadgen_section(rows: list[BenchRow], cfg: dict[str, Any]) -> list[str]:
+    lg = [r for r in rows if r.loadgen_scenario is not None]
+    if not lg:
+        return []
+    n = (cfg.get("loadgen") or {}).get("sample_count") or LoadgenSettings.sample_count  # a merged report: the default
+    lines = ["", "## MLPerf LoadGen", "", _LOADGEN_TEXT.format(n=n), "",
+             "| " + " | ".join(c.header for c in LOADGEN_COLUMNS) + " |", "|" + "---|" * len(LOADGEN_COLUMNS)]
+    lines += ["| " + " | ".join(c.cell(r) for c in LOADGEN_COLUMNS) + " |" for r in lg]
+    probes = [r for r in lg if r.loadgen_probes]
+    if probes:
+        lines += ["", "Server find-peak (bisection on the target QPS; the row shows the highest QPS whose p99 stayed "
+                  "within the bound, each probe one LoadGen run):", ""]
+        lines += [f"- {r.arch} {r.precision} {r.backend} b{r.batch}: {r.loadgen_probes}" for r in probes]
+    return lines
+
+
 _NOT_RUN_CELLS = {"depth", "precision", "backend", "batch", "load / CPU wait", "verdict"}
 
 
@@ -398,7 +466,8 @@ def to_markdown(result, plots: list[str]) -> str:
         lines += ["", _STREAMS_TEXT.format(n=n_streams)]
     streams = any(r.streams_throughput_ips is not None for r in rows)
     lines += ["", "## Results", "", *_results_table(rows, streams)]
-    lines += _scenarios_section(rows, streams) + ranking_section(rank(rows)) + _notes_section(rows)
+    lines += _scenarios_section(rows, streams) + _loadgen_section(rows, cfg) + ranking_section(rank(rows))
+    lines += _notes_section(rows)
     if plots:
         lines += ["", "## Plots", ""]
         for p in plots:
@@ -540,8 +609,8 @@ def _device_key(env: dict[str, Any]) -> str:
 def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id: str | None = None) -> SimpleNamespace:
     """One report from several runs on the same device (a sweep split across calls or jobs).
 
-    Rows keep their own ``run_id``; a (depth, precision, backend, batch) measured twice keeps
-    the later run's row. Runs from different devices are refused: their figures do not compare.
+    Rows keep their own ``run_id``; a (depth, precision, backend, batch) measured twice by the timing loop
+    keeps the later run's row (every run's LoadGen rows are kept: their settings are their run's). Runs from different devices are refused: their figures do not compare.
     Writes results.json, results.csv, report.md and the plots into ``out_dir``. Returns the
     merged run like :func:`~resnet_deploy.bench.run_bench` does: ``.rows``, ``.environment``,
     ``.config``, ``.out_dir`` and ``.files`` (what was written).
@@ -556,7 +625,10 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
     rows: dict[tuple, dict[str, Any]] = {}
     for r in runs:
         for row in r["rows"]:
-            rows[(row.get("arch"), row.get("precision"), row.get("backend"), row.get("batch"))] = row
+            # a LoadGen row stays (its settings are its run's: target QPS, bound, threads); a timing-loop row
+            # measured again is replaced
+            rows[(row.get("arch"), row.get("precision"), row.get("backend"), row.get("batch"),
+                  row.get("loadgen_scenario") and row.get("run_id"))] = row
     env = dict(runs[0].get("environment") or {})
     env["command"] = " ; ".join(str((r.get("environment") or {}).get("command")) for r in runs)
     env["merged_from"] = [r.get("run_id") for r in runs]

@@ -99,6 +99,25 @@ class BenchRow:
     streams_calls: int | None = None
     streams_gain_pct: float | None = None
     streams_note: str | None = None
+    # what measured the speed figures: "timing loop" (the latency_ fields) or MLPerf LoadGen (the loadgen_ fields)
+    measured_by: str | None = None
+    # MLPerf LoadGen (--scenario): its verdict and figures (end to end, queueing included)
+    loadgen_scenario: str | None = None
+    loadgen_validity: str | None = None
+    loadgen_why: str | None = None
+    loadgen_samples_per_s: float | None = None
+    loadgen_p50_ms: float | None = None
+    loadgen_p90_ms: float | None = None
+    loadgen_p99_ms: float | None = None
+    loadgen_early_stopping_ms: float | None = None
+    loadgen_queries: int | None = None
+    loadgen_overlatency: int | None = None
+    loadgen_target_qps: float | None = None
+    loadgen_bound_ms: float | None = None
+    loadgen_min_duration_s: float | None = None
+    loadgen_peak_qps: float | None = None
+    loadgen_probes: str | None = None
+    loadgen_log_dir: str | None = None
     load_avg_1m: float | None = None
     cpu_pressure_pct: float | None = None
     notes: str = ""
@@ -111,6 +130,15 @@ class BenchRow:
     def put_compute(self, t: TimingFigures) -> None:
         self.compute_p50_ms, self.compute_p90_ms, self.compute_p99_ms = t.p50_ms, t.p90_ms, t.p99_ms
         self.compute_mean_ms, self.compute_throughput_ips = t.mean_ms, t.throughput_ips
+
+    def put_loadgen(self, s: Any, min_duration_s: float, log_dir: str | None) -> None:
+        """A :class:`~resnet_deploy.bench.loadgen.LoadgenSummary` into the ``loadgen_`` fields."""
+        self.loadgen_scenario, self.loadgen_validity, self.loadgen_why = s.scenario, s.validity, s.why
+        self.loadgen_samples_per_s, self.loadgen_p50_ms, self.loadgen_p90_ms = s.samples_per_s, s.p50_ms, s.p90_ms
+        self.loadgen_p99_ms, self.loadgen_early_stopping_ms, self.loadgen_queries = s.p99_ms, s.early_stopping_ms, s.queries
+        self.loadgen_overlatency, self.loadgen_target_qps, self.loadgen_bound_ms = s.overlatency, s.target_qps, s.bound_ms
+        self.loadgen_min_duration_s, self.loadgen_peak_qps, self.loadgen_log_dir = min_duration_s, s.peak_qps, log_dir
+        self.loadgen_probes = "; ".join(p.text() for p in s.probes) or None
 
     def clear_speed(self) -> None:
         """An errored row shows no speed figure (it may lack its correctness figure)."""
@@ -151,8 +179,8 @@ ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BenchRow))
 """Every field of a row, in order: results.json's ``row_fields`` and keys, results.csv's header."""
 _FIELD_SET = frozenset(ROW_FIELDS)
 SPEED_FIELDS: tuple[str, ...] = tuple(
-    n for n in ROW_FIELDS if n.startswith(("latency_", "compute_", "bare_", "harness_"))
-    or n in ("iterations", "timed_s", "memory_mib"))
+    n for n in ROW_FIELDS if n.startswith(("latency_", "compute_", "bare_", "harness_", "loadgen_"))
+    and n != "loadgen_scenario" or n in ("iterations", "timed_s", "memory_mib"))
 
 
 def as_row(r: BenchRow | Mapping[str, Any]) -> BenchRow:

@@ -13,7 +13,24 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from ..artifacts import DEFAULT_ROOT
-from ..bench import BENCH_PRECISIONS, CPU_WARMUP, GPU_WARMUP, BenchConfig, BenchPlan, defaults, make_plan, merge_results, parse_list, rank, run_bench, streams_cell
+from ..bench import (
+    BENCH_PRECISIONS,
+    CPU_WARMUP,
+    DEFAULT_BOUND_MS,
+    GPU_WARMUP,
+    SCENARIOS,
+    BenchConfig,
+    BenchPlan,
+    LoadgenSettings,
+    default_batches,
+    defaults,
+    make_plan,
+    merge_results,
+    parse_list,
+    rank,
+    run_bench,
+    streams_cell,
+)
 from ..errors import UserError
 from ..model import FAMILIES, select_archs
 from ..runners import BACKENDS
@@ -83,6 +100,30 @@ def ranking_lines(ranking: Any) -> list[str]:
     return lines
 
 
+def loadgen_lines(rows: list[Any]) -> list[str]:
+    """One line per row that MLPerf LoadGen measured: its verdict and figures."""
+    lines = []
+    for r in rows:
+        if r.get("loadgen_validity") is None:
+            continue
+        peak = f", peak {r['loadgen_peak_qps']:g} QPS" if r.get("loadgen_peak_qps") is not None else ""
+        lines.append(f"LoadGen {r['loadgen_scenario']} {r['arch']} {r['precision']} {r['backend']} b{r['batch']}{peak}: "
+                     f"{_fmt(r.get('loadgen_samples_per_s'), ',.1f')} samples/s, p50/p90/p99 "
+                     f"{_fmt(r.get('loadgen_p50_ms'), '.2f')}/{_fmt(r.get('loadgen_p90_ms'), '.2f')}/"
+                     f"{_fmt(r.get('loadgen_p99_ms'), '.2f')} ms, {r['loadgen_validity']}"
+                     + (f" ({r['loadgen_why']})" if r.get("loadgen_why") else ""))
+    return lines
+
+
+def _row_line(row: Any) -> str:
+    if row.get("status") not in ("ok", "failed"):
+        return f"{row['arch']} {row['precision']} {row['backend']}: {row['status']}: {row.get('reason')}"
+    if row.get("loadgen_validity") is not None:
+        return loadgen_lines([row])[0] + f", rel L2 {row['parity_rel_l2']:.1e} [{row['status']}]"
+    return (f"{row['arch']} {row['precision']} {row['backend']} b{row['batch']}: p50 {row['latency_p50_ms']:.2f} ms, "
+            f"{row['latency_throughput_ips']:.1f} img/s, rel L2 {row['parity_rel_l2']:.1e} [{row['status']}]")
+
+
 def bench(
     engine: Optional[str] = typer.Option(None, "--engine", "-e", help=f"Comma list of {', '.join(BACKENDS)}, or all. Default: "
                                          "the backends that run here on a CPU (torch, ort, and openvino where it is installed); "
@@ -110,6 +151,21 @@ def bench(
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Folder name of this run (default: <device>-<UTC time>)."),
     artifacts: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Folder of ONNX models and engines (made if missing)."),
     seed: int = SeedOpt,
+    scenario: Optional[str] = typer.Option(None, "--scenario", help=f"Measure with MLPerf LoadGen instead of the timing "
+                                           f"loop: {', '.join(SCENARIOS)} (needs mlcommons-loadgen). Default batch: 1 "
+                                           "(server, single-stream), --samples-per-query (multi-stream), 8 (offline)."),
+    target_qps: Optional[float] = typer.Option(None, "--target-qps", help="LoadGen: the server's arrival rate (required "
+                                               "without --find-peak); offline's expected QPS (default: measured)."),
+    latency_bound_ms: float = typer.Option(DEFAULT_BOUND_MS, "--latency-bound-ms", help="LoadGen server: the bound on the "
+                                           "99th percentile latency (MLPerf's ResNet-50 value by default)."),
+    duration: float = typer.Option(10.0, "--duration", help="LoadGen: minimum duration of a run, seconds (MLPerf: 600)."),
+    max_duration: Optional[float] = typer.Option(None, "--max-duration", help="LoadGen: stop issuing queries after this "
+                                                 "many seconds (default: no limit)."),
+    min_queries: int = typer.Option(100, "--min-queries", help="LoadGen: minimum query count of a run."),
+    samples_per_query: int = typer.Option(8, "--samples-per-query", help="LoadGen multi-stream: samples per query."),
+    find_peak: bool = typer.Option(False, "--find-peak", help="LoadGen server: search (bisection) the highest QPS whose "
+                                   "p99 stays within --latency-bound-ms."),
+    peak_time: float = typer.Option(60.0, "--peak-time", help="--find-peak's time budget in seconds, every probe included."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the rows this run would measure and exit (nothing is "
                                    "loaded, built or timed)."),
     as_json: bool = JsonOpt,
@@ -121,12 +177,18 @@ def bench(
         engines = parse_list(engine, all_values=BACKENDS, name="engine") or d["engines"]
         depths = select_archs(depth) if depth is not None else d["depths"]
         precisions = parse_list(precision, all_values=BENCH_PRECISIONS, name="precision") or d["precisions"]
-        batches = parse_list(batch, all_values=[1, 8, 32, 128, 256], kind=int, name="batch") or d["batches"]
+        loadgen = None if scenario is None else LoadgenSettings(
+            scenario=scenario, target_qps=target_qps, latency_bound_ms=latency_bound_ms, min_duration_s=duration,
+            max_duration_s=max_duration, min_query_count=min_queries, samples_per_query=samples_per_query,
+            find_peak=find_peak, peak_time_s=peak_time)
+        batches = parse_list(batch, all_values=[1, 8, 32, 128, 256], kind=int, name="batch") or (
+            default_batches(scenario, samples_per_query) if scenario else d["batches"])
         if run_id is not None and (not run_id or "/" in run_id or run_id in (".", "..")):
             raise UserError(f"--run-id must be a plain folder name, got {run_id!r}")
         cfg = BenchConfig(engines=engines, depths=depths, precisions=precisions, batches=batches, min_time=min_time,
                           min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
-                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams)
+                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams,
+                          loadgen=loadgen)
         cfg.validate()
         plan = make_plan(cfg)
         if plan_only:
@@ -147,12 +209,7 @@ def bench(
 
                 def on_row(row: dict[str, Any], done: int) -> None:
                     bar.update(task, completed=done)
-                    if row.get("status") in ("ok", "failed"):
-                        bar.console.log(f"{row['arch']} {row['precision']} {row['backend']} b{row['batch']}: "
-                                        f"p50 {row['latency_p50_ms']:.2f} ms, {row['latency_throughput_ips']:.1f} img/s, "
-                                        f"rel L2 {row['parity_rel_l2']:.1e} [{row['status']}]")
-                    else:
-                        bar.console.log(f"{row['arch']} {row['precision']} {row['backend']}: {row['status']}: {row.get('reason')}")
+                    bar.console.log(_row_line(row))
 
                 result = run_bench(cfg, out=out_dir, run_id=run_id, progress=progress, on_row=on_row, command=command)
 
@@ -164,7 +221,7 @@ def bench(
 
     def render() -> None:
         out.print(results_table(rows, f"bench {result.run_id} on {result.environment.get('device')}"))
-        for line in not_run_lines(rows) + ranking_lines(ranking):
+        for line in loadgen_lines(rows) + not_run_lines(rows) + ranking_lines(ranking):
             out.print(line, highlight=False, soft_wrap=True)
         out.print(f"wrote {result.out_dir}/: " + ", ".join(Path(p).name for p in result.files.values()))
 
