@@ -29,8 +29,12 @@ def package(depth: str = DepthOpt,
             min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Jetson engine profile: smallest batch."),
             opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Jetson engine profile: tuned batch."),
             max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Largest batch (jetson profile / Triton max_batch_size)."),
-            instances: int = typer.Option(1, "--instances", help="Triton: model instances per GPU."),
-            instance_kind: str = typer.Option("gpu", "--instance-kind", help="Triton: gpu or cpu."),
+            instances: int = typer.Option(1, "--instances", help="Triton: model instances (per GPU on a GPU server)."),
+            instance_kind: str = typer.Option("auto", "--instance-kind", help="Triton: auto (GPU instances where the server "
+                                              "has a GPU, else CPU), gpu or cpu. A TensorRT plan is always gpu."),
+            ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Triton: also write the image-bytes "
+                                          "ensemble <name>_images (preprocess -> model -> top-k)."),
+            top: int = typer.Option(5, "--top", "-k", help="Triton ensemble: how many classes it returns."),
             artifacts_dir: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Where the precision ONNX lives / is made."),
             force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
             preact: bool = PreactOpt, as_json: bool = JsonOpt) -> None:
@@ -38,7 +42,8 @@ def package(depth: str = DepthOpt,
     with handled(as_json) as progress:
         m = api.package(depth, precision=precision, target=target, out=out_dir, onnx=onnx, engine=engine_file, weights=weights,
                 labels=labels, name=name, force=force, artifacts_dir=artifacts_dir, min_batch=min_batch, opt_batch=opt_batch,
-                max_batch=max_batch, instances=instances, instance_kind=instance_kind, preact=preact, progress=progress)
+                max_batch=max_batch, instances=instances, instance_kind=instance_kind, ensemble=ensemble, top=top, preact=preact,
+                progress=progress)
 
     def render() -> None:
         if m["kind"] == "jetson-bundle":
@@ -54,8 +59,10 @@ def package(depth: str = DepthOpt,
             out.print(kv_table(f"Triton model {m['path']}", [
                 ("platform", m["platform"]), ("model", f"{m['arch']} {m['precision']} -> {m['model_file']}"),
                 ("max_batch_size", m["max_batch_size"]), ("preferred batch sizes", m["preferred_batch_size"] or "-"),
-                ("instances", f"{m['instances']} x {m['instance_kind']}"), *(("note", n) for n in m["notes"]),
-                ("next", f"tritonserver --model-repository {Path(m['path']).parent}"),
+                ("instances", f"{m['instances']} x {m['instance_kind']}"),
+                ("image ensemble", f"{m['ensemble']['name']} (image bytes -> top-{m['ensemble']['top']})" if m["ensemble"] else "-"),
+                *(("note", n) for n in m["notes"]),
+                ("next", f"resnet-deploy serve {Path(m['path']).parent}"),
             ]))
 
     emit(as_json, m, render)
