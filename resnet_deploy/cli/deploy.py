@@ -12,7 +12,7 @@ from rich.table import Table
 from .. import api
 from ..artifacts import DEFAULT_ROOT
 from ..runners import BACKENDS
-from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, handled, kv_table, out
+from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, ServedModelOpt, TimeoutOpt, UrlOpt, WeightsOpt, emit, handled, kv_table, out, served
 
 
 def package(depth: str = DepthOpt,
@@ -79,12 +79,14 @@ def predict(images: list[Path] = typer.Argument(..., help="Image files to classi
             top: int = typer.Option(5, "--top", "-k", help="How many classes to show."),
             num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Classifier size (default: from "
                                                       "the weights / artifact)."),
-            out_dir: Path = OutOpt,
-            preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
+            out_dir: Path = OutOpt, url: Optional[str] = UrlOpt, model: Optional[str] = ServedModelOpt,
+            timeout: float = TimeoutOpt, preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
     """Top-k ImageNet classes (or --labels) with softmax probabilities for image files."""
     with handled(as_json) as progress:
-        r = api.predict(images, depth, weights=weights, backend=engine, precision=precision, artifact=artifact, labels=labels,
-                top=top, num_classes=num_classes, out_dir=out_dir, preact=preact, seed=seed, progress=progress)
+        served_url, served_options = served(engine, url, model, timeout)
+        r = api.predict(images, depth, weights=weights, backend=engine, precision=precision, artifact=served_url or artifact,
+                labels=labels, top=top, num_classes=num_classes, out_dir=out_dir, preact=preact, seed=seed, progress=progress,
+                **served_options)
 
     def render() -> None:
         for p in r["predictions"]:
