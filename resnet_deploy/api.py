@@ -28,7 +28,7 @@ from . import evaluate as evaluation
 from . import pipeline
 from .artifacts import DEFAULT_ROOT, Precision, artifact_path, sha256_file
 from .compare import THRESHOLDS, parity_batch, run_parity
-from .deploy import ServingOptions
+from .deploy import Ports, ServingOptions, TritonServer, find_server
 from .engine import BuildOptions, ProgressCallback, engine_path_for
 from .errors import ParityError, UserError
 from .evaluate import EvalOptions
@@ -331,6 +331,24 @@ def package(depth: int | str | ModelRef = 50, *, precision: str | None = None, t
                              instances=instances, instance_kind=instance_kind, force=force, ensemble=ensemble, top=top)
     return deployment.package(model, target, out, precision=Precision.parse(precision) if precision is not None else None,
                               onnx=onnx, engine=engine, artifacts_dir=artifacts_dir, options=options, progress=progress)
+
+
+def serve(repository: PathLike, *, server: PathLike | None = None, host: str = "127.0.0.1", http_port: int = 8000,
+          grpc_port: int = 8001, metrics_port: int | None = None, backends: dict[str, PathLike] | None = None,
+          ready_timeout_s: float = 120.0, progress: Progress = quiet) -> TritonServer:
+    """Start a local Triton server on ``repository`` (``resnet-deploy serve``) and return it once every model is READY.
+
+    ``server``: a tritonserver binary, install folder or PyTriton environment (default: the first of
+    ``$RESNET_DEPLOY_TRITONSERVER``, ``tritonserver`` on PATH, /opt/tritonserver, PyTriton in this Python);
+    ``backends``: extra backend folders by name (a folder with a ``model.py`` runs through the python backend).
+    Stop it with ``stop()`` or use it in a ``with`` block.
+    """
+    install = find_server(server)
+    progress(f"starting {install.binary} ({install.source}) on {repository}")
+    ports = Ports(http=http_port, grpc=grpc_port, metrics=metrics_port)
+    srv = TritonServer(Path(repository), install=install, host=host, ports=ports,
+                       extra_backends={k: Path(v) for k, v in (backends or {}).items()}, ready_timeout_s=ready_timeout_s)
+    return srv.start()
 
 
 def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,

@@ -3,6 +3,7 @@ and :func:`resnet_deploy.api.predict`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,6 +12,7 @@ from rich.table import Table
 
 from .. import api
 from ..artifacts import DEFAULT_ROOT
+from ..errors import UserError
 from ..runners import BACKENDS
 from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, ServedModelOpt, TimeoutOpt, UrlOpt, WeightsOpt, emit, handled, kv_table, out, served
 
@@ -100,3 +102,40 @@ def predict(images: list[Path] = typer.Argument(..., help="Image files to classi
             out.print(table)
 
     emit(as_json, r, render)
+
+
+def serve(repository: Path = typer.Argument(..., help="Triton model repository (from `package --target triton`)."),
+          server: Optional[Path] = typer.Option(None, "--server", help="tritonserver binary, install folder, or a Python "
+                                                "environment with nvidia-pytriton (default: $RESNET_DEPLOY_TRITONSERVER, PATH, "
+                                                "/opt/tritonserver, PyTriton in this Python)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes the server to the network)."),
+          http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST port."),
+          grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port."),
+          metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus metrics port (default: metrics off)."),
+          backend: Optional[list[str]] = typer.Option(None, "--backend", help="Extra backend NAME=FOLDER (a folder with a "
+                                                      "model.py runs through the python backend); repeatable."),
+          ready_timeout: float = typer.Option(120.0, "--ready-timeout", help="Seconds to wait for every model to be READY."),
+          as_json: bool = JsonOpt) -> None:
+    """Run a local Triton server on a model repository until Ctrl-C or SIGTERM (then stop it cleanly)."""
+    with handled(as_json) as progress:
+        extra = {}
+        for item in backend or []:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise UserError(f"--backend takes NAME=FOLDER (got {item!r})")
+            extra[name] = folder
+        srv = api.serve(repository, server=server, host=host, http_port=http_port, grpc_port=grpc_port,
+                        metrics_port=metrics_port, backends=extra, ready_timeout_s=ready_timeout, progress=progress)
+        try:
+            info = {"endpoints": srv.endpoints, "pid": srv.process.pid, "server": srv.install.describe(),
+                    "repository": str(repository), "models": srv.models()}
+            emit(as_json, info, lambda: out.print(kv_table(f"Triton serving {repository} (pid {srv.process.pid})", [
+                *((k, v) for k, v in srv.endpoints.items()), ("server", f"{srv.install.binary} ({srv.install.source})"),
+                *(("model", f"{m['name']} v{m.get('version', '?')}: {m.get('state')}") for m in info["models"]),
+                ("stop", "Ctrl-C or SIGTERM")])))
+            sys.stdout.flush()
+            code = srv.wait()
+            raise UserError(f"tritonserver exited with status {code}: {srv.log_tail()}")
+        finally:
+            srv.stop()
+            progress("the Triton server has stopped")
