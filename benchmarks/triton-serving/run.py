@@ -176,7 +176,7 @@ def main() -> None:
               "threads": args.threads, "closed_loop": rows, "peak": peak, "served_over_in_process": round(ratio, 3),
               "at_same_qps": at_qps}
     (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
-    lines = [f"# Through Triton vs in-process: ResNet-18 FP32, batch-1 requests\n",
+    lines = ["# Through Triton vs in-process: ResNet-18 FP32, batch-1 requests\n",
              f"`{result['command']}` on {result['date']}: {result['cpu']}, {result['cores']} cores, **shared with other "
              f"work** (load average {load_before[0]:.1f} before, {load_after[0]:.1f} after); in-process and Triton "
              "alternate at each concurrency, so the ratios are what to read.\n",
