@@ -69,6 +69,7 @@ class BenchConfig:
     tf32: bool = False                 # GPU FP32 with TF32 math (faster; misses the FP32 parity bar)
     parity_random: int = 4
     streams: int = 1                   # > 1: also time this many instances at once (offline, several streams)
+    served_url: str | None = None      # --engine triton: the server (and model: .../v2/models/NAME) the rows run on
 
     def validate(self) -> None:
         self._validate_grid()

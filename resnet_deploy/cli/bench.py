@@ -112,6 +112,8 @@ def bench(
     seed: int = SeedOpt,
     plan_only: bool = typer.Option(False, "--plan", help="Print the rows this run would measure and exit (nothing is "
                                    "loaded, built or timed)."),
+    url: Optional[str] = typer.Option(None, "--url", help="--engine triton: the served model, grpc://HOST:PORT/v2/models/NAME "
+                                      "(or http://...); it must hold the --depth and --precision benched."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Latency, throughput and parity for every depth, precision and backend; writes report.md, CSV, JSON and plots."""
@@ -126,7 +128,8 @@ def bench(
             raise UserError(f"--run-id must be a plain folder name, got {run_id!r}")
         cfg = BenchConfig(engines=engines, depths=depths, precisions=precisions, batches=batches, min_time=min_time,
                           min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
-                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams)
+                          seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams,
+                          served_url=url)
         cfg.validate()
         plan = make_plan(cfg)
         if plan_only:

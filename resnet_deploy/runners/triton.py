@@ -4,7 +4,8 @@
         logits = r.infer(batch)
 
 The artifact is the server's URL (``http://`` or ``grpc://``; a bare ``host:port`` is HTTP), and
-``model`` the served classifier's name. Without ``model`` the runner takes the one ready model
+``model`` the served classifier's name, or the URL names it as Triton's REST path does
+(``grpc://127.0.0.1:8001/v2/models/resnet50_fp16``: one string for everything that takes an artifact). Without ``model`` the runner takes the one ready model
 whose config says it is a classifier written by ``package --target triton`` (its
 ``resnet_deploy.role`` parameter), and names the candidates when there are several. The input
 spec comes from the served config (``max_batch_size`` and dims: a fixed-batch model takes
@@ -37,8 +38,9 @@ DTYPES = {"TYPE_FP32": np.float32, "TYPE_FP16": np.float16}
 WIRE = {"TYPE_FP32": "FP32", "TYPE_FP16": "FP16"}
 
 
-def parse_url(url: str, protocol: str | None = None) -> tuple[str, str]:
-    """``(protocol, host:port)`` of ``http://host:port``, ``grpc://host:port`` or ``host:port`` (HTTP unless ``protocol``)."""
+def parse_url(url: str, protocol: str | None = None) -> tuple[str, str, str | None, str]:
+    """``(protocol, host:port, model, version)`` of ``http://host:port``, ``grpc://host:port`` or ``host:port`` (HTTP
+    unless ``protocol``), optionally followed by Triton's model path ``/v2/models/NAME[/versions/V]``."""
     text = str(url).strip()
     if "://" not in text:
         text = f"{protocol or 'http'}://{text}"
@@ -48,9 +50,19 @@ def parse_url(url: str, protocol: str | None = None) -> tuple[str, str]:
         raise UserError(f"Triton URL {url!r}: the scheme must be http:// or grpc:// (https and TLS are not supported here)")
     if protocol is not None and protocol != scheme:
         raise UserError(f"Triton URL {url!r} is {scheme}, but protocol {protocol!r} was asked for")
-    if not parts.hostname or parts.port is None or parts.path not in ("", "/"):
+    path = [p for p in parts.path.split("/") if p]
+    model, version = None, ""
+    if path[:2] == ["v2", "models"] and len(path) in (3, 5) and (len(path) == 3 or path[3] == "versions"):
+        model, version = path[2], (path[4] if len(path) == 5 else "")
+    elif path:
+        raise UserError(f"Triton URL {url!r}: the path may only be /v2/models/NAME[/versions/V]")
+    try:
+        port = parts.port
+    except ValueError:
+        port = None
+    if not parts.hostname or port is None:
         raise UserError(f"Triton URL {url!r} must be scheme://host:port (for example http://127.0.0.1:8000)")
-    return scheme, f"{parts.hostname}:{parts.port}"
+    return scheme, f"{parts.hostname}:{port}", model, version
 
 
 def import_client(protocol: str) -> Any:
@@ -85,9 +97,11 @@ class TritonRunner(Runner):
             raise UserError(f"the Triton timeout must be positive (got {timeout_s})")
         self.backend = backend
         self.url = str(url)
-        self.protocol, self.address = parse_url(self.url, protocol)
-        self.model = model
-        self.model_version = str(model_version or "")
+        self.protocol, self.address, in_url, url_version = parse_url(self.url, protocol)
+        if model is not None and in_url is not None and model != in_url:
+            raise UserError(f"Triton URL {url!r} names model {in_url!r}, but --model {model!r} was given")
+        self.model = model or in_url
+        self.model_version = str(model_version or url_version or "")
         self.precision = precision
         self.timeout_s = float(timeout_s)
         self.client: Any = None

@@ -82,6 +82,7 @@ def artifacts(tmp_path_factory):
     fp32 = api.export(20, weights=WEIGHTS, out_dir=root / "dyn")["path"]
     int8 = api.quantize(20, "int8", weights=WEIGHTS, out_dir=root / "dyn", calib_samples=32)["path"]
     b4 = api.export(20, weights=WEIGHTS, out_dir=root / "b4", batch=4)["path"]
+    seeded = api.export(20, out_dir=root / "seeded")["path"]  # the seeded ResNet-20 bench compares with (32x32: cheap)
     # ResNet-18 from a plainly initialised state_dict (the seeded default conditions BatchNorm on photographs at
     # 224x224, 20 s here), exported at 64x64 with the recipe recorded
     torch.manual_seed(0)
@@ -96,7 +97,7 @@ def artifacts(tmp_path_factory):
         p = root / f"{name}.{'jpg' if i % 2 == 0 else 'png'}"
         Image.fromarray(getattr(skimage.data, name)()).save(p)
         photos.append(p)
-    return {"resnet20_fp32": fp32, "resnet20_int8": int8, "resnet20_fp32_b4": b4, "resnet18_fp32_64px": r18,
+    return {"resnet20_fp32": fp32, "resnet20_int8": int8, "resnet20_fp32_b4": b4, "resnet18_fp32_64px": r18, "seeded": seeded,
             "root": root, "photos": photos}
 
 
@@ -106,6 +107,7 @@ def server(install, artifacts):
     for name in MODELS:
         api.package(20 if name.startswith("resnet20") else 18, target="triton", out=repo, onnx=artifacts[name], name=name,
                     max_batch=8 if MODELS[name][1] is None else None, instance_kind="cpu" if name.endswith("int8") else "auto")
+    api.package(20, target="triton", out=repo, onnx=artifacts["seeded"], name="resnet20_seeded", ensemble=False, max_batch=8)
     http, grpc = free_ports(2)
     srv = TritonServer(repo, install=install, ports=Ports(http=http, grpc=grpc), extra_backends={"onnxruntime": STANDIN},
                        ready_timeout_s=120)
@@ -231,7 +233,7 @@ def test_parity_cli_through_the_server(server):
 
 def test_runner_faults_are_one_line_and_bounded(server, artifacts):
     # several classifiers and no --model: the runner names them instead of guessing
-    with pytest.raises(UserError, match="serves 4 ready classifiers.*pass --model"):
+    with pytest.raises(UserError, match="serves 5 ready classifiers.*pass --model"):
         open_runner("triton", server.endpoints["grpc"])
     # the ensemble is not a tensor model
     with pytest.raises(UserError, match="takes encoded images"):
@@ -304,3 +306,22 @@ def test_serve_command_stops_cleanly_on_sigterm(install, artifacts, tmp_path):
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_bench_times_the_served_model_with_parity_beside(server, tmp_path):
+    """`bench --engine triton --url .../v2/models/NAME`: the row is timed through the server, parity vs the seeded
+    PyTorch FP32 reference beside it; a served model of another network or precision is refused for the row."""
+    from resnet_deploy.artifacts import Precision
+    from resnet_deploy.bench import BenchConfig, PipelineArtifacts, run_bench
+
+    url = f"{server.endpoints['grpc']}/v2/models/resnet20_seeded"
+    cfg = BenchConfig(engines=["triton"], depths=["resnet20"], precisions=["fp32"], batches=[4], min_time=0.1,
+                      min_iters=5, bare=False, artifacts=str(tmp_path / "a"), served_url=url)
+    (row,) = run_bench(cfg, out=tmp_path / "runs", write=False).rows
+    assert row.status == "ok", (row.status, row.reason)
+    assert row.backend == "triton" and row.parity_passed and row.latency_p50_ms > 0
+    provider = PipelineArtifacts(out_dir=str(tmp_path / "a"), seed=0, max_batch=4, served_url=url)
+    with pytest.raises(UserError, match="serves resnet20 fp32, not resnet20 int8"):
+        provider.artifact("resnet20", Precision.INT8, "triton", None)
+    with pytest.raises(BackendUnavailable, match="give --url"):
+        PipelineArtifacts(out_dir=str(tmp_path / "a"), seed=0, max_batch=4).artifact("resnet20", Precision.FP32, "triton", None)
