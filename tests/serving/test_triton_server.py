@@ -34,7 +34,7 @@ from resnet_deploy.deploy import Ports, TritonServer, find_server
 from resnet_deploy.errors import BackendUnavailable, UserError
 from resnet_deploy.model import ModelRef, build_network
 from resnet_deploy.preprocess import Preprocess, recipe_from_metadata, sample_photos
-from resnet_deploy.runners import open_runner
+from resnet_deploy.runners import make_runner, open_runner
 
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO / "tests" / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
@@ -325,3 +325,14 @@ def test_bench_times_the_served_model_with_parity_beside(server, tmp_path):
         provider.artifact("resnet20", Precision.INT8, "triton", None)
     with pytest.raises(BackendUnavailable, match="give --url"):
         PipelineArtifacts(out_dir=str(tmp_path / "a"), seed=0, max_batch=4).artifact("resnet20", Precision.FP32, "triton", None)
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_runner_contract_through_the_server(server, protocol):
+    """tests/runners' contract (describe before open, refusals, float32 logits, close twice) on the live server."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("runner_contract", REPO / "tests" / "runners" / "test_runner_contract.py")
+    contract = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(contract)
+    contract.check_contract(make_runner("triton", server.endpoints[protocol], model="resnet20_fp32", precision="fp32"), "triton", 32)
