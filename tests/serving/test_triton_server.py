@@ -336,3 +336,19 @@ def test_the_runner_contract_through_the_server(server, protocol):
     contract = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(contract)
     contract.check_contract(make_runner("triton", server.endpoints[protocol], model="resnet20_fp32", precision="fp32"), "triton", 32)
+
+
+def test_eval_through_the_server_equals_in_process(server, artifacts, tmp_path):
+    """`eval --engine triton`: the same per-class accuracy as ONNX Runtime in-process on the same folder."""
+    import shutil
+
+    data = tmp_path / "data"
+    for cls, photo in (("cat", 0), ("airplane", 1), ("truck", 2), ("ship", 3)):
+        (data / cls).mkdir(parents=True)
+        shutil.copy(artifacts["photos"][photo], data / cls / artifacts["photos"][photo].name)
+    served = api.evaluate(20, precisions=["fp32"], data=data, backend="triton", artifacts={"fp32": server.endpoints["http"]},
+                          model="resnet20_fp32")
+    local = api.evaluate(20, precisions=["fp32"], data=data, backend="ort", artifacts={"fp32": artifacts["resnet20_fp32"]})
+    (s,), (loc,) = served["results"], local["results"]
+    assert served["images"] == 4 and (s["correct1"], s["correct5"]) == (loc["correct1"], loc["correct5"])
+    assert s["runner"]["backend"] == "triton" and s["runner"]["model"] == "resnet20_fp32"
