@@ -16,8 +16,9 @@ with numpy 2 the 2.51 stub returns empty BYTES outputs).
 :class:`TritonServer` binds 127.0.0.1 unless told otherwise, starts with ``--exit-on-error=false``
 (one failed model does not stop the others) and waits until every model of the repository is
 READY; a model that fails to load is reported by name with Triton's reason, and the server is
-stopped. ``stop()`` sends SIGTERM, then SIGKILL after a bounded wait; the server also gets SIGTERM
-if this process dies (Linux ``PR_SET_PDEATHSIG``).
+stopped. The server runs in its own session (a terminal's Ctrl-C reaches this process, which stops
+it); ``stop()`` sends SIGTERM, then SIGKILL after a bounded wait; the server also gets SIGTERM if
+this process dies (Linux ``PR_SET_PDEATHSIG``).
 """
 
 from __future__ import annotations
@@ -211,7 +212,7 @@ class TritonServer:
             self.log_path = Path(self.log_path or self._work / "tritonserver.log")
             with open(self.log_path, "ab") as log:
                 self.process = subprocess.Popen(self.command(backends), env=self.environment(), stdout=log,
-                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                                stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
                                                 preexec_fn=_die_with_parent if sys.platform == "linux" else None)
             self.wait_ready()
         except BaseException:
