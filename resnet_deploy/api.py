@@ -28,7 +28,7 @@ from . import evaluate as evaluation
 from . import pipeline
 from .artifacts import DEFAULT_ROOT, Precision, artifact_path, sha256_file
 from .compare import THRESHOLDS, parity_batch, run_parity
-from .deploy import ServingOptions
+from .deploy import Ports, ServingOptions, TritonServer, find_server
 from .engine import BuildOptions, ProgressCallback, engine_path_for
 from .errors import ParityError, UserError
 from .evaluate import EvalOptions
@@ -40,7 +40,7 @@ from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, QuantizeOptions,
 from .predict import classify_images, decode_images
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
-from .runners import artifact_kind, make_runner, open_runner
+from .runners import artifact_kind, make_runner, open_runner, served_facts
 from .tuning import TuningOptions, diagnose_int8, load_eval_set, plot_diagnosis
 
 PathLike = str | os.PathLike[str]
@@ -131,15 +131,8 @@ def parity(depth: int | str, *, precision: str | None = None, backend: str = "or
     decoded = decode_images(images) if images else None  # a bad image fails before any slow work
     artifact = artifact if artifact is not None else onnx
     if artifact is None:
-        artifact = artifact_path(arch, precision, kind, out_dir)
-        if not Path(artifact).exists():
-            if kind != "onnx" or precision != "fp32":
-                step = f"quantize --precision {precision}" if kind == "onnx" else \
-                    f"build --engine {backend} --precision {precision}"
-                raise UserError(f"{artifact} does not exist; create it with `resnet-deploy {step} --depth {depth}`")
-            progress(f"{artifact} does not exist yet: exporting it first")
-            pipeline.export_model(model, out_dir=out_dir, progress=progress)
-    meta = artifact_facts(artifact, kind)
+        artifact = _parity_default_artifact(model, depth, backend, precision, out_dir, progress)
+    meta = facts_of(backend, artifact, runner_options)
     if meta.get("arch") not in (None, arch):
         raise UserError(f"{artifact} holds {meta['arch']}, not {arch}")
     if model.num_classes is None and meta.get("num_classes", "").isdigit():
@@ -177,6 +170,23 @@ def parity(depth: int | str, *, precision: str | None = None, backend: str = "or
     return report
 
 
+def _parity_default_artifact(model: ModelRef, depth: int | str, backend: str, precision: Precision, out_dir: PathLike,
+                             progress: Progress) -> Path:
+    """The precision's artifact under ``out_dir`` (the FP32 ONNX is exported when missing)."""
+    kind = artifact_kind(backend)
+    if kind == "served":
+        raise UserError(f"--engine {backend} runs a served model: give the server's --url (e.g. http://127.0.0.1:8000)")
+    artifact = artifact_path(model.arch, precision, kind, out_dir)
+    if not Path(artifact).exists():
+        if kind != "onnx" or precision != "fp32":
+            step = f"quantize --precision {precision}" if kind == "onnx" else \
+                f"build --engine {backend} --precision {precision}"
+            raise UserError(f"{artifact} does not exist; create it with `resnet-deploy {step} --depth {depth}`")
+        progress(f"{artifact} does not exist yet: exporting it first")
+        pipeline.export_model(model, out_dir=out_dir, progress=progress)
+    return artifact
+
+
 def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: str | os.PathLike[str],
              backend: str = "ort", out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
              artifacts: dict[str, str | os.PathLike[str]] | None = None, batch: int = 32, limit: int | None = None,
@@ -188,7 +198,8 @@ def evaluate(depth: int | str, *, precisions: Sequence[str] = ("fp32",), data: s
                           runner_options=runner_options)
     options.check()  # (before a precision is parsed, as the command always has)
     parsed = list(dict.fromkeys(Precision.parse(p) for p in precisions))
-    given = {Precision.parse(k): Path(v).expanduser() for k, v in (artifacts or {}).items()}
+    served = artifact_kind(backend) == "served"  # (its artifacts are server URLs)
+    given = {Precision.parse(k): (str(v) if served else Path(v).expanduser()) for k, v in (artifacts or {}).items()}
     return evaluation.evaluate(arch, parsed, data, options, out_dir=out_dir, artifacts=given, progress=progress,
                                progress_bar_enabled=progress_bar_enabled)
 
@@ -222,9 +233,12 @@ def predict(images: Sequence[str | os.PathLike[str]], depth: int | str = 50, *,
         target: Any = _Target(network, weights and str(weights) or card.weights.source, asked or Precision.FP32,
                               card.num_classes, card.recipe, card.label_set)
     else:
+        if kind == "served" and artifact is None:
+            raise UserError(f"--engine {backend} runs a served model: give the server's --url (e.g. http://127.0.0.1:8000)")
         if artifact is None:
             artifact = _default_artifact(model, depth, kind, asked or Precision.FP32, backend, out_dir, progress)
-        target = _artifact_target(model, kind, asked, Path(artifact))
+        artifact = artifact if kind == "served" else Path(artifact)
+        target = _artifact_target(model, asked, artifact, facts_of(backend, artifact, runner_options))
     names = None
     if target.classes is not None:
         names = load_labels(labels, target.classes, target.label_set) if label_names is None else label_names
@@ -264,9 +278,17 @@ class _Target:
     label_set: str
 
 
-def _artifact_target(model: ModelRef, kind: str, asked: Precision | None, artifact: Path) -> _Target:
-    """The artifact ``predict`` runs on an ONNX or engine backend, checked against the model asked for."""
-    meta = artifact_facts(artifact, kind)
+def facts_of(backend: str, artifact: Any, runner_options: dict[str, Any]) -> dict[str, str]:
+    """What ``artifact`` records (arch, precision, weights, preprocessing): a file's metadata or manifest, or the
+    served model's parameters for a backend that runs a server's model (``artifact`` is then its URL)."""
+    kind = artifact_kind(backend)
+    if kind == "served":
+        return served_facts(backend, str(artifact), **runner_options)
+    return artifact_facts(artifact, kind)
+
+
+def _artifact_target(model: ModelRef, asked: Precision | None, artifact: Any, meta: dict[str, str]) -> _Target:
+    """The artifact ``predict`` runs on an ONNX, engine or served backend, checked against the model asked for."""
     if meta.get("arch") not in (None, model.arch):
         raise UserError(f"{artifact} holds {meta['arch']}, not {model.arch} (pass --depth to match)")
     pipeline.check_same_weights(artifact, meta, model)
@@ -301,13 +323,32 @@ def package(depth: int | str | ModelRef = 50, *, precision: str | None = None, t
             weights: PathLike | None = None, labels: PathLike | None = None, name: str | None = None,
             force: bool = False, artifacts_dir: PathLike = DEFAULT_ROOT, min_batch: int | None = None,
             opt_batch: int | None = None, max_batch: int | None = None, instances: int = 1,
-            instance_kind: str = "gpu", preact: bool = False, progress: Progress = quiet) -> dict[str, Any]:
+            instance_kind: str = "auto", ensemble: bool = True, top: int = 5, preact: bool = False,
+            progress: Progress = quiet) -> dict[str, Any]:
     """A Jetson / edge bundle or a Triton model (``resnet-deploy package``); see :func:`resnet_deploy.deploy.package`."""
     model = ModelRef.of(depth, weights=weights, preact=preact)
     options = ServingOptions(name=name, labels=labels, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                             instances=instances, instance_kind=instance_kind, force=force)
+                             instances=instances, instance_kind=instance_kind, force=force, ensemble=ensemble, top=top)
     return deployment.package(model, target, out, precision=Precision.parse(precision) if precision is not None else None,
                               onnx=onnx, engine=engine, artifacts_dir=artifacts_dir, options=options, progress=progress)
+
+
+def serve(repository: PathLike, *, server: PathLike | None = None, host: str = "127.0.0.1", http_port: int = 8000,
+          grpc_port: int = 8001, metrics_port: int | None = None, backends: dict[str, PathLike] | None = None,
+          ready_timeout_s: float = 120.0, progress: Progress = quiet) -> TritonServer:
+    """Start a local Triton server on ``repository`` (``resnet-deploy serve``) and return it once every model is READY.
+
+    ``server``: a tritonserver binary, install folder or PyTriton environment (default: the first of
+    ``$RESNET_DEPLOY_TRITONSERVER``, ``tritonserver`` on PATH, /opt/tritonserver, PyTriton in this Python);
+    ``backends``: extra backend folders by name (a folder with a ``model.py`` runs through the python backend).
+    Stop it with ``stop()`` or use it in a ``with`` block.
+    """
+    install = find_server(server)
+    progress(f"starting {install.binary} ({install.source}) on {repository}")
+    ports = Ports(http=http_port, grpc=grpc_port, metrics=metrics_port)
+    srv = TritonServer(Path(repository), install=install, host=host, ports=ports,
+                       extra_backends={k: Path(v) for k, v in (backends or {}).items()}, ready_timeout_s=ready_timeout_s)
+    return srv.start()
 
 
 def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,

@@ -31,7 +31,7 @@ from .labels import LABEL_SETS, builtin_labels
 from .onnx_meta import artifact_facts
 from .preprocess import Preprocess, preprocess_image, recipe_from_metadata
 from .progress import Progress, progress_bar, quiet
-from .runners import artifact_kind, open_runner
+from .runners import artifact_kind, open_runner, served_facts
 
 LABELS_FILE = "labels.txt"   # optional, beside the artifacts (<out>/<arch>/labels.txt)
 
@@ -111,6 +111,11 @@ class _Tally:
 def artifact_paths(arch: str, precisions: Sequence[Precision], kind: str, backend: str, out_dir: str | os.PathLike[str],
                    artifacts: dict[Precision, Path]) -> dict[Precision, Path]:
     """Each precision's artifact (given, or the default path for the backend's kind); a missing one says how to make it."""
+    if kind == "served":
+        missing = [str(p) for p in precisions if p not in artifacts]
+        if missing:
+            raise UserError(f"--engine {backend} evaluates a served model: give the server's --url (one precision: {', '.join(missing)})")
+        return {p: artifacts[p] for p in precisions}
     paths = {p: artifacts.get(p, artifact_path(arch, p, kind, out_dir)) for p in precisions}
     for p, path in paths.items():
         if not path.is_file():
@@ -120,10 +125,17 @@ def artifact_paths(arch: str, precisions: Sequence[Precision], kind: str, backen
     return paths
 
 
+def _facts(artifact: Any, kind: str, options: EvalOptions) -> dict[str, str]:
+    """An artifact's recorded facts; a served model's from its server (``artifact`` is the URL)."""
+    if kind == "served":
+        return served_facts(options.backend, str(artifact), **options.runner_options)
+    return artifact_facts(artifact, kind)
+
+
 def open_column(stack: contextlib.ExitStack, arch: str, precision: Precision, path: Path, kind: str, folder: Any,
                 options: EvalOptions, progress: Progress) -> _Column:
     """The artifact checked against the request and the data, its runner opened on ``stack``."""
-    facts = artifact_facts(path, kind)
+    facts = _facts(path, kind, options)
     recorded = facts.get("precision")
     if recorded and recorded != precision:
         raise UserError(f"{path} records precision {recorded}, not {precision}")
@@ -133,7 +145,7 @@ def open_column(stack: contextlib.ExitStack, arch: str, precision: Precision, pa
     top_label = int(folder.labels.max())
     if n_cls is not None and top_label >= n_cls:
         raise UserError(f"{folder.root} has {len(folder.classes)} class folders (label up to {top_label}) but "
-                        f"{path.name} has {n_cls} classes; give a --labels file that maps folders to classes")
+                        f"{getattr(path, 'name', path)} has {n_cls} classes; give a --labels file that maps folders to classes")
     progress(f"loading {path} on {options.backend}")
     runner = stack.enter_context(open_runner(options.backend, path, precision=precision, **options.runner_options))
     return _Column(precision, path, recipe_from_metadata(facts), runner, n_cls)
@@ -191,7 +203,7 @@ def evaluate(arch: str, precisions: Sequence[Precision], data: str | os.PathLike
     labels_file = options.labels_file
     if labels_file is None and (Path(out_dir) / arch / LABELS_FILE).is_file():
         labels_file = Path(out_dir) / arch / LABELS_FILE
-    label_set = artifact_facts(paths[precisions[0]], kind).get("label_set", "imagenet")
+    label_set = _facts(paths[precisions[0]], kind, options).get("label_set", "imagenet")
     builtin = builtin_labels(label_set) if label_set in LABEL_SETS else None
     folder = labelled_folder(data, labels_file, builtin, f"the model's {label_set} class names")
     files, labels = folder.files, folder.labels

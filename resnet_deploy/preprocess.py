@@ -11,7 +11,7 @@ from __future__ import annotations
 import ast
 import os
 from dataclasses import dataclass, field
-from typing import Any, Iterable
+from typing import IO, Any, Iterable
 
 import numpy as np
 from PIL import Image, UnidentifiedImageError
@@ -123,18 +123,20 @@ def preprocess_image(image, recipe: Preprocess = DEFAULT) -> np.ndarray:
     return np.ascontiguousarray(arr.transpose(2, 0, 1))
 
 
-def load_image(path: str | os.PathLike[str]):
-    """Open and fully decode an image file; a missing or undecodable file is a :class:`UserError`."""
+def load_image(path: str | os.PathLike[str] | IO[bytes], name: str | None = None):
+    """Open and fully decode an image file (or a binary file object, called ``name`` in messages: a
+    served request's bytes); a missing or undecodable image is a :class:`UserError`."""
+    shown = path if name is None else name
     try:
         with Image.open(path) as im:
             im.load()
             return im.copy()
     except FileNotFoundError:
-        raise UserError(f"image not found: {path}") from None
+        raise UserError(f"image not found: {shown}") from None
     except Image.DecompressionBombError as e:
-        raise UserError(f"refusing {path}: {e} (a decompression bomb, or an image far larger than a model needs)") from None
+        raise UserError(f"refusing {shown}: {e} (a decompression bomb, or an image far larger than a model needs)") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise UserError(f"cannot decode image {path}: {e}") from None
+        raise UserError(f"cannot decode {shown if name is not None else f'image {shown}'}: {e}") from None
 
 
 # Real photographs that scikit-image ships inside its wheel (no download). "camera" is grayscale

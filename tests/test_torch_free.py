@@ -30,6 +30,7 @@ CLAIMS = {
     "resnet_deploy.runners.device_buffers": "'no torch, no TensorRT'",
     "resnet_deploy.runners.openvino": "the OpenVINO runner reads the toolkit's ONNX on CPU servers without torch",
     "resnet_deploy.runners.ort": "the runner registry loads it for ONNX artifacts without torch (README: edge and CPU servers)",
+    "resnet_deploy.runners.triton": "the Triton client runner: a served model reached without torch",
     "resnet_deploy._native": "'torch-free and builder-free'",
     "resnet_deploy._native.cuda": "the _native package's claim",
     "resnet_deploy._native.trt": "the _native package's claim",

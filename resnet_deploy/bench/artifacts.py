@@ -17,10 +17,11 @@ from typing import Any, Protocol
 
 from ..artifacts import Precision
 from ..engine import BuildOptions
+from ..errors import BackendUnavailable, UserError
 from ..model import ModelRef
 from ..pipeline import ensure_engine, load_model, precision_manifest
 from ..progress import Progress, quiet
-from ..runners import ONNX_BACKENDS, TORCH_BACKENDS, artifact_kind
+from ..runners import ONNX_BACKENDS, SERVED_BACKENDS, TORCH_BACKENDS, artifact_kind, served_facts
 
 
 @dataclass(frozen=True)
@@ -42,10 +43,12 @@ class ArtifactProvider(Protocol):
 
 
 class PipelineArtifacts:
-    """The pipeline's artifacts under ``out_dir``, made with ``seed``; engines get a profile 1..``max_batch``."""
+    """The pipeline's artifacts under ``out_dir``, made with ``seed``; engines get a profile 1..``max_batch``; a served
+    backend's artifact is ``served_url`` (the server's model, which must hold the row's network and precision)."""
 
-    def __init__(self, *, out_dir: str, seed: int, max_batch: int, progress: Progress = quiet):
+    def __init__(self, *, out_dir: str, seed: int, max_batch: int, progress: Progress = quiet, served_url: str | None = None):
         self.out_dir, self.seed, self.max_batch, self.progress = out_dir, seed, max_batch, progress
+        self.served_url = served_url
 
     def ref(self, arch: str) -> ModelRef:
         return ModelRef.of(arch, seed=self.seed)
@@ -56,6 +59,13 @@ class PipelineArtifacts:
     def artifact(self, arch: str, precision: Precision, backend: str, model: Any) -> Artifact:
         if backend in TORCH_BACKENDS:
             return Artifact(target=model)
+        if backend in SERVED_BACKENDS:
+            if not self.served_url:
+                raise BackendUnavailable(backend, "it measures a served model: give --url (e.g. grpc://127.0.0.1:8001/v2/models/NAME)")
+            facts = served_facts(backend, self.served_url)
+            if (facts.get("arch"), facts.get("precision")) != (arch, str(precision)):
+                raise UserError(f"{self.served_url} serves {facts.get('arch')} {facts.get('precision')}, not {arch} {precision}")
+            return Artifact(target=self.served_url, path=self.served_url, reused=True)
         t0 = time.perf_counter()
         if backend in ONNX_BACKENDS:
             self.progress(f"{arch} {precision}: ONNX for {backend}")

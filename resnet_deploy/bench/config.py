@@ -71,6 +71,7 @@ class BenchConfig:
     parity_random: int = 4
     streams: int = 1                   # > 1: also time this many instances at once (offline, several streams)
     loadgen: LoadgenSettings | None = None  # an MLPerf LoadGen scenario measures the rows instead of the timing loop
+    served_url: str | None = None      # --engine triton: the server (and model: .../v2/models/NAME) the rows run on
 
     def validate(self) -> None:
         if self.loadgen is not None:  # first: a scenario's settings decide the default batch sizes

@@ -90,7 +90,7 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
     cfg.validate()
     plan = make_plan(cfg)
     artifacts = artifacts or PipelineArtifacts(out_dir=cfg.artifacts, seed=cfg.seed, max_batch=max(cfg.batches),
-                                               progress=progress)
+                                               progress=progress, served_url=cfg.served_url)
     rss = RssProbe()
     executor = Executor(cfg, artifacts, runners=runners, progress=progress, rss=rss)
     if cfg.threads:

@@ -52,7 +52,7 @@ for command, name in [
     (precision.quantize, None), (diagnose.diagnose, None), (precision.eval_, "eval"),
     (engine.build, None), (engine.doctor, None),
     (bench.bench, None), (bench.bench_merge, "bench-merge"),
-    (deploy.package, None), (deploy.predict, None),
+    (deploy.package, None), (deploy.predict, None), (deploy.serve, None),
     (model.version, None),
 ]:
     app.command(name)(command)

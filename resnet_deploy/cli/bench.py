@@ -168,6 +168,8 @@ def bench(
     peak_time: float = typer.Option(60.0, "--peak-time", help="--find-peak's time budget in seconds, every probe included."),
     plan_only: bool = typer.Option(False, "--plan", help="Print the rows this run would measure and exit (nothing is "
                                    "loaded, built or timed)."),
+    url: Optional[str] = typer.Option(None, "--url", help="--engine triton: the served model, grpc://HOST:PORT/v2/models/NAME "
+                                      "(or http://...); it must hold the --depth and --precision benched."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Latency, throughput and parity for every depth, precision and backend; writes report.md, CSV, JSON and plots."""
@@ -188,7 +190,7 @@ def bench(
         cfg = BenchConfig(engines=engines, depths=depths, precisions=precisions, batches=batches, min_time=min_time,
                           min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
                           seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams,
-                          loadgen=loadgen)
+                          loadgen=loadgen, served_url=url)
         cfg.validate()
         plan = make_plan(cfg)
         if plan_only:

@@ -89,3 +89,21 @@ def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
     for k, v in rows:
         table.add_row(k, str(v))
     return table
+
+
+UrlOpt = typer.Option(None, "--url", help="--engine triton: the server, http://HOST:PORT or grpc://HOST:PORT.")
+ServedModelOpt = typer.Option(None, "--model", help="--engine triton: the served classifier's name (default: the one "
+                              "classifier the server has ready).")
+TimeoutOpt = typer.Option(30.0, "--timeout", help="--engine triton: seconds each call to the server may take.")
+
+
+def served(engine: str, url: str | None, model: str | None, timeout: float) -> tuple[str | None, dict[str, Any]]:
+    """``(artifact, runner options)`` for a backend that runs a served model (the URL is its artifact); ``(None, {})``
+    for the others, which refuse the served-only options."""
+    from ..runners import artifact_kind
+
+    if artifact_kind(engine) == "served":
+        return url, {"model": model, "timeout_s": timeout}
+    if url is not None or model is not None:
+        raise UserError(f"--url and --model are for a served backend (--engine triton), not --engine {engine}")
+    return None, {}

@@ -3,6 +3,7 @@ and :func:`resnet_deploy.api.predict`)."""
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Optional
 
@@ -11,8 +12,9 @@ from rich.table import Table
 
 from .. import api
 from ..artifacts import DEFAULT_ROOT
+from ..errors import UserError
 from ..runners import BACKENDS
-from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, handled, kv_table, out
+from .common import DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, ServedModelOpt, TimeoutOpt, UrlOpt, WeightsOpt, emit, handled, kv_table, out, served
 
 
 def package(depth: str = DepthOpt,
@@ -29,8 +31,12 @@ def package(depth: str = DepthOpt,
             min_batch: Optional[int] = typer.Option(None, "--min-batch", help="Jetson engine profile: smallest batch."),
             opt_batch: Optional[int] = typer.Option(None, "--opt-batch", help="Jetson engine profile: tuned batch."),
             max_batch: Optional[int] = typer.Option(None, "--max-batch", help="Largest batch (jetson profile / Triton max_batch_size)."),
-            instances: int = typer.Option(1, "--instances", help="Triton: model instances per GPU."),
-            instance_kind: str = typer.Option("gpu", "--instance-kind", help="Triton: gpu or cpu."),
+            instances: int = typer.Option(1, "--instances", help="Triton: model instances (per GPU on a GPU server)."),
+            instance_kind: str = typer.Option("auto", "--instance-kind", help="Triton: auto (GPU instances where the server "
+                                              "has a GPU, else CPU), gpu or cpu. A TensorRT plan is always gpu."),
+            ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Triton: also write the image-bytes "
+                                          "ensemble <name>_images (preprocess -> model -> top-k)."),
+            top: int = typer.Option(5, "--top", "-k", help="Triton ensemble: how many classes it returns."),
             artifacts_dir: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Where the precision ONNX lives / is made."),
             force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
             preact: bool = PreactOpt, as_json: bool = JsonOpt) -> None:
@@ -38,7 +44,8 @@ def package(depth: str = DepthOpt,
     with handled(as_json) as progress:
         m = api.package(depth, precision=precision, target=target, out=out_dir, onnx=onnx, engine=engine_file, weights=weights,
                 labels=labels, name=name, force=force, artifacts_dir=artifacts_dir, min_batch=min_batch, opt_batch=opt_batch,
-                max_batch=max_batch, instances=instances, instance_kind=instance_kind, preact=preact, progress=progress)
+                max_batch=max_batch, instances=instances, instance_kind=instance_kind, ensemble=ensemble, top=top, preact=preact,
+                progress=progress)
 
     def render() -> None:
         if m["kind"] == "jetson-bundle":
@@ -54,8 +61,10 @@ def package(depth: str = DepthOpt,
             out.print(kv_table(f"Triton model {m['path']}", [
                 ("platform", m["platform"]), ("model", f"{m['arch']} {m['precision']} -> {m['model_file']}"),
                 ("max_batch_size", m["max_batch_size"]), ("preferred batch sizes", m["preferred_batch_size"] or "-"),
-                ("instances", f"{m['instances']} x {m['instance_kind']}"), *(("note", n) for n in m["notes"]),
-                ("next", f"tritonserver --model-repository {Path(m['path']).parent}"),
+                ("instances", f"{m['instances']} x {m['instance_kind']}"),
+                ("image ensemble", f"{m['ensemble']['name']} (image bytes -> top-{m['ensemble']['top']})" if m["ensemble"] else "-"),
+                *(("note", n) for n in m["notes"]),
+                ("next", f"resnet-deploy serve {Path(m['path']).parent}"),
             ]))
 
     emit(as_json, m, render)
@@ -72,12 +81,14 @@ def predict(images: list[Path] = typer.Argument(..., help="Image files to classi
             top: int = typer.Option(5, "--top", "-k", help="How many classes to show."),
             num_classes: Optional[int] = typer.Option(None, "--num-classes", min=1, help="Classifier size (default: from "
                                                       "the weights / artifact)."),
-            out_dir: Path = OutOpt,
-            preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
+            out_dir: Path = OutOpt, url: Optional[str] = UrlOpt, model: Optional[str] = ServedModelOpt,
+            timeout: float = TimeoutOpt, preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
     """Top-k ImageNet classes (or --labels) with softmax probabilities for image files."""
     with handled(as_json) as progress:
-        r = api.predict(images, depth, weights=weights, backend=engine, precision=precision, artifact=artifact, labels=labels,
-                top=top, num_classes=num_classes, out_dir=out_dir, preact=preact, seed=seed, progress=progress)
+        served_url, served_options = served(engine, url, model, timeout)
+        r = api.predict(images, depth, weights=weights, backend=engine, precision=precision, artifact=served_url or artifact,
+                labels=labels, top=top, num_classes=num_classes, out_dir=out_dir, preact=preact, seed=seed, progress=progress,
+                **served_options)
 
     def render() -> None:
         for p in r["predictions"]:
@@ -91,3 +102,40 @@ def predict(images: list[Path] = typer.Argument(..., help="Image files to classi
             out.print(table)
 
     emit(as_json, r, render)
+
+
+def serve(repository: Path = typer.Argument(..., help="Triton model repository (from `package --target triton`)."),
+          server: Optional[Path] = typer.Option(None, "--server", help="tritonserver binary, install folder, or a Python "
+                                                "environment with nvidia-pytriton (default: $RESNET_DEPLOY_TRITONSERVER, PATH, "
+                                                "/opt/tritonserver, PyTriton in this Python)."),
+          host: str = typer.Option("127.0.0.1", "--host", help="Address to bind (0.0.0.0 exposes the server to the network)."),
+          http_port: int = typer.Option(8000, "--http-port", help="HTTP/REST port."),
+          grpc_port: int = typer.Option(8001, "--grpc-port", help="gRPC port."),
+          metrics_port: Optional[int] = typer.Option(None, "--metrics-port", help="Prometheus metrics port (default: metrics off)."),
+          backend: Optional[list[str]] = typer.Option(None, "--backend", help="Extra backend NAME=FOLDER (a folder with a "
+                                                      "model.py runs through the python backend); repeatable."),
+          ready_timeout: float = typer.Option(120.0, "--ready-timeout", help="Seconds to wait for every model to be READY."),
+          as_json: bool = JsonOpt) -> None:
+    """Run a local Triton server on a model repository until Ctrl-C or SIGTERM (then stop it cleanly)."""
+    with handled(as_json) as progress:
+        extra = {}
+        for item in backend or []:
+            name, sep, folder = item.partition("=")
+            if not sep or not name or not folder:
+                raise UserError(f"--backend takes NAME=FOLDER (got {item!r})")
+            extra[name] = folder
+        srv = api.serve(repository, server=server, host=host, http_port=http_port, grpc_port=grpc_port,
+                        metrics_port=metrics_port, backends=extra, ready_timeout_s=ready_timeout, progress=progress)
+        try:
+            info = {"endpoints": srv.endpoints, "pid": srv.process.pid, "server": srv.install.describe(),
+                    "repository": str(repository), "models": srv.models()}
+            emit(as_json, info, lambda: out.print(kv_table(f"Triton serving {repository} (pid {srv.process.pid})", [
+                *((k, v) for k, v in srv.endpoints.items()), ("server", f"{srv.install.binary} ({srv.install.source})"),
+                *(("model", f"{m['name']} v{m.get('version', '?')}: {m.get('state')}") for m in info["models"]),
+                ("stop", "Ctrl-C or SIGTERM")])))
+            sys.stdout.flush()
+            code = srv.wait()
+            raise UserError(f"tritonserver exited with status {code}: {srv.log_tail()}")
+        finally:
+            srv.stop()
+            progress("the Triton server has stopped")

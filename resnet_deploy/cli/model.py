@@ -11,7 +11,7 @@ from rich.table import Table
 from .. import __version__, api
 from ..onnx_export import DEFAULT_OPSET
 from ..runners import BACKENDS
-from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
+from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, ServedModelOpt, TimeoutOpt, UrlOpt, WeightsOpt, emit, err, handled, kv_table, out, served
 
 
 def info(depth: str = DepthOpt,
@@ -76,11 +76,13 @@ def parity(depth: str = DepthOpt,
            weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,
            images: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="Image file(s) to compare on "
                                                        "(default: 8 bundled photographs, 56 crops of them, 4 random tensors)."),
+           url: Optional[str] = UrlOpt, model: Optional[str] = ServedModelOpt, timeout: float = TimeoutOpt,
            preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt) -> None:
-    """Compare an ONNX model or engine with PyTorch FP32 at the precision's bars; exit 1 if it fails."""
+    """Compare an ONNX model, engine or served model with PyTorch FP32 at the precision's bars; exit 1 if it fails."""
     with handled(as_json) as progress:
-        r = api.parity(depth, precision=precision, backend=engine, artifact=onnx, weights=weights, num_classes=num_classes, out_dir=out_dir, preact=preact,
-                       seed=seed, images=images, progress=progress)
+        served_url, served_options = served(engine, url, model, timeout)
+        r = api.parity(depth, precision=precision, backend=engine, artifact=served_url or onnx, weights=weights, num_classes=num_classes,
+                       out_dir=out_dir, preact=preact, seed=seed, images=images, progress=progress, **served_options)
 
     def render() -> None:
         th = r["thresholds"]

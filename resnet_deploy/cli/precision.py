@@ -14,7 +14,7 @@ from ..artifacts import Precision
 from ..errors import UserError
 from ..precision import DEFAULT_CALIB_SAMPLES
 from ..runners import BACKENDS
-from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, kv_table, out
+from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, ServedModelOpt, TimeoutOpt, UrlOpt, WeightsOpt, emit, err, handled, kv_table, out, served
 
 
 def quantize(
@@ -111,17 +111,20 @@ def eval_(
                                           "index). Default: <out>/<arch>/labels.txt if present."),
     artifact: Optional[Path] = typer.Option(None, "--onnx", "--artifact", help="Artifact to evaluate (one "
                                             "precision only; default: the precision's artifact under --out)."),
+    url: Optional[str] = UrlOpt, model: Optional[str] = ServedModelOpt, timeout: float = TimeoutOpt,
     out_dir: Path = OutOpt, preact: bool = PreactOpt, as_json: bool = JsonOpt,
 ) -> None:
     """Top-1 / top-5 accuracy on a labelled image folder, several precisions side by side."""
     with handled(as_json) as progress:
         precisions = [p for p in (s.strip() for s in precision.split(",")) if p]
+        served_url, served_options = served(engine, url, model, timeout)
+        artifact = served_url or artifact
         if artifact is not None and len(precisions) != 1:
-            raise UserError("--onnx/--artifact names one artifact; give exactly one --precision with it")
+            raise UserError("--onnx/--artifact/--url names one artifact; give exactly one --precision with it")
         artifacts = {Precision.parse(precisions[0]): artifact} if artifact is not None else None
         r = api.evaluate(depth, precisions=precisions, data=data, backend=engine, out_dir=out_dir, artifacts=artifacts,
                      batch=batch, limit=limit, labels_file=labels, preact=preact, progress=progress,
-                     progress_bar_enabled=not as_json)
+                     progress_bar_enabled=not as_json, **served_options)
 
     def render() -> None:
         table = Table(title=f"{r['arch']} on {r['data']}: {r['images']} images, {r['classes']} classes "

@@ -19,7 +19,9 @@ from ..progress import Progress, quiet
 from .common import check_output_folder, onnx_facts
 from .jetson import write_jetson_bundle
 from .options import ServingOptions
+from .server import Ports, ServerInstall, TritonServer, find_server
 from .triton import write_triton_model
+from .triton_config import parse as parse_triton_config
 
 TARGETS = ("jetson", "triton")
 
@@ -67,4 +69,5 @@ def package(model: ModelRef, target: str, out: str | os.PathLike[str] | None, *,
     return write_triton_model(onnx, out, name=name or f"{arch}_{precision}", options=options, progress=progress)
 
 
-__all__ = ["TARGETS", "ServingOptions", "package", "write_jetson_bundle", "write_triton_model"]
+__all__ = ["Ports", "ServerInstall", "TARGETS", "ServingOptions", "TritonServer", "find_server", "package", "parse_triton_config",
+           "write_jetson_bundle", "write_triton_model"]

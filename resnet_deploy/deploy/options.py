@@ -11,7 +11,9 @@ class ServingOptions:
     """``name``: the Triton model name (``None``: ``<arch>_<precision>``); ``labels``: class names, one
     per line (``None``: the model's label set); ``min_batch``/``opt_batch``/``max_batch``: the Jetson
     engine profile (``max_batch`` is Triton's ``max_batch_size`` too); ``instances`` and
-    ``instance_kind`` (``gpu``/``cpu``): Triton's instance group; ``force``: replace an existing,
+    ``instance_kind``: Triton's instance group (``auto``: KIND_AUTO, GPU instances on a server with a GPU and
+    CPU ones elsewhere; ``gpu``, ``cpu``; a TensorRT plan is always ``gpu``); ``ensemble``: also write the
+    image-bytes ensemble (preprocess -> classifier -> top-``top``); ``force``: replace an existing,
     non-empty output folder."""
 
     name: str | None = None
@@ -20,8 +22,10 @@ class ServingOptions:
     opt_batch: int | None = None
     max_batch: int | None = None
     instances: int = 1
-    instance_kind: str = "gpu"
+    instance_kind: str = "auto"
     force: bool = False
+    ensemble: bool = True
+    top: int = 5
 
 
 __all__ = ["ServingOptions"]

@@ -1,20 +1,30 @@
-"""A model for NVIDIA Triton Inference Server's model repository.
+"""A model for NVIDIA Triton Inference Server's model repository, and the ensemble that serves images.
 
     <repository>/<name>/config.pbtxt
     <repository>/<name>/labels.txt          (Triton's classification extension names the classes)
     <repository>/<name>/1/model.onnx        platform onnxruntime_onnx
     <repository>/<name>/1/model.plan        platform tensorrt_plan (an engine built with TensorRT, not -RTX)
+    <repository>/<name>_preprocess/         python backend: encoded image bytes -> the input tensor
+    <repository>/<name>_topk/               python backend: logits -> top-k labels, indices, probabilities
+    <repository>/<name>_images/             the ensemble of the three: image bytes in, logits and top-k out
 
-``config.pbtxt`` is Triton's ``ModelConfig`` protobuf in text format: ``max_batch_size`` and the
-input/output names, types and dims (without the batch dimension) come from the model (the ONNX
-graph, or the engine's manifest), with dynamic batching (preferred batch sizes inside the
-engine's profile) and an instance group; for a plan the instance group names optimization
-profile 0, the one the engine was built with. The model folder is written beside the others in
-the repository under a temporary name and renamed into place whole.
+``config.pbtxt`` is Triton's ``ModelConfig`` protobuf, built as a message and printed in text format
+(:mod:`.triton_config`): ``max_batch_size`` and the input/output names, types and dims (without the
+batch dimension) come from the model (the ONNX graph, or the engine's manifest), with dynamic
+batching (preferred batch sizes inside the engine's profile) and an instance group; the model's
+``resnet_deploy.*`` metadata travels in ``parameters``. Instance kind: ``auto`` (KIND_AUTO) for an
+ONNX by default, so one repository loads on a CPU-only server (CPU instances) and on a GPU server
+(GPU instances); a plan is KIND_GPU with optimization profile 0, the one the engine was built with.
+A fixed-batch export (``max_batch_size: 0``, dims with the batch) is served as it is; for a batch
+above 1 the classifier's output carries no ``label_filename`` (Triton's classification extension
+would rank all N x classes values as one vector), and per-image top-k comes from the ensemble. Each
+model folder is written beside the others under a temporary name and renamed into place whole.
 """
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
 import re
 import shutil
@@ -27,20 +37,29 @@ from ..artifacts import sha256_file, verified_manifest
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
-from .common import onnx_facts, staged_folder, write_json
+from .common import TEMPLATES, check_output_folder, onnx_facts, recipe_dict, staged_folder, write_json
 from .options import ServingOptions
+from .triton_config import (
+    ENSEMBLE_OUTPUTS,
+    IMAGE_INPUT,
+    INSTANCE_KINDS,
+    TRITON_TYPES,
+    Classifier,
+    Tensor,
+    classifier_config,
+    config_text,
+    ensemble_config,
+    preprocess_config,
+    topk_config,
+    triton_type,
+)
 
-TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
-                "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
-INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 DEFAULT_MAX_BATCH = 32
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
-
-
-def _triton_type(dtype: str, what: str) -> str:
-    if dtype not in TRITON_TYPES:
-        raise UserError(f"{what} has type {dtype}, which Triton cannot serve")
-    return TRITON_TYPES[dtype]
+PACKAGE_ROOT = Path(__file__).resolve().parent.parent
+SERVING_PACKAGE = "resnet_deploy_serving"
+# the toolkit's own numpy/Pillow modules the python-backend models run, copied verbatim
+VENDORED = ("errors.py", "preprocess.py", "classify.py")
 
 
 def preferred_sizes(max_batch: int, min_batch: int = 1, opt_batch: int | None = None) -> list[int]:
@@ -50,34 +69,6 @@ def preferred_sizes(max_batch: int, min_batch: int = 1, opt_batch: int | None = 
     if opt_batch and min_batch <= opt_batch <= max_batch:
         sizes.add(opt_batch)
     return sorted(sizes)
-
-
-def config_text(*, name: str, platform: str, max_batch_size: int, inp: dict[str, Any], out: dict[str, Any],
-                label_file: str | None, preferred: list[int], queue_delay_us: int,
-                instance_group: tuple[int, str, str | None], note: str) -> str:
-    """``config.pbtxt`` text (protobuf text format of Triton's ModelConfig); ``instance_group`` is
-    ``(count, kind, profile)`` (``KIND_GPU``/``KIND_CPU``; the engine profile or ``None``)."""
-    instances, instance_kind, profile = instance_group
-
-    def dims(d: list[int]) -> str:
-        return "[ " + ", ".join(str(int(v)) for v in d) + " ]"
-
-    lines = [f"# {note}", f'name: "{name}"', f'platform: "{platform}"', f"max_batch_size: {max_batch_size}",
-             "input [", "  {", f'    name: "{inp["name"]}"', f"    data_type: {inp['triton_type']}",
-             f"    dims: {dims(inp['dims'])}", "  }", "]",
-             "output [", "  {", f'    name: "{out["name"]}"', f"    data_type: {out['triton_type']}",
-             f"    dims: {dims(out['dims'])}"]
-    if label_file:
-        lines.append(f'    label_filename: "{label_file}"')
-    lines += ["  }", "]"]
-    if max_batch_size > 0:
-        lines += ["dynamic_batching {", f"  preferred_batch_size: {dims(preferred)}",
-                  f"  max_queue_delay_microseconds: {queue_delay_us}", "}"]
-    lines += ["instance_group [", "  {", f"    count: {instances}", f"    kind: {instance_kind}"]
-    if profile is not None:
-        lines.append(f'    profile: [ "{profile}" ]')
-    lines += ["  }", "]", ""]
-    return "\n".join(lines)
 
 
 def _onnx_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
@@ -128,66 +119,133 @@ def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
     return inp, out, mx, facts, notes
 
 
-def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathLike[str], *, name: str,
-                       options: ServingOptions = ServingOptions(), queue_delay_us: int = 100, version: int = 1,
-                       progress: Progress = quiet) -> dict[str, Any]:
-    """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``
-    (``options``: labels, ``max_batch``, instances, ``force``; their ``name`` is not read)."""
-    model, repository = Path(model), Path(repository)
-    labels, max_batch, instances, instance_kind = options.labels, options.max_batch, options.instances, options.instance_kind
+def _check_request(name: str, repository: Path, model: Path, options: ServingOptions, version: int) -> None:
     if not NAME_RE.match(name):
         raise UserError(f"model name {name!r} must be letters, digits, '_', '-', '.' (it is a folder name)")
-    if instances < 1:
-        raise UserError(f"--instances must be at least 1 (got {instances})")
-    if instance_kind not in INSTANCE_KINDS:
-        raise UserError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)} (got {instance_kind!r})")
+    if options.instances < 1:
+        raise UserError(f"--instances must be at least 1 (got {options.instances})")
+    if options.instance_kind not in INSTANCE_KINDS:
+        raise UserError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)} (got {options.instance_kind!r})")
+    if options.top < 1:
+        raise UserError(f"--top must be at least 1 (got {options.top})")
     if version < 1:
         raise UserError(f"model version must be at least 1 (got {version})")
     if repository.exists() and not repository.is_dir():
         raise UserError(f"{repository} exists and is not a folder")
     if not model.is_file():
         raise UserError(f"model not found: {model}")
-    is_plan = model.suffix in (".engine", ".plan")
-    if is_plan:
-        inp, out, mbs, facts, notes = _plan_io(model, max_batch)
-        platform, filename, profile = "tensorrt_plan", "model.plan", "0"
+
+
+def _tensor(d: dict[str, Any], what: str) -> Tensor:
+    return Tensor(d["name"], triton_type(d["dtype"], f"{what} {d['name']!r}"), tuple(int(v) for v in d["dims"]))
+
+
+def _classifier(model: Path, name: str, options: ServingOptions, queue_delay_us: int) -> tuple[Classifier, dict[str, Any], list[str]]:
+    """The classifier's config facts, the model facts, and notes for the manifest."""
+    if model.suffix in (".engine", ".plan"):
+        if options.instance_kind == "cpu":
+            raise UserError(f"{model} is a TensorRT engine: it runs on a GPU only (--instance-kind gpu or auto)")
+        inp, out, mbs, facts, notes = _plan_io(model, options.max_batch)
         eng = facts["engine"]
-        preferred = preferred_sizes(mbs, eng["min_batch"], eng["opt_batch"])
+        preferred, platform, kind, profile = preferred_sizes(mbs, eng["min_batch"], eng["opt_batch"]), "tensorrt_plan", "KIND_GPU", "0"
     else:
-        inp, out, mbs, facts, notes = _onnx_io(model, max_batch)
-        platform, filename, profile = "onnxruntime_onnx", "model.onnx", None
-        preferred = preferred_sizes(mbs) if mbs else []
-        if instance_kind == "cpu":
-            notes.append("CPU instances: the ONNX Runtime backend runs on the CPU")
-    inp["triton_type"] = _triton_type(inp["dtype"], f"input {inp['name']!r}")
-    out["triton_type"] = _triton_type(out["dtype"], f"output {out['name']!r}")
-    names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
+        inp, out, mbs, facts, notes = _onnx_io(model, options.max_batch)
+        preferred, platform, kind, profile = (preferred_sizes(mbs) if mbs else []), "onnxruntime_onnx", INSTANCE_KINDS[options.instance_kind], None
+        notes.append({"KIND_AUTO": "instances KIND_AUTO: GPU instances where the server has a GPU, CPU instances elsewhere",
+                      "KIND_CPU": "CPU instances: the ONNX Runtime backend runs on the CPU",
+                      "KIND_GPU": "GPU instances: a server without a GPU refuses this model"}[kind])
+    fixed = facts.get("fixed_batch")
+    label_file = "labels.txt"
+    if fixed is not None and fixed > 1:
+        label_file = None
+        notes.append(f"fixed batch {fixed}: no label_filename on {out['name']!r} (Triton's classification extension would rank "
+                     f"all {fixed} x {facts['num_classes']} values as one vector); per-image top-k from {name}_images")
+    params = tuple((f"resnet_deploy.{k}", str(v)) for k, v in sorted(facts["metadata"].items()))
+    params += (("resnet_deploy.precision", str(facts["precision"])), ("resnet_deploy.num_classes", str(facts["num_classes"])))
+    clf = Classifier(name=name, platform=platform, max_batch_size=mbs, input=_tensor(inp, "input"),
+                        output=_tensor(out, "output"), preferred=tuple(preferred), queue_delay_us=queue_delay_us,
+                        instances=options.instances, kind=kind, profile=profile, label_file=label_file,
+                        parameters=tuple(dict(params).items()))
+    return clf, {**facts, "inp": inp, "out": out}, notes
+
+
+def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathLike[str], *, name: str,
+                       options: ServingOptions = ServingOptions(), queue_delay_us: int = 100, version: int = 1,
+                       progress: Progress = quiet) -> dict[str, Any]:
+    """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``
+    and, with ``options.ensemble``, its image-bytes ensemble ``name_images`` (``options``: labels,
+    ``max_batch``, instances and their kind, ``top``, ``force``; their ``name`` is not read)."""
+    model, repository = Path(model), Path(repository)
+    _check_request(name, repository, model, options, version)
+    clf, facts, notes = _classifier(model, name, options, queue_delay_us)
+    is_plan = clf.platform == "tensorrt_plan"
+    filename = "model.plan" if is_plan else "model.onnx"
+    names = load_labels(options.labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
     arch = facts["metadata"].get("arch", model.name.split(".")[0])
     note = f"{arch} {facts['precision']} written by resnet-deploy {__version__}"
-    text = config_text(name=name, platform=platform, max_batch_size=mbs, inp=inp, out=out, label_file="labels.txt",
-                       preferred=preferred, queue_delay_us=queue_delay_us,
-                       instance_group=(instances, INSTANCE_KINDS[instance_kind], profile if instance_kind == "gpu" else None),
-                       note=note)
+    top = min(options.top, int(facts["num_classes"]))
+    ensemble = _ensemble_configs(clf, facts, top) if options.ensemble else {}
     final = repository / name
-    progress(f"writing Triton model {name} ({platform}) into {repository}")
-    with staged_folder(final, options.force) as tmp:
+    for other in ensemble:
+        check_output_folder(repository / other, options.force)
+    progress(f"writing Triton model {name} ({clf.platform}) into {repository}")
+    labels_text = "\n".join(names) + "\n"
+    with contextlib.ExitStack() as stack:
+        tmp = stack.enter_context(staged_folder(final, options.force))
         (tmp / str(version)).mkdir()
         shutil.copyfile(model, tmp / str(version) / filename)
-        (tmp / "config.pbtxt").write_text(text)
-        (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
+        (tmp / "config.pbtxt").write_text(config_text(classifier_config(clf), note))
+        (tmp / "labels.txt").write_text(labels_text, encoding="utf-8")
+        for folder_name, (config, template) in ensemble.items():
+            folder = stack.enter_context(staged_folder(repository / folder_name, options.force))
+            _write_ensemble_member(folder, config, template, note, labels_text)
         manifest = {
             "kind": "triton-model", "toolkit_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "name": name, "platform": platform, "version": version, "source": str(model),
+            "name": name, "platform": clf.platform, "version": version, "source": str(model),
             "model_file": f"{version}/{filename}", "sha256": sha256_file(tmp / str(version) / filename),
             "arch": arch, "precision": facts["precision"], "num_classes": facts["num_classes"],
-            "max_batch_size": mbs, "preferred_batch_size": preferred, "instances": instances,
-            "instance_kind": INSTANCE_KINDS[instance_kind], "input": inp, "output": out,
-            "labels": {"file": "labels.txt", "count": len(names), "source": str(labels) if labels else facts["metadata"].get("label_set", "imagenet")},
+            "max_batch_size": clf.max_batch_size, "preferred_batch_size": list(clf.preferred), "instances": clf.instances,
+            "instance_kind": clf.kind, "input": facts["inp"], "output": facts["out"],
+            "labels": {"file": "labels.txt", "count": len(names),
+                       "source": str(options.labels) if options.labels else facts["metadata"].get("label_set", "imagenet")},
+            "ensemble": ({"name": f"{name}_images", "models": list(ensemble), "input": IMAGE_INPUT,
+                          "outputs": list(ENSEMBLE_OUTPUTS), "top": top} if ensemble else None),
             "engine": facts.get("engine"), "notes": notes,
         }
         write_json(tmp / "resnet_deploy.json", manifest)
     return {"path": str(final), "config": str(final / "config.pbtxt"), **manifest}
 
 
-__all__ = ["config_text", "preferred_sizes", "write_triton_model", "TRITON_TYPES"]
+def _ensemble_configs(clf: Classifier, facts: dict[str, Any], top: int) -> dict[str, tuple[Any, str | None]]:
+    """``{folder: (ModelConfig, python template or None)}`` of the preprocess, top-k and ensemble models."""
+    if clf.input.name == IMAGE_INPUT or clf.output.name in ENSEMBLE_OUTPUTS[1:]:
+        raise UserError(f"the model's tensors are named {clf.input.name!r} and {clf.output.name!r}; the image ensemble "
+                        f"uses {IMAGE_INPUT!r} and {', '.join(map(repr, ENSEMBLE_OUTPUTS[1:]))} itself: pass --no-ensemble")
+    size = [int(v) for v in facts["inp"]["dims"][-2:]]
+    # a model that records no recipe (not made here) is fed ImageNet's, scaled to its square input
+    recipe = recipe_dict({**({"image_size": str(size[0])} if size[0] == size[1] else {}), **facts["metadata"]})
+    if size != [recipe["image_size"], recipe["image_size"]]:
+        raise UserError(f"the model's input is {size[0]}x{size[1]} but its recipe crops {recipe['image_size']}; "
+                        "the image ensemble cannot feed it (pass --no-ensemble)")
+    return {f"{clf.name}_preprocess": (preprocess_config(clf, json.dumps(recipe, sort_keys=True)), "preprocess.py"),
+            f"{clf.name}_topk": (topk_config(clf, top), "topk.py"),
+            f"{clf.name}_images": (ensemble_config(clf, top), None)}
+
+
+def _write_ensemble_member(folder: Path, config: Any, template: str | None, note: str, labels_text: str) -> None:
+    (folder / "1").mkdir()
+    (folder / "config.pbtxt").write_text(config_text(config, note))
+    if template is None:
+        return
+    shutil.copyfile(TEMPLATES / "triton" / template, folder / "1" / "model.py")
+    pkg = folder / "1" / SERVING_PACKAGE
+    pkg.mkdir()
+    (pkg / "__init__.py").write_text(f'"""Copied verbatim from resnet-deploy {__version__} by `package --target triton`."""\n')
+    for rel in VENDORED:
+        shutil.copyfile(PACKAGE_ROOT / rel, pkg / rel)
+    if template == "topk.py":
+        (folder / "labels.txt").write_text(labels_text, encoding="utf-8")
+
+
+__all__ = ["INSTANCE_KINDS", "TRITON_TYPES", "preferred_sizes", "write_triton_model"]

@@ -38,11 +38,13 @@ REGISTRY: dict[str, Backend] = {b.name: b for b in [
     Backend("openvino", "onnx", ".openvino", "OpenVinoRunner"),
     Backend("trt", "trt", ".tensorrt", "TensorRTRunner"),
     Backend("trt-rtx", "trt-rtx", ".tensorrt", "TensorRTRunner"),
+    Backend("triton", "served", ".triton", "TritonRunner"),   # a live Triton server: the artifact is its URL
 ]}
 BACKENDS = tuple(REGISTRY)
 TORCH_BACKENDS = tuple(n for n, b in REGISTRY.items() if b.artifact == "torch")
 ONNX_BACKENDS = tuple(n for n, b in REGISTRY.items() if b.artifact == "onnx")
-ENGINE_BACKENDS = tuple(n for n, b in REGISTRY.items() if b.artifact not in ("torch", "onnx"))
+ENGINE_BACKENDS = tuple(n for n, b in REGISTRY.items() if b.artifact not in ("torch", "onnx", "served"))
+SERVED_BACKENDS = tuple(n for n, b in REGISTRY.items() if b.artifact == "served")
 
 
 def backend(name: str) -> Backend:
@@ -52,7 +54,8 @@ def backend(name: str) -> Backend:
 
 
 def artifact_kind(name: str) -> str:
-    """What a backend loads: ``"onnx"``, an engine flavour (``"trt"``, ``"trt-rtx"``) or ``"torch"``."""
+    """What a backend loads: ``"onnx"``, an engine flavour (``"trt"``, ``"trt-rtx"``), ``"torch"``, or ``"served"``
+    (a model on a server: the artifact is its URL)."""
     return backend(name).artifact
 
 
@@ -70,6 +73,14 @@ def open_runner(name: str, artifact: Any, *, precision: str | None = None, **opt
     return make_runner(name, artifact, precision=precision, **options).open()
 
 
+def served_facts(name: str, url: str, **options: Any) -> dict[str, str]:
+    """The ``resnet_deploy.*`` facts (arch, precision, weights, preprocessing) of the model a served backend
+    reaches at ``url`` (``options``: the runner's, e.g. ``model``), as an artifact's metadata reads."""
+    if artifact_kind(name) != "served":
+        raise UserError(f"{name} runs files, not a server URL")
+    return runner_class(name).served_facts(url, **options)
+
+
 def unavailable(name: str, precision: str) -> str | None:
     """``None`` if backend ``name`` can run ``precision`` here, else why not (cheap checks, nothing loaded)."""
     try:
@@ -83,5 +94,6 @@ def timing_options(name: str, **kw: Any) -> dict[str, Any]:
     return runner_class(name).timing_options(name, **kw)
 
 
-__all__ = ["BACKENDS", "Backend", "ENGINE_BACKENDS", "InputSpec", "ONNX_BACKENDS", "REGISTRY", "Runner", "TORCH_ALLOCATOR", "TORCH_BACKENDS",
-           "artifact_kind", "backend", "make_runner", "open_runner", "runner_class", "timing_options", "unavailable"]
+__all__ = ["BACKENDS", "Backend", "ENGINE_BACKENDS", "InputSpec", "ONNX_BACKENDS", "REGISTRY", "Runner", "SERVED_BACKENDS", "TORCH_ALLOCATOR",
+           "TORCH_BACKENDS", "artifact_kind", "backend", "make_runner", "open_runner", "runner_class", "served_facts", "timing_options",
+           "unavailable"]

@@ -598,9 +598,70 @@ def test_triton_onnx_repository(work, onnx18):
     pref = list(cfg.dynamic_batching.preferred_batch_size)
     assert pref and all(1 <= b <= 16 for b in pref) and 16 in pref
     (group,) = cfg.instance_group
-    assert group.count == 2 and group.kind == mc.ModelInstanceGroup.Kind.Value("KIND_GPU")
+    # KIND_AUTO: GPU instances on a GPU server, CPU ones on a CPU-only server (KIND_GPU is refused there)
+    assert group.count == 2 and group.kind == mc.ModelInstanceGroup.Kind.Value("KIND_AUTO")
     assert m["platform"] == "onnxruntime_onnx"
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["resnet_deploy.role"] == "classifier" and params["resnet_deploy.arch"] == "resnet18"
+    assert params["resnet_deploy.precision"] == "fp32" and params["resnet_deploy.num_classes"] == "1000"
+    # the image ensemble beside it: preprocess -> classifier -> top-k
+    assert m["ensemble"]["name"] == "resnet18_fp32_images" and m["ensemble"]["top"] == 5
+    _, ens = _parse_config(repo / "resnet18_fp32_images" / "config.pbtxt")
+    assert ens.platform == "ensemble" and ens.max_batch_size == 16
+    assert [s.model_name for s in ens.ensemble_scheduling.step] == ["resnet18_fp32_preprocess", "resnet18_fp32", "resnet18_fp32_topk"]
+    assert [o.name for o in ens.output] == ["logits", "labels", "indices", "probabilities"]
+    _, pre = _parse_config(repo / "resnet18_fp32_preprocess" / "config.pbtxt")
+    assert pre.backend == "python" and pre.instance_group[0].kind == mc.ModelInstanceGroup.Kind.Value("KIND_CPU")
+    recipe = json.loads(pre.parameters["resnet_deploy.recipe"].string_value)
+    assert recipe["image_size"] == 224 and recipe["resize"] == 256
+    assert (repo / "resnet18_fp32_preprocess" / "1" / "resnet_deploy_serving" / "preprocess.py").read_bytes() == \
+        (REPO / "resnet_deploy" / "preprocess.py").read_bytes()
     assert not [p for p in repo.iterdir() if p.name.startswith(".")]  # no staging leftovers
+
+
+def test_triton_config_is_protobuf_so_metadata_cannot_inject(work, tmp_path):
+    """Quotes, newlines and braces in recorded metadata stay inside their string (config built as ModelConfig)."""
+    import onnx
+    from fakes import make_tiny_onnx
+
+    from resnet_deploy.deploy import ServingOptions, write_triton_model
+    from resnet_deploy.onnx_meta import set_metadata
+
+    path = make_tiny_onnx(tmp_path / "tiny.onnx")
+    m = onnx.load(str(path))
+    hostile = 'x"\n}\ninstance_group [ { kind: KIND_GPU } ]\n# '
+    set_metadata(m, {"arch": hostile, "weights_source": "a\\b\"c"})
+    onnx.save(m, str(path))
+    labels = tmp_path / "labels.txt"
+    classes = int(m.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+    labels.write_text("".join(f'c"{i}\n' for i in range(classes)))
+    write_triton_model(path, tmp_path / "repo", name="tiny", options=ServingOptions(labels=labels, instance_kind="cpu"))
+    mc, cfg = _parse_config(tmp_path / "repo" / "tiny" / "config.pbtxt")
+    assert cfg.parameters["resnet_deploy.arch"].string_value == hostile
+    assert cfg.parameters["resnet_deploy.weights_source"].string_value == 'a\\b"c'
+    assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.Kind.Value("KIND_CPU")]
+
+
+def test_triton_fixed_batch_export_has_no_labels_on_the_flat_output(tmp_path):
+    """A batch-4 export: max_batch_size 0, full dims, no label_filename (classification would rank 4 x C as one
+    vector); the ensemble carries the batch and returns per-image top-k."""
+    from fakes import make_tiny_onnx
+
+    from resnet_deploy.deploy import ServingOptions, write_triton_model
+
+    path = make_tiny_onnx(tmp_path / "tiny_b4.onnx", batch=4)
+    labels = tmp_path / "labels.txt"
+    import onnx
+
+    classes = int(onnx.load(str(path)).graph.output[0].type.tensor_type.shape.dim[1].dim_value)
+    labels.write_text("".join(f"c{i}\n" for i in range(classes)))
+    m = write_triton_model(path, tmp_path / "repo", name="tiny", options=ServingOptions(labels=labels, top=3))
+    _, cfg = _parse_config(tmp_path / "repo" / "tiny" / "config.pbtxt")
+    assert cfg.max_batch_size == 0 and list(cfg.output[0].dims) == [4, classes] and cfg.output[0].label_filename == ""
+    assert not cfg.HasField("dynamic_batching")
+    assert any("no label_filename" in n for n in m["notes"])
+    _, ens = _parse_config(tmp_path / "repo" / "tiny_images" / "config.pbtxt")
+    assert list(ens.input[0].dims) == [4, 1] and {o.name: list(o.dims) for o in ens.output}["labels"] == [4, 3]
 
 
 def test_triton_fp16_onnx_types_come_from_the_model(work, onnx18):

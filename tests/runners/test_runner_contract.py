@@ -37,7 +37,7 @@ def artifacts(exported):
 
 
 def test_the_registry_names_every_backend():
-    assert set(BACKENDS) == {"torch", "torch-compile", "ort", "ort-cuda", "openvino", "trt", "trt-rtx"}
+    assert set(BACKENDS) == {"torch", "torch-compile", "ort", "ort-cuda", "openvino", "trt", "trt-rtx", "triton"}
     for name, entry in REGISTRY.items():
         assert entry.load().__name__ == entry.cls and artifact_kind(name) == entry.artifact
     with pytest.raises(UserError, match="unknown engine 'tensorflow'"):
@@ -50,6 +50,8 @@ def test_runner_contract(backend, artifacts, tmp_path):
     if why is not None:
         pytest.skip(f"{backend} cannot run here: {why}")
     kind = artifact_kind(backend)
+    if kind == "served":
+        pytest.skip(f"{backend} runs a served model: tests/serving checks its contract against a live Triton server")
     if kind not in artifacts:
         pytest.skip(f"{backend} needs a {kind} engine, which only a GPU with {backend} can build and run")
     check_contract(make_runner(backend, artifacts[kind], precision="fp32"), backend, 32 if kind == "torch" else 224)
@@ -115,7 +117,7 @@ def test_the_bench_facts_of_the_backends_here():
 
     gpu_here = {b: runner_class(b).runs_on_gpu(b) for b in BACKENDS}
     assert gpu_here == {"torch": cuda_available(), "torch-compile": cuda_available(), "ort": False, "ort-cuda": True,
-                        "openvino": False, "trt": True, "trt-rtx": True}
+                        "openvino": False, "trt": True, "trt-rtx": True, "triton": False}  # (triton: the server computes)
     # OpenVINO, the fastest CPU path, joins the CPU sweep where it is installed
     assert [b for b in BACKENDS if runner_class(b).in_default_sweep(b, False)] == ["torch", "ort"] + (
         ["openvino"] if openvino_installed() else [])
