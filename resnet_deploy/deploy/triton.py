@@ -17,17 +17,16 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import time
 from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import sha256_file, verified_manifest
+from ..artifacts import Snapshot, read_manifest, verify
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
-from .common import onnx_facts, staged_folder, write_json
+from .common import check_sources, onnx_facts, staged_folder, write_json
 from .options import ServingOptions
 
 TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYPE_BF16", "float64": "TYPE_FP64",
@@ -80,8 +79,9 @@ def config_text(*, name: str, platform: str, max_batch_size: int, inp: dict[str,
     return "\n".join(lines)
 
 
-def _onnx_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
-    facts = onnx_facts(path)
+def _onnx_io(snap: Snapshot, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
+    path = snap.path
+    facts = onnx_facts(snap)
     notes = []
     inp, out = dict(facts["input"]), dict(facts["output"])
     if facts["fixed_batch"] is not None:
@@ -99,8 +99,10 @@ def _onnx_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
     return inp, out, mbs, facts, notes
 
 
-def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
-    m = verified_manifest(path, what="engine", fix="rebuild it")
+def _plan_io(snap: Snapshot, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
+    path = snap.path
+    m = read_manifest(path)
+    verify(snap, m, what="engine", fix="rebuild it")  # the bytes that will be copied, not the file read again
     if m.get("kind") != "engine":
         raise UserError(f"manifest of {path} does not describe an engine")
     if m.get("flavour") != "trt":
@@ -128,12 +130,14 @@ def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
     return inp, out, mx, facts, notes
 
 
-def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathLike[str], *, name: str,
+def write_triton_model(model: str | os.PathLike[str] | Snapshot, repository: str | os.PathLike[str], *, name: str,
                        options: ServingOptions = ServingOptions(), queue_delay_us: int = 100, version: int = 1,
                        progress: Progress = quiet) -> dict[str, Any]:
-    """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``
+    """Add ``model`` (an ONNX file, or an engine with its manifest; or a :class:`Snapshot` of one) to a Triton
+    repository as ``name``
     (``options``: labels, ``max_batch``, instances, ``force``; their ``name`` is not read)."""
-    model, repository = Path(model), Path(repository)
+    given = model if isinstance(model, Snapshot) else None
+    model, repository = (given.path if given is not None else Path(model)), Path(repository)
     labels, max_batch, instances, instance_kind = options.labels, options.max_batch, options.instances, options.instance_kind
     if not NAME_RE.match(name):
         raise UserError(f"model name {name!r} must be letters, digits, '_', '-', '.' (it is a folder name)")
@@ -145,16 +149,17 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
         raise UserError(f"model version must be at least 1 (got {version})")
     if repository.exists() and not repository.is_dir():
         raise UserError(f"{repository} exists and is not a folder")
-    if not model.is_file():
-        raise UserError(f"model not found: {model}")
+    final = repository / name
+    check_sources(final, [model])
+    snap = given or Snapshot.take(model, what="model")  # read once: what the config describes is what is copied
     is_plan = model.suffix in (".engine", ".plan")
     if is_plan:
-        inp, out, mbs, facts, notes = _plan_io(model, max_batch)
+        inp, out, mbs, facts, notes = _plan_io(snap, max_batch)
         platform, filename, profile = "tensorrt_plan", "model.plan", "0"
         eng = facts["engine"]
         preferred = preferred_sizes(mbs, eng["min_batch"], eng["opt_batch"])
     else:
-        inp, out, mbs, facts, notes = _onnx_io(model, max_batch)
+        inp, out, mbs, facts, notes = _onnx_io(snap, max_batch)
         platform, filename, profile = "onnxruntime_onnx", "model.onnx", None
         preferred = preferred_sizes(mbs) if mbs else []
         if instance_kind == "cpu":
@@ -168,18 +173,17 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
                        preferred=preferred, queue_delay_us=queue_delay_us,
                        instance_group=(instances, INSTANCE_KINDS[instance_kind], profile if instance_kind == "gpu" else None),
                        note=note)
-    final = repository / name
     progress(f"writing Triton model {name} ({platform}) into {repository}")
     with staged_folder(final, options.force) as tmp:
         (tmp / str(version)).mkdir()
-        shutil.copyfile(model, tmp / str(version) / filename)
+        snap.write(tmp / str(version) / filename)
         (tmp / "config.pbtxt").write_text(text)
         (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
         manifest = {
             "kind": "triton-model", "toolkit_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "name": name, "platform": platform, "version": version, "source": str(model),
-            "model_file": f"{version}/{filename}", "sha256": sha256_file(tmp / str(version) / filename),
+            "model_file": f"{version}/{filename}", "sha256": snap.sha256,
             "arch": arch, "precision": facts["precision"], "num_classes": facts["num_classes"],
             "max_batch_size": mbs, "preferred_batch_size": preferred, "instances": instances,
             "instance_kind": INSTANCE_KINDS[instance_kind], "input": inp, "output": out,
