@@ -338,6 +338,21 @@ def atomic_path(final: str | os.PathLike[str], *, before_replace: Callable[[], N
             raise
 
 
+def swap_folder(tmp: Path, final: Path, spare: Path) -> None:
+    """Put the folder ``tmp`` at ``final`` in one rename; a previous ``final`` is renamed to ``spare`` first
+    (put back if the second rename fails) and deleted after. ``spare`` is a temporary name of ours."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    os.replace(final, spare)
+    try:
+        os.replace(tmp, final)
+    except BaseException:
+        os.replace(spare, final)
+        raise
+    shutil.rmtree(spare, ignore_errors=True)
+
+
 @contextlib.contextmanager
 def work_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     """A private folder beside ``final`` (same filesystem, so results can be renamed), removed whatever happens."""

@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..artifacts import Snapshot, atomic_write_text, leased_temporary, write_error
+from ..artifacts import Snapshot, atomic_write_text, leased_temporary, swap_folder, write_error
 from ..errors import UserError
 from ..onnx_meta import detect_precision, graph_io, load_onnx, load_onnx_bytes, opset_of, read_metadata
 from ..preprocess import recipe_from_metadata
@@ -59,17 +59,7 @@ def staged_folder(final: str | os.PathLike[str], force: bool = False) -> Iterato
             os.umask(mask)
             os.chmod(tmp, 0o755 & ~mask)  # mkdtemp makes 0700
             check_output_folder(final, force)  # still true after the (possibly long) work?
-            if final.exists():
-                old = tmp.with_suffix(".work")  # the old folder: under the same lease until it is deleted
-                os.replace(final, old)
-                try:
-                    os.replace(tmp, final)
-                except BaseException:
-                    os.replace(old, final)
-                    raise
-                shutil.rmtree(old, ignore_errors=True)
-            else:
-                os.replace(tmp, final)
+            swap_folder(tmp, final, tmp.with_suffix(".work"))  # the old folder: under the same lease until deleted
         except OSError as e:
             shutil.rmtree(tmp, ignore_errors=True)
             raise write_error(final, e) from None
