@@ -326,7 +326,7 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
     model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
     fp32 = pipeline.ensure_onnx(model, out_dir=out_dir, progress=progress)
     fp32_path = Path(fp32["path"])
-    snap = pipeline.fp32_snapshot(fp32)  # read once: the INT8 is checked against, and compared with, these bytes
+    snap = pipeline.fp32_snapshot(fp32, model)  # read once: the INT8 is checked against, and compared with, these bytes
     src_meta = read_fp32_source(snap)
     images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
                            labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=model.seed,

@@ -115,9 +115,14 @@ def ensure_onnx(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_RO
     return {**manifest, "path": str(path), "precision": "fp32", "reused": True}
 
 
-def fp32_snapshot(fp32: dict[str, Any]) -> Snapshot:
-    """The FP32 ONNX's bytes, read once, refused unless they are the ones its manifest (``fp32``) vouched for."""
-    return Snapshot.pinned(fp32["path"], fp32.get("sha256"), what="FP32 ONNX")
+def fp32_snapshot(fp32: dict[str, Any], model: ModelRef | None = None) -> Snapshot:
+    """The FP32 ONNX's bytes, read once, refused unless they are the ones its manifest (``fp32``) vouched
+    for and (given ``model``) still what ``model`` asks for: :func:`ensure_onnx` read the file before."""
+    snap = Snapshot.pinned(fp32["path"], fp32.get("sha256"), what="FP32 ONNX")
+    if model is not None and stale_reason(read_fp32_source(snap), model) is not None:
+        raise UserError(f"{snap.path} changed while this command was reading it (another command writing it?); "
+                        "run it again once that one is done")
+    return snap
 
 
 def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
@@ -147,7 +152,7 @@ def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os
         return ensure_onnx(model, out_dir=out_dir, force=force, progress=progress)
     options = options.checked(precision)  # a request that cannot be made fails before any export
     if source is None:
-        source = fp32_snapshot(ensure_onnx(model, out_dir=out_dir, replace=force, progress=progress))
+        source = fp32_snapshot(ensure_onnx(model, out_dir=out_dir, replace=force, progress=progress), model)
     return make_precision_onnx(source, precision, options, out_dir=out_dir, seed=model.seed, force=force,
                                progress=progress, progress_bar=progress_bar)
 
@@ -171,7 +176,7 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
                         "--exclude <the modules it kept>")
     options = options.checked(Precision.INT8)
     if source is None:
-        source = fp32_snapshot(ensure_onnx(model, out_dir=out_dir, replace=force, progress=progress))
+        source = fp32_snapshot(ensure_onnx(model, out_dir=out_dir, replace=force, progress=progress), model)
     # one read of the source: every step below (plain INT8, the search's FP32 reference, the final
     # quantization) computes from these bytes, and the manifest records their sha256
     snap = source if isinstance(source, Snapshot) else Snapshot.take(source, what="source ONNX")
@@ -239,7 +244,7 @@ def precision_manifest(model: ModelRef, precision: Precision, *, out_dir: str | 
         if manifest.get("precision") == precision and manifest.get("source", {}).get("sha256") == fp32.get("sha256"):
             progress(f"using {dst} as quantize made it")
             return {**manifest, "path": str(dst), "reused": True}
-    return ensure_precision(model, precision, out_dir=out_dir, options=options, source=fp32_snapshot(fp32),
+    return ensure_precision(model, precision, out_dir=out_dir, options=options, source=fp32_snapshot(fp32, model),
                             progress=progress, progress_bar=progress_bar)
 
 

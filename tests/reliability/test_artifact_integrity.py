@@ -116,6 +116,26 @@ def test_a_source_changed_after_its_manifest_was_checked_is_refused(trained, see
     assert not (out / "resnet20" / "resnet20.fp16.onnx").exists()
 
 
+def test_an_export_replaced_with_its_manifest_mid_check_is_refused(trained, seed7, tmp_path, monkeypatch):
+    """Another export (file and manifest) lands between the weights check and the manifest check: the
+    bytes read then match their manifest, but not the request; nothing is made from them."""
+    out = copy_of(trained, tmp_path)
+    from resnet_deploy import pipeline
+    real = pipeline.read_fp32_source
+
+    def read_then_swap(source):
+        meta = real(source)
+        if not isinstance(source, Snapshot):
+            shutil.copyfile(seed7 / FP32, out / FP32)
+            shutil.copyfile(manifest_path(seed7 / FP32), manifest_path(out / FP32))
+        return meta
+
+    monkeypatch.setattr(pipeline, "read_fp32_source", read_then_swap)
+    with pytest.raises(UserError, match="changed while this command was reading it"):
+        api.quantize(20, "fp16", weights=WEIGHTS, out_dir=out, calib_samples=4, min_calib_images=1)
+    assert not (out / "resnet20" / "resnet20.fp16.onnx").exists()
+
+
 @pytest.mark.parametrize("target", ["jetson", "triton"])
 def test_package_copies_the_bytes_it_describes(trained, seed7, tmp_path, monkeypatch, target):
     src = copy_of(trained, tmp_path) / FP32
