@@ -26,7 +26,7 @@ import numpy as np
 from . import deploy as deployment
 from . import evaluate as evaluation
 from . import pipeline
-from .artifacts import DEFAULT_ROOT, Precision, artifact_path, sha256_file
+from .artifacts import DEFAULT_ROOT, Precision, artifact_path
 from .compare import THRESHOLDS, parity_batch, run_parity
 from .deploy import Ports, ServingOptions, TritonServer, find_server
 from .engine import BuildOptions, ProgressCallback, engine_path_for
@@ -367,7 +367,8 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
     model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
     fp32 = pipeline.ensure_onnx(model, out_dir=out_dir, progress=progress)
     fp32_path = Path(fp32["path"])
-    src_meta = read_fp32_source(fp32_path)
+    snap = pipeline.fp32_snapshot(fp32, model)  # read once: the INT8 is checked against, and compared with, these bytes
+    src_meta = read_fp32_source(snap)
     images = load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
                            labels_file=labels, limit=limit, calib=calib, calib_samples=calib_samples, seed=model.seed,
                            progress=progress, progress_bar_enabled=progress_bar)  # bad images fail before slow work
@@ -379,7 +380,7 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
         if facts.get("precision") != "int8":
             raise UserError(f"{int8_path} is {facts.get('precision', 'not').upper()}, not an INT8 Q/DQ model; diagnose "
                             "compares INT8 with FP32")
-        if facts.get("source_sha256") not in (None, fp32.get("sha256") or sha256_file(fp32_path)):
+        if facts.get("source_sha256") not in (None, snap.sha256):
             raise UserError(f"{int8_path} was not quantized from {fp32_path}; pass the --weights it was made from")
     else:
         options = QuantizeOptions(calib=calib, calib_samples=calib_samples, method=method)
@@ -390,9 +391,9 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
         raise UserError(f"{int8_path} keeps its unquantized layers in FP16, which ONNX Runtime CPU mis-computes "
                         "(docs/precision.md): diagnose an INT8 ONNX made with --high-precision fp32")
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-diagnose-") as work:
-        report = diagnose_int8(fp32_path, int8_path, images, Path(work), progress=progress,
+        report = diagnose_int8(snap.write(Path(work) / fp32_path.name), int8_path, images, Path(work), progress=progress,
                                progress_bar_enabled=progress_bar)
-    report["arch"] = model.arch
+    report.update(arch=model.arch, fp32_onnx=str(fp32_path))  # (the private copy it read is gone)
     if plot is not None:
         plot_diagnosis(report, plot)
         report["plot"] = str(plot)

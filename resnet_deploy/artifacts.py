@@ -17,11 +17,18 @@ import os
 import re
 import secrets
 import shutil
+import time
+from dataclasses import dataclass
 from enum import Enum
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
+
+try:
+    import fcntl
+except ImportError:  # not POSIX: no locks, so only the age bound protects a live writer's temporaries
+    fcntl = None  # type: ignore[assignment]
 
 DEFAULT_ROOT = Path("engines")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -130,21 +137,86 @@ def write_error(path: str | os.PathLike[str], e: OSError) -> UserError:
 
 
 # Temporary files and folders of ours: ``.<final name>.<pid>.<token>.tmp`` (files), ``...work``
-# (ModelOpt's working folders) and ``...old`` (the previous artifact, kept while its replacement's
-# manifest is written): a writer killed without cleanup (SIGKILL, power) leaves them, and the next
-# write into the same folder removes those whose process is gone.
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.(tmp|work|old)$")
+# (ModelOpt's working folders, the previous bundle during a swap) and ``...old`` (the previous artifact,
+# kept while its replacement's manifest is written). A writer killed without cleanup (SIGKILL, power)
+# leaves them, and the next write into the same folder removes them once their writer is gone.
+# "Gone" is not judged by the pid alone (a writer in another pid namespace, a container sharing the
+# volume, has a pid that means nothing here): each writer holds a lease, an flock on
+# ``.<final name>.<pid>.<token>.lock`` beside its temporaries, for as long as they exist. The kernel
+# drops the lock when the writer dies however it dies, and flock holds across pid namespaces on one
+# host (and across NFS clients, where Linux maps it to POSIX locks). The lock file gets its name only
+# once locked (it is made as ``...pending`` and renamed), so no sweeper ever sees it free while its
+# writer lives. Where the filesystem cannot lock, an age bound (STALE_AFTER_S) is all that protects.
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+_TEMP = re.compile(r"^\.(?P<stem>(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+)\.(?P<kind>tmp|work|old|lock|pending)$")
+STALE_AFTER_S = 24 * 3600   # a temporary whose writer cannot be asked (no lock support) is removed after this
+PENDING_AFTER_S = 60        # a lock file is ``pending`` for microseconds; one older than this was abandoned
+
+
+class Lease:
+    """A writer's claim on the temporaries it names with :meth:`path`: held (flocked) until :meth:`release`."""
+
+    def __init__(self, final: str | os.PathLike[str]):
+        final = Path(final)
+        self.stem = f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}"
+        self.folder = final.parent
+        pending = self.path("pending")
+        self.fd: int | None = os.open(pending, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        try:
+            _try_lock(self.fd)
+            os.replace(pending, self.path("lock"))
+        except BaseException:
+            self.release()
+            with contextlib.suppress(OSError):
+                pending.unlink()
+            raise
+
+    def path(self, suffix: str = "tmp") -> Path:
+        """``<folder>/.<final name>.<pid>.<token>.<suffix>``: a temporary this lease covers."""
+        return self.folder / f"{self.stem}.{suffix}"
+
+    def release(self) -> None:
+        """Drop the claim (after its temporaries are gone or renamed into place); twice is fine."""
+        if self.fd is None:
+            return
+        with contextlib.suppress(OSError):
+            self.path("lock").unlink()
+        os.close(self.fd)
+        self.fd = None
+
+
+def _try_lock(fd: int) -> bool:
+    """flock ``fd`` exclusively; False where the filesystem (or platform) has no locks."""
+    if fcntl is None:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        raise
+    except OSError:  # ENOLCK, EOPNOTSUPP: no locks here
+        return False
+    return True
 
 
 def temp_name(final: Path, suffix: str = "tmp") -> Path:
+    """A temporary name of ours beside ``final`` that no lease covers (removed by the sweep once our pid is gone)."""
     return final.parent / f".{final.name}.{os.getpid()}.{secrets.token_hex(4)}.{suffix}"
 
 
-def fresh_temporary(final: Path, suffix: str = "tmp") -> Path:
-    """A new temporary name of ours beside ``final``, its folder made writable and swept of stale ones."""
+@contextlib.contextmanager
+def leased_temporary(final: Path, suffix: str = "tmp") -> Iterator[Path]:
+    """A new temporary name beside ``final``, its folder made writable and swept of stale temporaries,
+    covered by a lease for the with-block (remove or rename the temporary before it ends)."""
     ensure_writable_dir(final.parent)
     sweep_stale_temporaries(final.parent)
-    return temp_name(final, suffix)
+    try:
+        lease = Lease(final)
+    except OSError as e:
+        raise write_error(final, e) from None
+    try:
+        yield lease.path(suffix)
+    finally:
+        lease.release()
 
 
 def _alive(pid: int) -> bool:
@@ -159,16 +231,80 @@ def _alive(pid: int) -> bool:
     return True
 
 
+def _probe(lock: Path) -> tuple[str, int | None]:
+    """``("held", None)``, ``("free", fd)`` (the lock now ours: close ``fd`` when done), ``("gone", None)``
+    or ``("unknown", None)`` (no locks here, or the file cannot be opened)."""
+    if fcntl is None:
+        return "unknown", None
+    try:
+        fd = os.open(lock, os.O_RDWR)
+    except FileNotFoundError:
+        return "gone", None
+    except OSError:
+        return "unknown", None
+    try:
+        locked = _try_lock(fd)
+    except BlockingIOError:
+        os.close(fd)
+        return "held", None
+    if not locked:
+        os.close(fd)
+        return "unknown", None
+    return "free", fd
+
+
+def _age(paths: list[Path], now: float) -> float:
+    newest = 0.0
+    for p in paths:
+        with contextlib.suppress(OSError):
+            st = p.lstat()
+            newest = max(newest, st.st_mtime, st.st_ctime)
+    return now - newest
+
+
+def _remove(p: Path) -> bool:
+    try:
+        shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
+    except OSError:
+        return False
+    return True
+
+
+def _stale(stem: str, items: list[Path], folder: Path, now: float) -> tuple[bool, int | None]:
+    """Whether the temporaries of one writer (``stem``) may go; the lock fd to close afterwards, if taken."""
+    if any(_TEMP.match(p.name)["kind"] == "lock" for p in items):
+        state, fd = _probe(folder / f".{stem}.lock")
+        if state == "free":
+            return True, fd
+        return state == "unknown" and _age(items, now) > STALE_AFTER_S, None
+    if all(_TEMP.match(p.name)["kind"] == "pending" for p in items):
+        return _age(items, now) > PENDING_AFTER_S, None
+    return True, None  # no lease (an unleased temp_name, or an older version's): the pid was all there was
+
+
 def sweep_stale_temporaries(folder: str | os.PathLike[str]) -> list[Path]:
-    """Remove our temporaries in ``folder`` whose writing process no longer runs; return what went."""
-    removed = []
+    """Remove our temporaries in ``folder`` whose writer is gone; return what went.
+
+    A writer is gone when its pid is not a live process here *and* its lease is not held (or, where
+    the filesystem cannot lock, its temporaries are older than :data:`STALE_AFTER_S`).
+    """
+    folder, removed, now = Path(folder), [], time.time()
+    writers: dict[str, list[Path]] = {}
     with contextlib.suppress(OSError):
-        for p in Path(folder).iterdir():
+        for p in folder.iterdir():
             m = _TEMP.match(p.name)
             if m and not _alive(int(m["pid"])):
-                with contextlib.suppress(OSError):
-                    shutil.rmtree(p) if p.is_dir() and not p.is_symlink() else p.unlink()
-                    removed.append(p)
+                writers.setdefault(m["stem"], []).append(p)
+    for stem, items in writers.items():
+        stale, fd = _stale(stem, items, folder, now)
+        try:
+            if stale:  # the lock file last: while it exists (and we hold it) no one mistakes the rest for live
+                for p in sorted(items, key=lambda q: q.name.endswith(".lock")):
+                    if _remove(p):
+                        removed.append(p)
+        finally:
+            if fd is not None:
+                os.close(fd)
     return removed
 
 
@@ -182,38 +318,53 @@ def atomic_path(final: str | os.PathLike[str], *, before_replace: Callable[[], N
     manifest, so that a crash never leaves a new artifact beside the old one's manifest).
     """
     final = Path(final)
-    tmp_path = fresh_temporary(final)
+    with leased_temporary(final) as tmp_path:
+        try:
+            tmp_path.touch()
+            yield tmp_path
+            with open(tmp_path, "rb+") as f:
+                os.fsync(f.fileno())
+            os.chmod(tmp_path, 0o644 & ~_umask())  # artifacts are shared like any file
+            if before_replace is not None:
+                before_replace()
+            os.replace(tmp_path, final)
+        except OSError as e:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+            raise write_error(final, e) from None
+        except BaseException:
+            with contextlib.suppress(OSError):
+                tmp_path.unlink()
+            raise
+
+
+def swap_folder(tmp: Path, final: Path, spare: Path) -> None:
+    """Put the folder ``tmp`` at ``final`` in one rename; a previous ``final`` is renamed to ``spare`` first
+    (put back if the second rename fails) and deleted after. ``spare`` is a temporary name of ours."""
+    if not final.exists():
+        os.replace(tmp, final)
+        return
+    os.replace(final, spare)
     try:
-        tmp_path.touch()
-        yield tmp_path
-        with open(tmp_path, "rb+") as f:
-            os.fsync(f.fileno())
-        os.chmod(tmp_path, 0o644 & ~_umask())  # artifacts are shared like any file
-        if before_replace is not None:
-            before_replace()
-        os.replace(tmp_path, final)
-    except OSError as e:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
-        raise write_error(final, e) from None
+        os.replace(tmp, final)
     except BaseException:
-        with contextlib.suppress(OSError):
-            tmp_path.unlink()
+        os.replace(spare, final)
         raise
+    shutil.rmtree(spare, ignore_errors=True)
 
 
 @contextlib.contextmanager
 def work_folder(final: str | os.PathLike[str]) -> Iterator[Path]:
     """A private folder beside ``final`` (same filesystem, so results can be renamed), removed whatever happens."""
     final = Path(final)
-    work = fresh_temporary(final, "work")
-    try:
-        work.mkdir()
-        yield work
-    except OSError as e:
-        raise write_error(final, e) from None
-    finally:
-        shutil.rmtree(work, ignore_errors=True)
+    with leased_temporary(final, "work") as work:
+        try:
+            work.mkdir()
+            yield work
+        except OSError as e:
+            raise write_error(final, e) from None
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
 
 
 def _umask() -> int:
@@ -240,6 +391,47 @@ def sha256_file(path: str | os.PathLike[str], chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
+@dataclass(frozen=True, eq=False)
+class Snapshot:
+    """One read of a source file: its bytes and their sha256, so that a stage records the very bytes it uses.
+
+    A stage that hashed a path and then let a library read the path again could compute from other
+    bytes than it records (another command rewriting the source in between). It takes a snapshot
+    once, records ``sha256``, and hands the library ``data`` or a private copy (:meth:`write`).
+    """
+
+    path: Path
+    data: bytes
+    sha256: str
+
+    @classmethod
+    def take(cls, path: str | os.PathLike[str], *, what: str = "source") -> Snapshot:
+        """Read ``path`` once (a missing or unreadable file is a one-line :class:`UserError`)."""
+        p = Path(path).expanduser()
+        if not p.is_file():
+            raise UserError(f"{what} not found: {p}")
+        try:
+            data = p.read_bytes()
+        except OSError as e:
+            raise UserError(f"cannot read {p}: {os_reason(e)}") from None
+        return cls(p, data, hashlib.sha256(data).hexdigest())
+
+    @classmethod
+    def pinned(cls, path: str | os.PathLike[str], sha256: str | None, *, what: str = "source") -> Snapshot:
+        """:meth:`take`, refused unless its bytes are the ones a manifest just vouched for (``sha256``)."""
+        snap = cls.take(path, what=what)
+        if sha256 is not None and snap.sha256 != sha256:
+            raise UserError(f"{snap.path} changed while this command was reading it (another command writing it?); "
+                            "run it again once that one is done")
+        return snap
+
+    def write(self, dest: str | os.PathLike[str]) -> Path:
+        """A private copy of the bytes at ``dest`` (for a library that reads files, not bytes)."""
+        dest = Path(dest)
+        dest.write_bytes(self.data)
+        return dest
+
+
 def drop_manifest(artifact: str | os.PathLike[str]) -> None:
     """Remove the manifest beside ``artifact``."""
     with contextlib.suppress(FileNotFoundError):
@@ -252,7 +444,7 @@ def drop_manifest(artifact: str | os.PathLike[str]) -> None:
 # (publish_manifest). Stopped in between, abandon() puts the previous pair back; killed outright, the
 # folder holds the new file without a manifest, which readers refuse, and a stale ``.old`` link that the
 # next write removes.
-_REPLACED: dict[Path, tuple[Path | None, str | None]] = {}
+_REPLACED: dict[Path, tuple[Path | None, str | None, Lease | None]] = {}
 
 
 @contextlib.contextmanager
@@ -261,17 +453,27 @@ def replacing(final: str | os.PathLike[str]) -> Iterator[Path]:
     final = Path(final)
 
     def keep_previous() -> None:
-        backup, text = None, None
+        backup, text, lease = None, None, None
         if final.is_file() and manifest_path(final).is_file():
             with contextlib.suppress(OSError):
                 text = manifest_path(final).read_text(encoding="utf-8")
-                backup = temp_name(final, "old")
+                lease = Lease(final)  # the link lives until the manifest is published: under a lease of its own
+                backup = lease.path("old")
                 os.link(final, backup)
-        _REPLACED[final] = (backup, text) if backup is not None and backup.exists() else (None, None)
+        if backup is None or not backup.exists():
+            if lease is not None:
+                lease.release()
+            backup, text, lease = None, None, None
+        _REPLACED[final] = (backup, text, lease)
         drop_manifest(final)
 
     with atomic_path(final, before_replace=keep_previous) as tmp:
         yield tmp
+
+
+def _release(lease: Lease | None) -> None:
+    if lease is not None:
+        lease.release()
 
 
 def abandon(artifact: str | os.PathLike[str]) -> None:
@@ -281,14 +483,17 @@ def abandon(artifact: str | os.PathLike[str]) -> None:
     artifact = Path(artifact)
     if artifact not in _REPLACED:
         return
-    backup, text = _REPLACED.pop(artifact)
+    backup, text, lease = _REPLACED.pop(artifact)
     drop_manifest(artifact)
-    with contextlib.suppress(OSError):
-        if backup is None:
-            artifact.unlink()
-            return
-        os.replace(backup, artifact)
-        atomic_write_text(manifest_path(artifact), text or "")
+    try:
+        with contextlib.suppress(OSError):
+            if backup is None:
+                artifact.unlink()
+                return
+            os.replace(backup, artifact)
+            atomic_write_text(manifest_path(artifact), text or "")
+    finally:
+        _release(lease)
 
 
 def write_manifest(artifact: str | os.PathLike[str], facts: dict[str, Any]) -> Path:
@@ -309,10 +514,11 @@ def publish_manifest(artifact: str | os.PathLike[str], facts: dict[str, Any]) ->
     except BaseException:
         abandon(artifact)
         raise
-    backup, _ = _REPLACED.pop(Path(artifact), (None, None))
+    backup, _, lease = _REPLACED.pop(Path(artifact), (None, None, None))
     if backup is not None:
         with contextlib.suppress(OSError):
             backup.unlink()
+    _release(lease)
     return path
 
 
@@ -339,19 +545,26 @@ def verified_manifest(artifact: str | os.PathLike[str], *, what: str = "artifact
     return manifest
 
 
-def verify(path: str | os.PathLike[str], manifest: dict[str, Any], *, what: str = "artifact",
+def verify(path: str | os.PathLike[str] | Snapshot, manifest: dict[str, Any], *, what: str = "artifact",
            fix: str = "make it again") -> None:
     """Raise a one-line :class:`UserError` unless ``path`` is the file ``manifest`` describes.
 
     Engine manifests record ``engine_bytes`` / ``engine_sha256``, the others ``bytes`` /
-    ``sha256``; the size is compared first (cheap, catches truncation), then the digest.
+    ``sha256``; the size is compared first (cheap, catches truncation), then the digest. A manifest
+    without them (or with values of the wrong type) is refused: it vouches for nothing. ``path`` may
+    be a :class:`Snapshot` (the bytes already read are checked, not the file again).
     """
-    p = Path(path)
+    snap = path if isinstance(path, Snapshot) else None
+    p = snap.path if snap is not None else Path(path)
     size_key, sha_key = ("engine_bytes", "engine_sha256") if manifest.get("kind") == "engine" else ("bytes", "sha256")
-    size = p.stat().st_size
-    want = manifest.get(size_key)
-    if want is not None and size != want:
+    want, sha = manifest.get(size_key), manifest.get(sha_key)
+    # a manifest without its integrity fields proves nothing about the file: treated as no manifest
+    if not isinstance(want, int) or isinstance(want, bool) or not isinstance(sha, str) or not _SHA256.fullmatch(sha):
+        missing = ", ".join(k for k, ok in ((size_key, isinstance(want, int) and not isinstance(want, bool)),
+                                            (sha_key, isinstance(sha, str) and bool(_SHA256.fullmatch(sha)))) if not ok)
+        raise UserError(f"the manifest of {what} {p} records no valid {missing}: it cannot vouch for the file, {fix}")
+    size = len(snap.data) if snap is not None else p.stat().st_size
+    if size != want:
         raise UserError(f"{what} {p} is {size} bytes but its manifest says {want}: truncated or replaced, {fix}")
-    sha = manifest.get(sha_key)
-    if sha is not None and sha256_file(p) != sha:
+    if (snap.sha256 if snap is not None else sha256_file(p)) != sha:
         raise UserError(f"{what} {p} does not match its manifest (sha256 differs): corrupted or replaced, {fix}")

@@ -41,6 +41,14 @@ def load_onnx(path: str | os.PathLike[str], *, load_external_data: bool = True) 
         raise UserError(f"cannot read ONNX model {p}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
 
 
+def load_onnx_bytes(data: bytes, name: str | os.PathLike[str]) -> onnx.ModelProto:
+    """An ONNX model from bytes already read (a :class:`~resnet_deploy.artifacts.Snapshot`'s); ``name`` for messages."""
+    try:
+        return onnx.load_model_from_string(data)
+    except Exception as e:  # noqa: BLE001 - protobuf raises several types for a damaged file
+        raise UserError(f"cannot read ONNX model {name}: {str(e).splitlines()[0] if str(e) else type(e).__name__}") from None
+
+
 def as_model(model_or_path: Any) -> onnx.ModelProto:
     return model_or_path if isinstance(model_or_path, onnx.ModelProto) else load_onnx(model_or_path)
 

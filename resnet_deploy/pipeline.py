@@ -27,7 +27,7 @@ from typing import Any
 
 from torch import nn
 
-from .artifacts import DEFAULT_ROOT, Precision, artifact_path, ensure_writable_dir, verified_manifest, work_folder
+from .artifacts import DEFAULT_ROOT, Precision, Snapshot, artifact_path, ensure_writable_dir, verified_manifest, work_folder
 from .engine import BuildOptions, ProgressCallback, build_or_reuse_engine, engine_path_for, preflight
 from .errors import UserError
 from .model import ModelRef, build_model, read_state_dict, state_dict_sha256
@@ -63,21 +63,29 @@ def export_model(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_R
 
 
 def stale_reason(meta: dict[str, str], model: ModelRef) -> str | None:
-    """Why an existing FP32 ONNX does not match the model's explicitly requested weights/classes, or None.
+    """Why an existing FP32 ONNX is not what ``model`` asks for (other weights, seed or classes), or None.
 
-    Without weights the existing export is used whatever it was made from (a user's own
-    export must never be replaced by random weights); its manifest says which weights.
+    Without weights a user's own export (made from a weights file) is used whatever it was made
+    from: its manifest says which weights. Seeded random weights must be the seed asked for.
     """
+    source = meta.get("weights_source", "")
     if model.weights is not None and meta.get("weights_file_sha256") != model.weights_sha256:
-        return f"it was exported from {meta.get('weights_source', 'other weights')}, not {model.weights}"
+        return f"it was exported from {source or 'other weights'}, not {model.weights}"
+    if model.weights is None and source.startswith("random(") and source != model.weights_source:
+        return f"it has the seeded random weights {source}, not {model.weights_source}"
     if model.num_classes is not None and meta.get("num_classes") != str(model.num_classes):
         return f"it has {meta.get('num_classes')} classes, not {model.num_classes}"
     return None
 
 
 def ensure_onnx(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT, force: bool = False,
-                progress: Progress = quiet) -> dict[str, Any]:
-    """The FP32 ONNX's manifest (with ``"path"``), exported first when missing, stale or forced."""
+                replace: bool = False, progress: Progress = quiet) -> dict[str, Any]:
+    """The FP32 ONNX's manifest (with ``"path"``), exported first when missing or forced.
+
+    An export made from other weights, another seed or another class count than ``model`` asks for
+    is never replaced silently: it is a :class:`UserError` saying what is there, unless ``replace``
+    (a command's ``--force``) or ``force`` (re-export whatever is there).
+    """
     path = artifact_path(model.arch, Precision.FP32, "onnx", out_dir)
     reason = "it does not exist yet" if not path.is_file() else ("--force" if force else None)
     manifest: dict[str, Any] = {}
@@ -86,7 +94,12 @@ def ensure_onnx(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_RO
         if not meta.get("weights_source"):
             raise UserError(f"{path} was not made by resnet-deploy (it records no weights): move it away, or "
                             "convert it with --onnx FILE")
-        reason = stale_reason(meta, model)
+        other = stale_reason(meta, model)
+        if other is not None and not replace:
+            raise UserError(f"{path} was exported from {meta['weights_source']} with {meta.get('num_classes', '?')} "
+                            f"classes, not what this command asks for ({other}): choose another --out, or replace it "
+                            "on purpose with --force (quantize, build) or `resnet-deploy export`")
+        reason = other and f"replacing it: {other}"
     if reason is None:
         try:  # no reader trusts a manifest that does not describe its file (an interrupted write, a copy)
             manifest = verified_manifest(path, what="ONNX model", fix="re-export it")
@@ -102,14 +115,25 @@ def ensure_onnx(model: ModelRef, *, out_dir: str | os.PathLike[str] = DEFAULT_RO
     return {**manifest, "path": str(path), "precision": "fp32", "reused": True}
 
 
+def fp32_snapshot(fp32: dict[str, Any], model: ModelRef | None = None) -> Snapshot:
+    """The FP32 ONNX's bytes, read once, refused unless they are the ones its manifest (``fp32``) vouched
+    for and (given ``model``) still what ``model`` asks for: :func:`ensure_onnx` read the file before."""
+    snap = Snapshot.pinned(fp32["path"], fp32.get("sha256"), what="FP32 ONNX")
+    if model is not None and stale_reason(read_fp32_source(snap), model) is not None:
+        raise UserError(f"{snap.path} changed while this command was reading it (another command writing it?); "
+                        "run it again once that one is done")
+    return snap
+
+
 def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
                      options: QuantizeOptions = QuantizeOptions(), tuning: TuningOptions = TuningOptions(),
-                     source: str | os.PathLike[str] | None = None, force: bool = False, progress: Progress = quiet,
-                     progress_bar: bool = False) -> dict[str, Any]:
+                     source: str | os.PathLike[str] | Snapshot | None = None, force: bool = False,
+                     progress: Progress = quiet, progress_bar: bool = False) -> dict[str, Any]:
     """The ``precision`` ONNX's manifest (with ``"path"`` and ``"reused"``), making what is missing.
 
-    ``fp32`` is the exported ONNX itself. ``source`` converts a given FP32 ONNX instead of the
-    default export (which is made first when missing or made from other weights).
+    ``fp32`` is the exported ONNX itself. ``source`` converts a given FP32 ONNX (a path or a
+    :class:`Snapshot`) instead of the default export (made first when missing; one made from other
+    weights, seed or classes is replaced only with ``force``).
     ``tuning.accuracy_target`` (INT8) tunes it to that fraction of FP32's top-1 on ``tuning.data``
     (:func:`ensure_tuned_int8`).
     """
@@ -128,13 +152,13 @@ def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os
         return ensure_onnx(model, out_dir=out_dir, force=force, progress=progress)
     options = options.checked(precision)  # a request that cannot be made fails before any export
     if source is None:
-        source = ensure_onnx(model, out_dir=out_dir, progress=progress)["path"]
+        source = fp32_snapshot(ensure_onnx(model, out_dir=out_dir, replace=force, progress=progress), model)
     return make_precision_onnx(source, precision, options, out_dir=out_dir, seed=model.seed, force=force,
                                progress=progress, progress_bar=progress_bar)
 
 
 def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                      options: QuantizeOptions = QuantizeOptions(), source: str | os.PathLike[str] | None = None,
+                      options: QuantizeOptions = QuantizeOptions(), source: str | os.PathLike[str] | Snapshot | None = None,
                       force: bool = False, progress: Progress = quiet, progress_bar: bool = False) -> dict[str, Any]:
     """The INT8 ONNX that meets ``tuning.accuracy_target x`` FP32's top-1 on ``tuning.data`` (``quantize --accuracy-target``).
 
@@ -152,9 +176,12 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
                         "--exclude <the modules it kept>")
     options = options.checked(Precision.INT8)
     if source is None:
-        source = ensure_onnx(model, out_dir=out_dir, progress=progress)["path"]
-    src = Path(source).expanduser()
-    src_meta = read_fp32_source(src)
+        source = fp32_snapshot(ensure_onnx(model, out_dir=out_dir, replace=force, progress=progress), model)
+    # one read of the source: every step below (plain INT8, the search's FP32 reference, the final
+    # quantization) computes from these bytes, and the manifest records their sha256
+    snap = source if isinstance(source, Snapshot) else Snapshot.take(source, what="source ONNX")
+    src = snap.path
+    src_meta = read_fp32_source(snap)
     images = load_eval_set(tuning.data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
                            labels_file=tuning.labels, limit=tuning.limit, calib=options.calib,
                            calib_samples=options.calib_samples, seed=model.seed, progress=progress,
@@ -164,7 +191,7 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
     dst = artifact_path(src_meta.get("arch") or model.arch, Precision.INT8, "onnx", out_dir)
     plain = None
     if not force:  # one request (the source and calibration data hashed once): plain, and tuned = plain + tuning
-        plain_request = precision_request(src, Precision.INT8, src_meta, options, seed=model.seed)
+        plain_request = precision_request(snap, Precision.INT8, src_meta, options, seed=model.seed)
         cached = reusable(dst, {**plain_request, "tuning": record})
         if cached is not None:
             progress(f"reusing {dst}: tuned for the same target, images and settings (--force redoes it)")
@@ -174,26 +201,27 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
         plain = reusable(dst, plain_request)
     with work_folder(dst) as work:
         start = work / "plain.int8.onnx"
+        fp32_copy = snap.write(work / f"source-{src.name}")
         if plain is None:
-            plain = make_precision_onnx(src, Precision.INT8, options, out_dir=work / "plain", seed=model.seed,
+            plain = make_precision_onnx(snap, Precision.INT8, options, out_dir=work / "plain", seed=model.seed,
                                         progress=progress, progress_bar=progress_bar)
             shutil.copyfile(plain["path"], start)
         else:
             progress(f"starting from {dst}: plain INT8 of the same source, calibration data and settings")
             shutil.copyfile(dst, start)
-        measure, found = search_plain(src, start, images, tuning.accuracy_target, work,
+        measure, found = search_plain(fp32_copy, start, images, tuning.accuracy_target, work,
                                       max_excluded=tuning.max_excluded, progress=progress,
                                       progress_bar_enabled=progress_bar)
         if found["kept"]:
             progress(f"quantizing again with {', '.join(found['kept'])} kept out of INT8, then measuring the result")
         tuned = TunedInt8(tuning=record, keep=tuple(found["kept"]), accept=acceptor(measure, found),
                           quantized=None if found["kept"] else (start, plain["conversion"]))
-        return make_precision_onnx(src, Precision.INT8, options, out_dir=out_dir, seed=model.seed, force=True,
+        return make_precision_onnx(snap, Precision.INT8, options, out_dir=out_dir, seed=model.seed, force=True,
                                    tuned=tuned, progress=progress, progress_bar=progress_bar)
 
 
 def precision_manifest(model: ModelRef, precision: Precision, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
-                       options: QuantizeOptions = QuantizeOptions(), progress: Progress = quiet,
+                       options: QuantizeOptions = QuantizeOptions(), replace: bool = False, progress: Progress = quiet,
                        progress_bar: bool = False) -> dict[str, Any]:
     """The manifest (with ``"path"``) of the precision ONNX the later stages (build, parity, eval, bench,
     package, diagnose) use.
@@ -201,9 +229,10 @@ def precision_manifest(model: ModelRef, precision: Precision, *, out_dir: str | 
     The one ``quantize`` left at the artifact path is used as it is, whatever settings made it
     (``--calib``, ``--exclude``, ``--accuracy-target``), while its file matches its manifest and
     it was made from the current FP32 export; only when there is none (or it is stale) is one
-    made, with ``options`` (defaults when not given).
+    made, with ``options`` (defaults when not given). An FP32 export made from other weights, seed or
+    classes is refused (:func:`ensure_onnx`), replaced only with ``replace``.
     """
-    fp32 = ensure_onnx(model, out_dir=out_dir, progress=progress)
+    fp32 = ensure_onnx(model, out_dir=out_dir, replace=replace, progress=progress)
     if precision == Precision.FP32:
         return fp32
     dst = artifact_path(model.arch, precision, "onnx", out_dir)
@@ -215,8 +244,8 @@ def precision_manifest(model: ModelRef, precision: Precision, *, out_dir: str | 
         if manifest.get("precision") == precision and manifest.get("source", {}).get("sha256") == fp32.get("sha256"):
             progress(f"using {dst} as quantize made it")
             return {**manifest, "path": str(dst), "reused": True}
-    return ensure_precision(model, precision, out_dir=out_dir, options=options, source=fp32["path"], progress=progress,
-                            progress_bar=progress_bar)
+    return ensure_precision(model, precision, out_dir=out_dir, options=options, source=fp32_snapshot(fp32, model),
+                            progress=progress, progress_bar=progress_bar)
 
 
 def given_onnx(model: ModelRef | None, onnx: str | os.PathLike[str], precision: Precision | None,
@@ -258,7 +287,7 @@ def ensure_engine(model: ModelRef | None, precision: Precision | None = Precisio
         preflight(opts, precision)
         model = model or ModelRef.of(50)
         arch = model.arch
-        made = precision_manifest(model, precision, out_dir=out_dir, progress=progress)
+        made = precision_manifest(model, precision, out_dir=out_dir, replace=force, progress=progress)
         onnx_path = Path(made["path"])
         onnx_status = "reused" if made.get("reused", True) else "made"
     engine_path = engine_path_for(arch, precision, opts.flavour, out_dir)
@@ -288,5 +317,5 @@ def check_same_weights(artifact: Path, meta: dict[str, str], model: ModelRef) ->
                     "the matching --weights")
 
 
-__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "ensure_precision", "ensure_tuned_int8", "export_model",
+__all__ = ["check_same_weights", "ensure_engine", "ensure_onnx", "fp32_snapshot", "ensure_precision", "ensure_tuned_int8", "export_model",
            "load_model", "precision_manifest", "stale_reason"]

@@ -23,6 +23,7 @@ from .env import device_label, environment
 from .executor import Executor, RegistryRunners
 from .plan import BenchPlan, make_plan
 from .report import ResultWriter, default_run_id
+from .results_folder import ResultsFolder
 from .rows import BenchRow
 from .timing import RssProbe, cpu_pressure, load_average
 
@@ -79,13 +80,17 @@ def execute_plan(plan: BenchPlan, executor: Executor, run_id: str, record: _Reco
 def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/results", run_id: str | None = None,
               progress: Progress = quiet, on_row: Callable[[BenchRow, int], None] | None = None,
               command: str | None = None, write: bool = True, artifacts: ArtifactProvider | None = None,
-              runners: RegistryRunners | None = None) -> BenchResult:
+              runners: RegistryRunners | None = None, force: bool = False) -> BenchResult:
     """Run the sweep and write ``<out>/<run_id>/`` (results.json, results.csv, report.md, plots).
 
     ``on_row(row, n_planned_rows_done)`` is called after every row (the CLI's progress bar).
     ``artifacts`` (default: the pipeline's, :class:`PipelineArtifacts`) gives the models and
     artifacts; ``runners`` (default: the registry's) makes the runners. On Ctrl-C the sweep
     stops, everything measured so far is written, and the result has ``interrupted=True``.
+
+    A ``run_id`` whose folder already holds results is refused unless ``force``; a forced run replaces
+    them only once it is complete (stopped before, its rows go to ``<run_id>.partial/`` and the earlier
+    results stay: :class:`~.results_folder.ResultsFolder`).
     """
     cfg.validate()
     plan = make_plan(cfg)
@@ -97,12 +102,16 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
         executor.limit_threads(list(cfg.engines), cfg.threads)
     env = environment(command)
     run_id = run_id or default_run_id(env)
-    executor.log_dir = Path(out) / run_id if write else None  # LoadGen's logs go into the run's folder
-    writer = ResultWriter(Path(out) / run_id) if write else None
+    folder = ResultsFolder(Path(out) / run_id, force=force, what=f"the results of run {run_id}",
+                           fix="choose another --run-id, or pass --force to replace them") if write else None
+    executor.log_dir = folder.dir if folder is not None else None  # LoadGen's logs go into the run's folder
+    writer = ResultWriter(folder.dir) if folder is not None else None
     result = BenchResult(run_id=run_id, out_dir=Path(out) / run_id, config=asdict(cfg), environment=env)
     result.environment["host_memory_probe"] = rss.method
+    complete = False
     try:
         execute_plan(plan, executor, run_id, _Recorder(result, writer, on_row), progress)
+        complete = True
     except KeyboardInterrupt:
         result.interrupted = True
         progress("interrupted: writing what was measured so far")
@@ -111,8 +120,14 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
         result.environment["load_average_end"] = load_average()
         result.environment["cpu_pressure_end"] = cpu_pressure()
         result.environment["device"] = device_label(result.environment)
-        if writer is not None:
-            result.files = writer.write_final(result)
+        if folder is not None and writer is not None:
+            try:
+                result.files = writer.write_final(result)
+            finally:
+                result.out_dir = folder.close(complete)
+                result.files = {k: str(result.out_dir / Path(v).name) for k, v in result.files.items()}
+            if folder.replacing and not complete:
+                progress(f"the earlier results of {run_id} stay in {folder.final}; this run's are in {result.out_dir}")
     return result
 
 

@@ -26,6 +26,7 @@ from ..runners import runner_class
 from .env import TORCH_LIBRARY
 from .loadgen import LoadgenSettings
 from .ranking import BASELINE_PRECISION, RANKED_BY, Ranking, rank
+from .results_folder import ResultsFolder, check_not_a_source
 from .rows import ROW_FIELDS, BenchRow, as_row
 from .timing import CPU_WARMUP, GPU_WARMUP
 
@@ -606,15 +607,19 @@ def _device_key(env: dict[str, Any]) -> str:
     return str(gpu.get("name")) if gpu.get("present") else f"cpu: {env.get('cpu')}"
 
 
-def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id: str | None = None) -> SimpleNamespace:
+def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id: str | None = None,
+                  force: bool = False) -> SimpleNamespace:
     """One report from several runs on the same device (a sweep split across calls or jobs).
 
     Rows keep their own ``run_id``; a (depth, precision, backend, batch) measured twice by the timing loop
     keeps the later run's row (every run's LoadGen rows are kept: their settings are their run's). Runs from different devices are refused: their figures do not compare.
     Writes results.json, results.csv, report.md and the plots into ``out_dir``. Returns the
     merged run like :func:`~resnet_deploy.bench.run_bench` does: ``.rows``, ``.environment``,
-    ``.config``, ``.out_dir`` and ``.files`` (what was written).
+    ``.config``, ``.out_dir`` and ``.files`` (what was written). ``out_dir`` may not be one of the runs;
+    one that holds results already is replaced (whole, once the merge is written) only with ``force``.
     """
+    sources = list(sources)
+    check_not_a_source(Path(out_dir), sources)
     runs = [load_results(s) for s in sources]
     if not runs:
         raise UserError("nothing to merge: name at least one results folder")
@@ -653,6 +658,14 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
                              config=config, rows=[BenchRow.from_dict(r) for r in rows.values()], interrupted=any(r.get("interrupted") for r in runs),
                              started=stamp(runs[0].get("started_utc")) or 0.0,
                              finished=stamp(runs[-1].get("finished_utc")), out_dir=Path(out_dir))
-    result.files = ResultWriter(out_dir).write_final(result)
+    folder = ResultsFolder(out_dir, force=force, what="results",
+                           fix="choose another --out, or pass --force to replace them")
+    complete = False
+    try:
+        result.files = ResultWriter(folder.dir).write_final(result)
+        complete = True
+    finally:
+        result.out_dir = folder.close(complete)
+    result.files = {k: str(result.out_dir / Path(v).name) for k, v in result.files.items()}
     return result
 

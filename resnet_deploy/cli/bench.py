@@ -149,6 +149,8 @@ def bench(
                               "but FP32 rows then usually miss the FP32 parity bar."),
     out_dir: Path = typer.Option(Path("benchmarks/results"), "--out", "-o", help="Results go to <out>/<run-id>/."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Folder name of this run (default: <device>-<UTC time>)."),
+    force: bool = typer.Option(False, "--force", help="Replace the results of an earlier run with this --run-id (they stay "
+                               "until this run completes; an interrupted one goes to <run-id>.partial/)."),
     artifacts: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Folder of ONNX models and engines (made if missing)."),
     seed: int = SeedOpt,
     scenario: Optional[str] = typer.Option(None, "--scenario", help=f"Measure with MLPerf LoadGen instead of the timing "
@@ -199,7 +201,7 @@ def bench(
             return
         command = "resnet-deploy " + " ".join(shlex.quote(a) for a in sys.argv[1:])
         if as_json:
-            result = run_bench(cfg, out=out_dir, run_id=run_id, command=command)
+            result = run_bench(cfg, out=out_dir, run_id=run_id, command=command, force=force)
         else:
             total = len(plan)
             with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
@@ -213,7 +215,8 @@ def bench(
                     bar.update(task, completed=done)
                     bar.console.log(_row_line(row))
 
-                result = run_bench(cfg, out=out_dir, run_id=run_id, progress=progress, on_row=on_row, command=command)
+                result = run_bench(cfg, out=out_dir, run_id=run_id, progress=progress, on_row=on_row, command=command,
+                                   force=force)
 
     rows = result.rows
     payload = {"run_id": result.run_id, "out_dir": str(result.out_dir), "files": result.files,
@@ -256,11 +259,12 @@ def bench_merge(
     runs: list[Path] = typer.Argument(..., help="Result folders (or their results.json) of runs on one device."),
     out_dir: Path = typer.Option(..., "--out", "-o", help="Folder for the merged results.json, CSV, report.md and plots."),
     run_id: Optional[str] = typer.Option(None, "--run-id", help="Name in the merged report (default: the runs' ids)."),
+    force: bool = typer.Option(False, "--force", help="Replace merged results already in --out (once the new ones are written)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """One report from several bench runs on the same device (a sweep split across jobs)."""
     with handled(as_json):
-        merged = merge_results(runs, out_dir, run_id=run_id)
+        merged = merge_results(runs, out_dir, run_id=run_id, force=force)
 
     ranking = rank(merged.rows)
 

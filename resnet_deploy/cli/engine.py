@@ -85,7 +85,8 @@ def build(
     onnx: Optional[Path] = typer.Option(None, "--onnx", help="Compile this ONNX instead of the precision's default one."),
     weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt, out_dir: Path = OutOpt,
     preact: bool = PreactOpt, seed: int = SeedOpt,
-    force: bool = typer.Option(False, "--force", help="Rebuild even if the engine's manifest matches."),
+    force: bool = typer.Option(False, "--force", help="Rebuild even if the engine's manifest matches; "
+                       "also replaces an FP32 export in --out made from other weights, seed or class count (refused without it)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Compile the precision's ONNX into a TensorRT or TensorRT-RTX engine (reused when its manifest matches)."""

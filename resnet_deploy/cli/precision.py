@@ -50,7 +50,8 @@ def quantize(
                                           "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
     preact: bool = PreactOpt, seed: int = SeedOpt,
-    force: bool = typer.Option(False, "--force", help="Redo the conversion even if a matching artifact exists."),
+    force: bool = typer.Option(False, "--force", help="Redo the conversion even if a matching artifact exists; "
+                       "also replaces an FP32 export in --out made from other weights, seed or class count (refused without it)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Write the FP16/BF16 ONNX (AutoCast) or the INT8 Q/DQ ONNX (calibrated PTQ) for TensorRT."""

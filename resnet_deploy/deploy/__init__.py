@@ -11,12 +11,12 @@ import os
 from pathlib import Path
 from typing import Any
 
-from ..artifacts import DEFAULT_ROOT, Precision, verified_manifest
+from ..artifacts import DEFAULT_ROOT, Precision, Snapshot, verified_manifest
 from ..errors import UserError
 from ..model import ModelRef
 from ..pipeline import precision_manifest
 from ..progress import Progress, quiet
-from .common import check_output_folder, onnx_facts
+from .common import check_output_folder, check_sources, onnx_facts
 from .jetson import write_jetson_bundle
 from .options import ServingOptions
 from .server import Ports, ServerInstall, TritonServer, find_server
@@ -54,9 +54,13 @@ def package(model: ModelRef, target: str, out: str | os.PathLike[str] | None, *,
             raise UserError(f"{engine} is a {built} engine but --precision {precision} was asked for")
         return write_triton_model(engine, out, name=name or f"{arch}_{built}_trt", options=options, progress=progress)
     if onnx is None:
-        # fail on an occupied output before the (possibly minutes long) quantization
-        check_output_folder(Path(out) / (name or f"{arch}_{precision}") if target == "triton" else Path(out), force)
-        onnx = precision_manifest(model, precision, out_dir=artifacts_dir, progress=progress)["path"]
+        # fail on an occupied output before the (possibly minutes long) quantization; and no command replaces
+        # the folder it reads from: the output is not, does not hold and is not inside --artifacts
+        final = Path(out) / (name or f"{arch}_{precision}") if target == "triton" else Path(out)
+        check_sources(final, [artifacts_dir])
+        check_output_folder(final, force)
+        made = precision_manifest(model, precision, out_dir=artifacts_dir, progress=progress)
+        onnx = Snapshot.pinned(made["path"], made.get("sha256"), what="ONNX model")  # the bytes its manifest vouched for
     else:
         found = onnx_facts(onnx)["precision"]
         if explicit_precision and found != precision:

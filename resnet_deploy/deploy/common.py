@@ -7,14 +7,26 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Iterator, Sequence
 
-from ..artifacts import atomic_write_text, fresh_temporary, temp_name, write_error
+from ..artifacts import Snapshot, atomic_write_text, leased_temporary, swap_folder, write_error
 from ..errors import UserError
-from ..onnx_meta import detect_precision, graph_io, load_onnx, opset_of, read_metadata
+from ..onnx_meta import detect_precision, graph_io, load_onnx, load_onnx_bytes, opset_of, read_metadata
 from ..preprocess import recipe_from_metadata
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
+
+
+def check_sources(final: Path, sources: Sequence[str | os.PathLike[str]]) -> None:
+    """Refuse an output folder that is, holds or lies inside what the command reads (``sources``: the
+    artifacts folder, the ``--onnx`` or ``--engine-file`` given): no command replaces what it reads from."""
+    out = final.expanduser().resolve()
+    for source in sources:
+        src = Path(source).expanduser().resolve()
+        if out == src or out in src.parents or (src.is_dir() and src in out.parents):
+            where = "is" if out == src else ("holds" if out in src.parents else "lies inside")
+            raise UserError(f"refusing to write {final}: it {where} {source}, which this command reads from; "
+                            "choose an --out outside it")
 
 
 def check_output_folder(final: Path, force: bool) -> None:
@@ -39,31 +51,21 @@ def staged_folder(final: str | os.PathLike[str], force: bool = False) -> Iterato
     """
     final = Path(final)
     check_output_folder(final, force)
-    tmp = fresh_temporary(final)
-    try:
-        tmp.mkdir(mode=0o700)
-        yield tmp
-        mask = os.umask(0)
-        os.umask(mask)
-        os.chmod(tmp, 0o755 & ~mask)  # mkdtemp makes 0700
-        check_output_folder(final, force)  # still true after the (possibly long) work?
-        if final.exists():
-            old = temp_name(final, "work")  # the old folder, swept like any stale temporary if we die here
-            os.replace(final, old)
-            try:
-                os.replace(tmp, final)
-            except BaseException:
-                os.replace(old, final)
-                raise
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, final)
-    except OSError as e:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise write_error(final, e) from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    with leased_temporary(final) as tmp:
+        try:
+            tmp.mkdir(mode=0o700)
+            yield tmp
+            mask = os.umask(0)
+            os.umask(mask)
+            os.chmod(tmp, 0o755 & ~mask)  # mkdtemp makes 0700
+            check_output_folder(final, force)  # still true after the (possibly long) work?
+            swap_folder(tmp, final, tmp.with_suffix(".work"))  # the old folder: under the same lease until deleted
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise write_error(final, e) from None
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
 
 
 def render(template: str, values: dict[str, Any]) -> str:
@@ -77,10 +79,14 @@ def render(template: str, values: dict[str, Any]) -> str:
     return text
 
 
-def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
-    """Input/output names, shapes and types, metadata and precision of a classifier ONNX."""
-    path = Path(path)
-    model = load_onnx(path, load_external_data=False)
+def onnx_facts(source: str | os.PathLike[str] | Snapshot) -> dict[str, Any]:
+    """Input/output names, shapes and types, metadata and precision of a classifier ONNX (a file, or a
+    :class:`Snapshot`'s bytes: then the facts describe exactly the bytes that will be copied)."""
+    if isinstance(source, Snapshot):
+        path, model = source.path, load_onnx_bytes(source.data, source.path)
+    else:
+        path = Path(source)
+        model = load_onnx(path, load_external_data=False)
     graph = model.graph
     inputs, outputs = graph_io(model)
     if len(inputs) != 1 or len(outputs) < 1:

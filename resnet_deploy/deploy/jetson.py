@@ -16,12 +16,12 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import sha256_file
+from ..artifacts import Snapshot, sha256_file
 from ..engine import resolve_profile
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
-from .common import onnx_facts, recipe_dict, render, staged_folder, write_json
+from .common import check_sources, onnx_facts, recipe_dict, render, staged_folder, write_json
 
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 EDGE_PACKAGE = "resnet_deploy_edge"
@@ -84,13 +84,16 @@ def vendor_package(dest: Path) -> list[str]:
     return written
 
 
-def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str], *, labels: str | os.PathLike[str] | None = None,
+def write_jetson_bundle(onnx: str | os.PathLike[str] | Snapshot, out: str | os.PathLike[str], *, labels: str | os.PathLike[str] | None = None,
                         min_batch: int | None = None, opt_batch: int | None = None, max_batch: int | None = None,
                         force: bool = False, progress: Progress = quiet) -> dict[str, Any]:
-    """Write the edge bundle for ``onnx`` into the folder ``out``; return the bundle manifest."""
-    onnx = Path(onnx)
+    """Write the edge bundle for ``onnx`` (a file or a :class:`Snapshot` of one) into the folder ``out``;
+    return the bundle manifest. The ONNX is read once: the facts, the copy and its sha256 are of those bytes."""
+    snap = onnx if isinstance(onnx, Snapshot) else Snapshot.take(onnx, what="ONNX model")
+    onnx = snap.path
     out = Path(out)
-    facts = onnx_facts(onnx)
+    check_sources(out, [onnx])
+    facts = onnx_facts(snap)
     names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
     mn, opt, mx = resolve_profile([min_batch, opt_batch, max_batch], facts["fixed_batch"])
     meta = facts["metadata"]
@@ -114,7 +117,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
     }
     progress(f"writing the {precision} edge bundle for {arch} into {out}")
     with staged_folder(out, force) as tmp:
-        shutil.copyfile(onnx, tmp / onnx_name)
+        snap.write(tmp / onnx_name)
         (tmp / "labels.txt").write_text("\n".join(names) + "\n", encoding="utf-8")
         for rel in BUNDLE_FILES:
             dest = tmp / rel
@@ -130,7 +133,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
             "target": "TensorRT 10.x (JetPack 6) or 11.x, trtexec",
             "model": {
                 "arch": arch, "precision": precision, "file": onnx_name, "source": str(onnx),
-                "sha256": sha256_file(tmp / onnx_name), "bytes": (tmp / onnx_name).stat().st_size,
+                "sha256": snap.sha256, "bytes": len(snap.data),
                 "opset": facts["opset"], "nodes": facts["nodes"], "num_classes": facts["num_classes"],
                 "input": facts["input"], "output": facts["output"], "metadata": meta,
                 "weights_source": meta.get("weights_source"), "weights_sha256": meta.get("weights_sha256"),

@@ -33,11 +33,11 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import sha256_file, verified_manifest
+from ..artifacts import Snapshot, read_manifest, verify
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
-from .common import TEMPLATES, check_output_folder, onnx_facts, recipe_dict, staged_folder, write_json
+from .common import TEMPLATES, check_output_folder, check_sources, onnx_facts, recipe_dict, staged_folder, write_json
 from .options import ServingOptions
 from .triton_config import (
     ENSEMBLE_OUTPUTS,
@@ -71,8 +71,9 @@ def preferred_sizes(max_batch: int, min_batch: int = 1, opt_batch: int | None = 
     return sorted(sizes)
 
 
-def _onnx_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
-    facts = onnx_facts(path)
+def _onnx_io(snap: Snapshot, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
+    path = snap.path
+    facts = onnx_facts(snap)
     notes = []
     inp, out = dict(facts["input"]), dict(facts["output"])
     if facts["fixed_batch"] is not None:
@@ -90,8 +91,10 @@ def _onnx_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
     return inp, out, mbs, facts, notes
 
 
-def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
-    m = verified_manifest(path, what="engine", fix="rebuild it")
+def _plan_io(snap: Snapshot, max_batch: int | None) -> tuple[dict[str, Any], dict[str, Any], int, dict[str, Any], list[str]]:
+    path = snap.path
+    m = read_manifest(path)
+    verify(snap, m, what="engine", fix="rebuild it")  # the bytes that will be copied, not the file read again
     if m.get("kind") != "engine":
         raise UserError(f"manifest of {path} does not describe an engine")
     if m.get("flavour") != "trt":
@@ -119,6 +122,7 @@ def _plan_io(path: Path, max_batch: int | None) -> tuple[dict[str, Any], dict[st
     return inp, out, mx, facts, notes
 
 
+
 def _check_request(name: str, repository: Path, model: Path, options: ServingOptions, version: int) -> None:
     if not NAME_RE.match(name):
         raise UserError(f"model name {name!r} must be letters, digits, '_', '-', '.' (it is a folder name)")
@@ -140,16 +144,17 @@ def _tensor(d: dict[str, Any], what: str) -> Tensor:
     return Tensor(d["name"], triton_type(d["dtype"], f"{what} {d['name']!r}"), tuple(int(v) for v in d["dims"]))
 
 
-def _classifier(model: Path, name: str, options: ServingOptions, queue_delay_us: int) -> tuple[Classifier, dict[str, Any], list[str]]:
+def _classifier(snap: Snapshot, name: str, options: ServingOptions, queue_delay_us: int) -> tuple[Classifier, dict[str, Any], list[str]]:
     """The classifier's config facts, the model facts, and notes for the manifest."""
+    model = snap.path
     if model.suffix in (".engine", ".plan"):
         if options.instance_kind == "cpu":
             raise UserError(f"{model} is a TensorRT engine: it runs on a GPU only (--instance-kind gpu or auto)")
-        inp, out, mbs, facts, notes = _plan_io(model, options.max_batch)
+        inp, out, mbs, facts, notes = _plan_io(snap, options.max_batch)
         eng = facts["engine"]
         preferred, platform, kind, profile = preferred_sizes(mbs, eng["min_batch"], eng["opt_batch"]), "tensorrt_plan", "KIND_GPU", "0"
     else:
-        inp, out, mbs, facts, notes = _onnx_io(model, options.max_batch)
+        inp, out, mbs, facts, notes = _onnx_io(snap, options.max_batch)
         preferred, platform, kind, profile = (preferred_sizes(mbs) if mbs else []), "onnxruntime_onnx", INSTANCE_KINDS[options.instance_kind], None
         notes.append({"KIND_AUTO": "instances KIND_AUTO: GPU instances where the server has a GPU, CPU instances elsewhere",
                       "KIND_CPU": "CPU instances: the ONNX Runtime backend runs on the CPU",
@@ -169,15 +174,18 @@ def _classifier(model: Path, name: str, options: ServingOptions, queue_delay_us:
     return clf, {**facts, "inp": inp, "out": out}, notes
 
 
-def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathLike[str], *, name: str,
+def write_triton_model(model: str | os.PathLike[str] | Snapshot, repository: str | os.PathLike[str], *, name: str,
                        options: ServingOptions = ServingOptions(), queue_delay_us: int = 100, version: int = 1,
                        progress: Progress = quiet) -> dict[str, Any]:
-    """Add ``model`` (an ONNX file, or an engine with its manifest) to a Triton repository as ``name``
-    and, with ``options.ensemble``, its image-bytes ensemble ``name_images`` (``options``: labels,
-    ``max_batch``, instances and their kind, ``top``, ``force``; their ``name`` is not read)."""
-    model, repository = Path(model), Path(repository)
+    """Add ``model`` (an ONNX file, or an engine with its manifest; or a :class:`Snapshot` of one) to a Triton
+    repository as ``name`` and, with ``options.ensemble``, its image-bytes ensemble ``name_images``
+    (``options``: labels, ``max_batch``, instances and their kind, ``top``, ``force``; their ``name`` is not read)."""
+    given = model if isinstance(model, Snapshot) else None
+    model, repository = (given.path if given is not None else Path(model)), Path(repository)
     _check_request(name, repository, model, options, version)
-    clf, facts, notes = _classifier(model, name, options, queue_delay_us)
+    check_sources(repository / name, [model])
+    snap = given or Snapshot.take(model, what="model")  # read once: what the config describes is what is copied
+    clf, facts, notes = _classifier(snap, name, options, queue_delay_us)
     is_plan = clf.platform == "tensorrt_plan"
     filename = "model.plan" if is_plan else "model.onnx"
     names = load_labels(options.labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
@@ -193,7 +201,7 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(staged_folder(final, options.force))
         (tmp / str(version)).mkdir()
-        shutil.copyfile(model, tmp / str(version) / filename)
+        snap.write(tmp / str(version) / filename)
         (tmp / "config.pbtxt").write_text(config_text(classifier_config(clf), note))
         (tmp / "labels.txt").write_text(labels_text, encoding="utf-8")
         for folder_name, (config, template) in ensemble.items():
@@ -203,7 +211,7 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
             "kind": "triton-model", "toolkit_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
             "name": name, "platform": clf.platform, "version": version, "source": str(model),
-            "model_file": f"{version}/{filename}", "sha256": sha256_file(tmp / str(version) / filename),
+            "model_file": f"{version}/{filename}", "sha256": snap.sha256,
             "arch": arch, "precision": facts["precision"], "num_classes": facts["num_classes"],
             "max_batch_size": clf.max_batch_size, "preferred_batch_size": list(clf.preferred), "instances": clf.instances,
             "instance_kind": clf.kind, "input": facts["inp"], "output": facts["out"],

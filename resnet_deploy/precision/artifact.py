@@ -23,6 +23,7 @@ import onnx
 from ..artifacts import (
     DEFAULT_ROOT,
     Precision,
+    Snapshot,
     artifact_path,
     ensure_writable_dir,
     publish_manifest,
@@ -33,7 +34,7 @@ from ..artifacts import (
     work_folder,
 )
 from ..errors import UserError
-from ..onnx_meta import detect_precision, graph_io, load_onnx, read_metadata, set_metadata
+from ..onnx_meta import detect_precision, graph_io, load_onnx, load_onnx_bytes, read_metadata, set_metadata
 from ..preprocess import recipe_from_metadata
 from ..progress import Progress, quiet
 from .autocast import LOW_PRECISIONS, convert_fp16
@@ -55,12 +56,16 @@ def calibration_batch(n: int) -> int:
     return 1
 
 
-def read_fp32_source(path: str | os.PathLike[str]) -> dict[str, str]:
-    """The metadata of an FP32 ONNX to convert; anything already converted is a :class:`UserError`."""
-    path = Path(path).expanduser()
-    if not path.is_file():
-        raise UserError(f"source ONNX not found: {path}")
-    model = load_onnx(path)
+def read_fp32_source(source: str | os.PathLike[str] | Snapshot) -> dict[str, str]:
+    """The metadata of an FP32 ONNX to convert (a path, or the bytes of a :class:`Snapshot`); anything
+    already converted is a :class:`UserError`."""
+    if isinstance(source, Snapshot):
+        path, model = source.path, load_onnx_bytes(source.data, source.path)
+    else:
+        path = Path(source).expanduser()
+        if not path.is_file():
+            raise UserError(f"source ONNX not found: {path}")
+        model = load_onnx(path)
     found = detect_precision(model)
     if found != "fp32":
         what = "quantized to INT8 (it has QuantizeLinear/DequantizeLinear nodes)" if found == "int8" else found.upper()
@@ -87,17 +92,18 @@ def _io(tensors: list[dict[str, Any]]) -> dict[str, Any]:
     return tensors[0] if tensors else {}
 
 
-def precision_request(src: Path, precision: Precision, src_meta: dict[str, str],
+def precision_request(src: Path | Snapshot, precision: Precision, src_meta: dict[str, str],
                       options: QuantizeOptions = QuantizeOptions(), *, seed: int = 0,
                       tuning: dict[str, Any] | None = None) -> dict[str, Any]:
     """What an artifact is made from and how: the manifest's ``request``, compared for reuse.
 
-    ``options`` as :meth:`QuantizeOptions.checked` returns them (method normalised).
+    ``options`` as :meth:`QuantizeOptions.checked` returns them (method normalised). ``src``: the source
+    file, or better the :class:`Snapshot` that will be converted (its bytes are what is hashed).
     """
     samples = min(options.calib_samples, FP16_REFERENCE_IMAGES) if precision in LOW_PRECISIONS else options.calib_samples
     request: dict[str, Any] = {
         "precision": precision,
-        "source_sha256": sha256_file(src),
+        "source_sha256": src.sha256 if isinstance(src, Snapshot) else sha256_file(src),
         "calib_digest": calibration_digest(options.calib, recipe_from_metadata(src_meta), samples, seed),
         "calib_samples": samples,
         "seed": seed,
@@ -115,7 +121,7 @@ def precision_request(src: Path, precision: Precision, src_meta: dict[str, str],
 
 
 def make_precision_onnx(
-    source: str | os.PathLike[str],
+    source: str | os.PathLike[str] | Snapshot,
     precision: Precision,
     options: QuantizeOptions = QuantizeOptions(),
     *,
@@ -142,12 +148,17 @@ def make_precision_onnx(
     An accuracy-tuned INT8 artifact (made by the pipeline's search) passes ``tuned``
     (:class:`TunedInt8`: its part of the request, the modules it kept, the acceptance check,
     the plain INT8 it may publish as it is).
+
+    The source is read once (a :class:`Snapshot`, or ``source`` itself when it is one): its metadata,
+    the sha256 the manifest records and the private copy ModelOpt converts all come from those bytes,
+    so a source rewritten meanwhile by another command cannot give an artifact that records other bytes.
     """
     options = options.checked(precision)
     tuned = tuned or TunedInt8()
-    src = Path(source).expanduser()
     t0 = time.perf_counter()
-    src_meta = read_fp32_source(src)
+    snap = source if isinstance(source, Snapshot) else Snapshot.take(source, what="source ONNX")
+    src = snap.path
+    src_meta = read_fp32_source(snap)
     arch = src_meta.get("arch") or src.name.split(".")[0]
     dst = artifact_path(arch, precision, "onnx", out_dir)
     if src.resolve() == dst.resolve():
@@ -157,7 +168,7 @@ def make_precision_onnx(
     excluded_names = parse_exclude(options.excluded + list(tuned.keep))
     excluded = excluded_nodes(excluded_names, module_paths(src_meta, src)) if excluded_names else {}
     progress(f"hashing {src.name} and the calibration data")
-    request = precision_request(src, precision, src_meta, options, seed=seed, tuning=tuned.tuning)
+    request = precision_request(snap, precision, src_meta, options, seed=seed, tuning=tuned.tuning)
     samples = request["calib_samples"]
     if not force:
         cached = reusable(dst, request)
@@ -174,14 +185,15 @@ def make_precision_onnx(
 
     with work_folder(dst) as work:
         tmp = work / dst.name
+        private = snap.write(work / f"source-{src.name}")  # what ModelOpt reads: the bytes hashed above, not the path again
         if precision in LOW_PRECISIONS:
             progress(f"converting {src.name} to {precision.upper()} with ModelOpt AutoCast "
                      f"(reference run on {calibration.used} images)")
-            facts = convert_fp16(src, tmp, low_precision=str(precision), keep_io_types=not options.fp16_io,
+            facts = convert_fp16(private, tmp, low_precision=str(precision), keep_io_types=not options.fp16_io,
                                  calib=calibration.batch)
         else:
             fit_fixed_batch(src, src_meta, calibration)
-            facts = int8_conversion(src, tmp, calibration, options, excluded, tuned, progress)
+            facts = int8_conversion(private, tmp, calibration, options, excluded, tuned, progress)
         t_convert = time.perf_counter()
         model = load_onnx(tmp)
         meta = {**src_meta, "precision": precision, "source_sha256": request["source_sha256"]}

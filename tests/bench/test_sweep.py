@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 from resnet_deploy.bench import Artifact, BenchConfig, RegistryRunners, run_bench
 from resnet_deploy.cli import app
 from resnet_deploy.cli import bench as bench_cli
+from resnet_deploy.errors import UserError
 from resnet_deploy.preprocess import Preprocess
 from resnet_deploy.runners import InputSpec, Runner
 
@@ -244,3 +245,58 @@ def test_cli_bad_input_is_one_line(args, words, tmp_path):
     assert len(lines) == 1 and words in lines[0] and "Traceback" not in res.output
 
 
+
+
+# ------------------------------------------------------------------------------------------ earlier results (issue 31)
+
+
+def test_a_second_run_with_the_same_id_is_refused_and_force_replaces_it_whole(fake_sweep, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench_cli, "run_bench", fake_sweep.run)
+    fake_sweep.modes.update({"torch": "good", "ort": "good"})
+    args = ["bench", "-d", "18", "-b", "1,2", "--min-time", "0", "--min-iters", "2", "--warmup", "1", "--out",
+            str(tmp_path), "--run-id", "r1", "--json"]
+    assert cli.invoke(app, [*args, "-e", "torch,ort"]).exit_code == 0
+    first = (tmp_path / "r1" / "results.json").read_text()
+    assert len(json.loads(first)["rows"]) == 4
+    res = cli.invoke(app, [*args, "-e", "torch"])
+    assert res.exit_code == 2 and res.stdout == "", res.output
+    lines = [ln for ln in res.stderr.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "already holds the results of run r1" in lines[0] and "--force" in lines[0]
+    assert (tmp_path / "r1" / "results.json").read_text() == first  # 4 rows, untouched
+    res = cli.invoke(app, [*args, "-e", "torch", "--force"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "r1" / "results.json").read_text())["rows"]) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1"]  # no temporary, no .partial
+
+
+def test_an_interrupted_forced_rerun_leaves_the_complete_results_in_place(fake_sweep, tmp_path):
+    fake_sweep.modes.update({"torch": "good"})
+    fake_sweep.run(quick_cfg(["torch"]), out=tmp_path, run_id="r1")
+    before = {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()}
+    fake_sweep.modes.update({"torch": "interrupt"})  # Ctrl-C at batch 2
+    r = fake_sweep.run(quick_cfg(["torch"]), out=tmp_path, run_id="r1", force=True)
+    assert r.interrupted and r.out_dir == tmp_path / "r1.partial"
+    assert {p.name: p.read_bytes() for p in (tmp_path / "r1").iterdir()} == before  # the complete run, byte for byte
+    partial = json.loads((tmp_path / "r1.partial" / "results.json").read_text())
+    assert partial["interrupted"] is True and len(partial["rows"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["r1", "r1.partial"]
+
+
+def test_bench_merge_never_writes_over_a_run_it_merges_or_earlier_results(fake_sweep, tmp_path):
+    from resnet_deploy.bench import merge_results
+    fake_sweep.modes.update({"torch": "good"})
+    fake_sweep.run(quick_cfg(["torch"], batches=(1,)), out=tmp_path, run_id="a")
+    fake_sweep.run(quick_cfg(["torch"], batches=(2,)), out=tmp_path, run_id="b")
+    a = (tmp_path / "a" / "results.json").read_text()
+    for out in (tmp_path / "a", tmp_path / "a" / "."):
+        with pytest.raises(UserError, match="one of the runs being merged"):
+            merge_results([tmp_path / "a" / "results.json", tmp_path / "b"], out, force=True)
+    assert (tmp_path / "a" / "results.json").read_text() == a
+    merge_results([tmp_path / "a", tmp_path / "b"], tmp_path / "m")
+    res = cli.invoke(app, ["bench-merge", str(tmp_path / "a"), "-o", str(tmp_path / "m")])
+    assert res.exit_code == 2 and "already holds results" in res.stderr and "--force" in res.stderr, res.output
+    assert len(json.loads((tmp_path / "m" / "results.json").read_text())["rows"]) == 2
+    res = cli.invoke(app, ["bench-merge", str(tmp_path / "a"), "-o", str(tmp_path / "m"), "--force"])
+    assert res.exit_code == 0, res.output
+    assert len(json.loads((tmp_path / "m" / "results.json").read_text())["rows"]) == 1
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "m"]
