@@ -55,9 +55,29 @@ class Precision(str, Enum):
         return cls(p)
 
 
+# What may become a file or folder name, a shell word or a config string: an architecture, a model name, a
+# tensor name read from a file. ``fullmatch`` (``$`` would also match before a trailing newline).
+SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
+
+
+def safe_name(value: Any, what: str) -> str:
+    """``value`` if it is a plain name (letters, digits, ``_ . -``, not starting with ``.`` or ``-``, at most
+    128 characters), else a one-line :class:`UserError`: such values end up in paths, scripts and configs."""
+    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
+        raise UserError(f"{what} {value!r} is not a plain name (letters, digits, '_', '.', '-'; at most 128, "
+                        "not starting with '.' or '-'): refused, it would become a file name or a script word")
+    return value
+
+
+def name_from_file(path: str | os.PathLike[str]) -> str:
+    """A plain name for a model known only by its file (``my net$(x).onnx`` -> ``my_net_x_``)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).name.split(".")[0]).lstrip("-")[:128]
+    return stem if stem.strip("_") else "model"
+
+
 def model_dir(arch: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
-    """``engines/resnet50`` for arch ``resnet50``."""
-    return Path(root) / arch
+    """``engines/resnet50`` for arch ``resnet50`` (a plain name: never a path that leaves ``root``)."""
+    return Path(root) / safe_name(arch, "architecture")
 
 
 def artifact_path(
@@ -133,7 +153,7 @@ def write_error(path: str | os.PathLike[str], e: OSError) -> UserError:
 # (ModelOpt's working folders) and ``...old`` (the previous artifact, kept while its replacement's
 # manifest is written): a writer killed without cleanup (SIGKILL, power) leaves them, and the next
 # write into the same folder removes those whose process is gone.
-_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.(tmp|work|old)$")
+_TEMP = re.compile(r"^\.(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+\.(tmp|work|old)\Z")
 
 
 def temp_name(final: Path, suffix: str = "tmp") -> Path:

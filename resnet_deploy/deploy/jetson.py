@@ -94,7 +94,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str], out: str | os.PathLike[str
     names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
     mn, opt, mx = resolve_profile([min_batch, opt_batch, max_batch], facts["fixed_batch"])
     meta = facts["metadata"]
-    arch = meta.get("arch") or onnx.name.split(".")[0]
+    arch = facts["arch"]  # a plain name (metadata checked, or made from the file name): no path, no shell word
     precision = facts["precision"]
     recipe = recipe_dict(meta)
     if [recipe["image_size"], recipe["image_size"]] != facts["input"]["shape"][2:]:

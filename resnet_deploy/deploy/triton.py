@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import sha256_file, verified_manifest
+from ..artifacts import name_from_file, sha256_file, verified_manifest
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
@@ -34,7 +34,7 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYP
                 "int8": "TYPE_INT8", "uint8": "TYPE_UINT8", "int32": "TYPE_INT32", "int64": "TYPE_INT64", "bool": "TYPE_BOOL"}
 INSTANCE_KINDS = {"gpu": "KIND_GPU", "cpu": "KIND_CPU"}
 DEFAULT_MAX_BATCH = 32
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # \Z: `$` would match before a trailing newline
 
 
 def _triton_type(dtype: str, what: str) -> str:
@@ -162,7 +162,7 @@ def write_triton_model(model: str | os.PathLike[str], repository: str | os.PathL
     inp["triton_type"] = _triton_type(inp["dtype"], f"input {inp['name']!r}")
     out["triton_type"] = _triton_type(out["dtype"], f"output {out['name']!r}")
     names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
-    arch = facts["metadata"].get("arch", model.name.split(".")[0])
+    arch = facts["metadata"].get("arch") or name_from_file(model)
     note = f"{arch} {facts['precision']} written by resnet-deploy {__version__}"
     text = config_text(name=name, platform=platform, max_batch_size=mbs, inp=inp, out=out, label_file="labels.txt",
                        preferred=preferred, queue_delay_us=queue_delay_us,
