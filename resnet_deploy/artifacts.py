@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
+from .schema import check_manifest, read_json, safe_name
 
 DEFAULT_ROOT = Path("engines")
 PRECISIONS = ("fp32", "fp16", "bf16", "int8")
@@ -53,20 +54,6 @@ class Precision(str, Enum):
         if p not in PRECISIONS:
             raise UserError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
         return cls(p)
-
-
-# What may become a file or folder name, a shell word or a config string: an architecture, a model name, a
-# tensor name read from a file. ``fullmatch`` (``$`` would also match before a trailing newline).
-SAFE_NAME = re.compile(r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}")
-
-
-def safe_name(value: Any, what: str) -> str:
-    """``value`` if it is a plain name (letters, digits, ``_ . -``, not starting with ``.`` or ``-``, at most
-    128 characters), else a one-line :class:`UserError`: such values end up in paths, scripts and configs."""
-    if not isinstance(value, str) or not SAFE_NAME.fullmatch(value):
-        raise UserError(f"{what} {value!r} is not a plain name (letters, digits, '_', '.', '-'; at most 128, "
-                        "not starting with '.' or '-'): refused, it would become a file name or a script word")
-    return value
 
 
 def name_from_file(path: str | os.PathLike[str]) -> str:
@@ -339,15 +326,10 @@ def publish_manifest(artifact: str | os.PathLike[str], facts: dict[str, Any]) ->
 def read_manifest(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the manifest beside ``artifact``; a missing or corrupt one is a :class:`UserError`."""
     path = manifest_path(artifact)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no manifest beside {artifact} (expected {path})") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"manifest {path} is unreadable: {e}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"manifest {path} is not a JSON object")
-    return data
+    if not os.path.lexists(path):
+        raise UserError(f"no manifest beside {artifact} (expected {path})")
+    # a regular file of bounded size, valid JSON of sane depth, fields of the types readers use (schema.py)
+    return check_manifest(read_json(path, "manifest"), path)
 
 
 def verified_manifest(artifact: str | os.PathLike[str], *, what: str = "artifact", fix: str = "make it again") -> dict[str, Any]:

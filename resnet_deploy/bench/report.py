@@ -23,6 +23,7 @@ from ..artifacts import atomic_write_text, ensure_writable_dir
 from ..errors import UserError
 from ..plots import pyplot, save_png
 from ..runners import runner_class
+from ..schema import read_json
 from .env import TORCH_LIBRARY
 from .ranking import BASELINE_PRECISION, RANKED_BY, Ranking, rank
 from .rows import ROW_FIELDS, BenchRow, as_row
@@ -523,10 +524,7 @@ def load_results(path: str | Path) -> dict[str, Any]:
         p = p / "results.json"
     if not p.is_file():
         raise UserError(f"no benchmark results at {p}")
-    try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{p} is not a readable results.json ({type(e).__name__})") from None
+    data = read_json(p, "results file")  # a regular file, bounded, sane nesting
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("rows"), list):
         raise UserError(f"{p} is not a resnet-deploy results.json of schema version {SCHEMA_VERSION}")
     return data
@@ -556,7 +554,8 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
     rows: dict[tuple, dict[str, Any]] = {}
     for r in runs:
         for row in r["rows"]:
-            rows[(row.get("arch"), row.get("precision"), row.get("backend"), row.get("batch"))] = row
+            checked = BenchRow.from_dict(row, strict=True)  # a hand-edited row ("batch": "abc") is one line
+            rows[(checked.arch, checked.precision, checked.backend, checked.batch)] = row
     env = dict(runs[0].get("environment") or {})
     env["command"] = " ; ".join(str((r.get("environment") or {}).get("command")) for r in runs)
     env["merged_from"] = [r.get("run_id") for r in runs]

@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator
 
-from ..artifacts import atomic_write_text, fresh_temporary, name_from_file, safe_name, temp_name, write_error
+from ..artifacts import atomic_write_text, fresh_temporary, name_from_file, temp_name, write_error
 from ..errors import UserError
 from ..onnx_meta import detect_precision, graph_io, load_onnx, opset_of, read_metadata
 from ..preprocess import recipe_from_metadata
+from ..schema import tensor_name
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -94,7 +95,7 @@ def onnx_facts(path: str | os.PathLike[str]) -> dict[str, Any]:
     if len(out["shape"]) != 2 or not isinstance(out["shape"][1], int):
         raise UserError(f"{path}: output {out['name']!r} has shape {out['shape']}; expected [N, classes]")
     for t, role in ((inp, "input"), (out, "output")):  # they become script words and config strings
-        safe_name(t["name"], f"{path}: its {role} name")
+        tensor_name(t["name"], f"{path}: its {role} name")
     meta = read_metadata(model)  # checked: a plain arch, a known precision
     precision = meta.get("precision")
     if precision is None or precision == "fp32":

@@ -26,7 +26,7 @@ from .common import onnx_facts, recipe_dict, render, staged_folder, write_json
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 EDGE_PACKAGE = "resnet_deploy_edge"
 # The torch-free modules the edge runner needs, copied verbatim (relative imports keep working).
-VENDORED = ("errors.py", "artifacts.py", "preprocess.py", "labels.py", "classify.py", "_native/__init__.py",
+VENDORED = ("errors.py", "schema.py", "artifacts.py", "preprocess.py", "labels.py", "classify.py", "_native/__init__.py",
             "_native/cuda.py", "_native/trt.py", "runners/base.py", "runners/device_buffers.py", "runners/tensorrt_loader.py",
             "runners/tensorrt.py")
 GENERATED_INIT = {

@@ -10,9 +10,10 @@ import onnx
 import pytest
 from typer.testing import CliRunner
 
-from resnet_deploy.artifacts import SAFE_NAME, artifact_path, safe_name
+from resnet_deploy.artifacts import artifact_path
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
+from resnet_deploy.schema import SAFE_NAME, safe_name
 
 runner = CliRunner()
 PAYLOAD = "x$(touch pwned)"
