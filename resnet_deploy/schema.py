@@ -129,6 +129,14 @@ def _checks() -> dict[str, Any]:
     def count(v):
         return None if _is_int(v) and v >= 0 else "a whole number >= 0"
 
+    def positive(v):  # precision manifests copy the ONNX metadata, whose values are strings ("10")
+        ok = (_is_int(v) and v >= 1) or (isinstance(v, str) and v.isascii() and v.isdigit() and int(v) >= 1)
+        return None if ok else "a whole number >= 1"
+
+    def three(v):  # [0.485, 0.456, 0.406], or the metadata's text of it (parsed where it is used)
+        ok = isinstance(v, str) or (isinstance(v, list) and len(v) == 3 and all(map(_is_num, v)))
+        return None if ok else "three numbers"
+
     def batch(v):
         return None if _is_int(v) and 1 <= v <= 1 << 20 else "a batch size from 1 to 1048576"
 
@@ -140,16 +148,14 @@ def _checks() -> dict[str, Any]:
         "sha256": lambda v: None if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) else "64 hex digits",
         "engine_sha256": lambda v: None if isinstance(v, str) and re.fullmatch(r"[0-9a-f]{64}", v) else "64 hex digits",
         "bytes": count, "engine_bytes": count,
-        "num_classes": lambda v: None if _is_int(v) and v >= 1 else "a whole number >= 1",
-        "image_size": lambda v: None if _is_int(v) and v >= 1 else "a whole number >= 1",
+        "num_classes": positive, "image_size": positive,
         "min_batch": batch, "opt_batch": batch, "max_batch": batch,
         "onnx_fixed_batch": lambda v: None if v is None else batch(v),
         "input": _tensor, "output": _tensor,
         "outputs": lambda v: (None if isinstance(v, list) and v and all(_tensor(o) is None for o in v)
                               else "a non-empty list of tensor objects"),
         "source_metadata": _scalar_map,
-        "mean": lambda v: None if isinstance(v, list) and len(v) == 3 and all(map(_is_num, v)) else "three numbers",
-        "std": lambda v: None if isinstance(v, list) and len(v) == 3 and all(map(_is_num, v)) else "three numbers",
+        "mean": three, "std": three,
         "target": lambda v: None if v is None or isinstance(v, dict) else "an object",
         "dla_core": lambda v: None if v is None or _is_int(v) else "a whole number",
     }

@@ -270,3 +270,26 @@ def test_sigterm_during_bench_exits_143(tmp_path, r20):
     _, err = proc.communicate(timeout=120)
     assert proc.returncode == 143, (proc.returncode, err[-2000:])
     assert "terminated" in err and "Traceback" not in err
+
+
+# ------------------------------------------------------------------------------------------ memory of --data
+
+def test_diagnose_data_is_bounded_in_memory_and_says_so(tmp_path, monkeypatch):
+    """diagnose / --accuracy-target hold the preprocessed --data images in memory: at most MAX_EVAL_BYTES of them."""
+    import resnet_deploy.tuning.images as images
+    from resnet_deploy.preprocess import Preprocess
+
+    recipe = Preprocess(image_size=32, resize=32, mean=(0.5, 0.5, 0.5), std=(0.25, 0.25, 0.25))
+    rng = np.random.default_rng(0)
+    for cls in ("airplane", "truck"):
+        (tmp_path / "data" / cls).mkdir(parents=True)
+        for i in range(20):
+            Image.fromarray(rng.integers(0, 255, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "data" / cls / f"{i}.png")
+    monkeypatch.setattr(images, "MAX_EVAL_BYTES", 12 * 3 * 32 * 32 * 4)  # room for 12 images
+    got = images.load_eval_set(tmp_path / "data", recipe, label_set="cifar10")
+    assert len(got.batch) == 12 and sorted(set(got.labels.tolist())) == [0, 9]  # spread over both classes
+    assert any("40 images" in n and "12 of them" in n and "memory" in n for n in got.notes), got.notes
+    got = images.load_eval_set(tmp_path / "data", recipe, label_set="cifar10", limit=30)
+    assert len(got.batch) == 12 and any("--limit 30" in n for n in got.notes)
+    monkeypatch.setattr(images, "MAX_EVAL_BYTES", 1 << 30)
+    assert len(images.load_eval_set(tmp_path / "data", recipe, label_set="cifar10").batch) == 40
