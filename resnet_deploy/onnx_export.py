@@ -126,8 +126,10 @@ def validate_options(opset: int, exporter: str, batch: int | None) -> None:
     if exporter == "dynamo" and opset < DYNAMO_MIN_OPSET:
         raise UserError(f"--exporter dynamo writes opset {DYNAMO_MIN_OPSET} or newer, not --opset {opset}: ask "
                         f"--opset {DYNAMO_MIN_OPSET}..{OPSETS.stop - 1}, or use the torchscript exporter for opset {opset}")
-    if batch is not None and not 1 <= batch <= MAX_BATCH:
-        raise UserError(f"--batch must be within 1..{MAX_BATCH}, got {batch}")
+    if batch is not None and batch < 1:
+        raise UserError(f"--batch must be at least 1, got {batch}")
+    if batch is not None and batch > MAX_BATCH:
+        raise UserError(f"--batch must be at most {MAX_BATCH}, got {batch}")
 
 
 @dataclass(frozen=True)

@@ -82,8 +82,9 @@ class BenchConfig:
         for p in self.precisions:
             _require(p in BENCH_PRECISIONS, f"unknown precision {p!r}; choose from {', '.join(BENCH_PRECISIONS)}")
         self.precisions = [Precision.parse(p) for p in self.precisions]  # parsed once: the plan carries the type
-        _require(bool(self.batches) and all(1 <= b <= MAX_BATCH for b in self.batches),
-                 f"batch sizes must be integers within 1..{MAX_BATCH}, got {', '.join(map(str, self.batches))}")
+        _require(bool(self.batches) and all(b >= 1 for b in self.batches), "batch sizes must be integers >= 1")
+        _require(all(b <= MAX_BATCH for b in self.batches), f"batch sizes must be at most {MAX_BATCH}, got "
+                 f"{', '.join(map(str, self.batches))}")
         _require(bool(self.depths), "no depth chosen")
         for d in self.depths:
             resolve_arch(d, False)

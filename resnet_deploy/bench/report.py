@@ -524,7 +524,10 @@ def load_results(path: str | Path) -> dict[str, Any]:
         p = p / "results.json"
     if not p.is_file():
         raise UserError(f"no benchmark results at {p}")
-    data = read_json(p, "results file")  # a regular file, bounded, sane nesting
+    try:
+        data = read_json(p, "results file")  # a regular file, bounded, sane nesting
+    except UserError as e:
+        raise UserError(f"{p} is not a readable results.json ({str(e).replace(f'results file {p} ', '')})") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("rows"), list):
         raise UserError(f"{p} is not a resnet-deploy results.json of schema version {SCHEMA_VERSION}")
     return data

@@ -43,8 +43,8 @@ def package(model: ModelRef, target: str, out: str | os.PathLike[str] | None, *,
     if engine is not None and target != "triton":
         raise UserError("--engine-file is for Triton (tensorrt_plan); a Jetson bundle builds its engine on the device")
     for flag, v in (("--min-batch", options.min_batch), ("--opt-batch", options.opt_batch), ("--max-batch", options.max_batch)):
-        if v is not None and not 1 <= v <= MAX_BATCH:  # before any (possibly minutes long) quantization
-            raise UserError(f"{flag} must be within 1..{MAX_BATCH}, got {v}")
+        if v is not None and v > MAX_BATCH:  # before any (possibly minutes long) quantization
+            raise UserError(f"{flag} must be at most {MAX_BATCH}, got {v}")
     arch, name, force = model.arch, options.name, options.force
     explicit_precision = precision is not None
     precision = precision if precision is not None else Precision.FP16

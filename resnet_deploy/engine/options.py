@@ -92,8 +92,10 @@ class BuildOptions:
         """Batches, optimization level and workspace are in range."""
         for name in ("min_batch", "opt_batch", "max_batch", "batch"):
             v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= MAX_BATCH):
-                raise UserError(f"--{name.replace('_', '-')} must be an integer within 1..{MAX_BATCH} (got {v!r})")
+            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+                raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1 (got {v!r})")
+            if v is not None and v > MAX_BATCH:
+                raise UserError(f"--{name.replace('_', '-')} must be at most {MAX_BATCH} (got {v})")
         if self.batch is not None and any(v is not None for v in (self.min_batch, self.opt_batch, self.max_batch)):
             raise UserError("--batch is one static batch (min = opt = max): give it or --min-batch/--opt-batch/--max-batch, not both")
         if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= MAX_OPT_LEVEL:
@@ -134,8 +136,10 @@ def resolve_profile(requested: Sequence[int | None], fixed_batch: int | None) ->
     if opt is None:
         opt = min(max(dopt, mn), mx)
     for name, v in (("min", mn), ("opt", opt), ("max", mx)):
-        if not 1 <= v <= MAX_BATCH:
-            raise UserError(f"{name} batch must be within 1..{MAX_BATCH} (got {v})")
+        if v < 1:
+            raise UserError(f"{name} batch must be >= 1 (got {v})")
+        if v > MAX_BATCH:
+            raise UserError(f"{name} batch must be at most {MAX_BATCH} (got {v})")
     if not mn <= opt <= mx:
         raise UserError(f"batch profile must satisfy min <= opt <= max (got min={mn}, opt={opt}, max={mx})")
     return mn, opt, mx

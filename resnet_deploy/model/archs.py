@@ -191,8 +191,10 @@ def arch_spec(arch: str) -> ArchSpec:
 
 def build_network(arch: str, num_classes: int | None = None) -> nn.Module:
     """An untrained network of ``arch`` (as :func:`resolve_arch` names it); ``None`` classes: the arch's default."""
-    if num_classes is not None and not 1 <= num_classes <= MAX_CLASSES:
-        raise UserError(f"--num-classes must be within 1..{MAX_CLASSES}, got {num_classes}")
+    if num_classes is not None and num_classes < 1:
+        raise UserError(f"--num-classes must be at least 1, got {num_classes}")
+    if num_classes is not None and num_classes > MAX_CLASSES:
+        raise UserError(f"--num-classes must be at most {MAX_CLASSES}, got {num_classes}")
     return arch_spec(arch).build(num_classes)
 
 
