@@ -175,7 +175,8 @@ def test_absurd_sizes_are_bounded_before_anything_is_allocated(tmp_path, r20):
     one_line(invoke("export", "--depth", 20, "--batch", 1_000_000_000, "--out", tmp_path), 2, "--batch", "4096")
     one_line(invoke("export", "--depth", 20, "--num-classes", 100_000_000, "--out", tmp_path), 2, "--num-classes")
     one_line(invoke("info", "--depth", 50, "--num-classes", 100_000_000), 2, "--num-classes")
-    one_line(invoke("bench", "-e", "ort", "-d", 20, "-b", 1_000_000_000, "--out", tmp_path / "b"), 2, "batch", "4096")
+    one_line(invoke("bench", "-e", "ort", "-d", 20, "-b", 1_000_000_000, "--out", tmp_path / "b", "--artifacts",
+                    tmp_path / "e"), 2, "batch", "4096")
     one_line(invoke("package", "--depth", 20, "--target", "jetson", "--onnx", r20, "--max-batch", 1_000_000_000,
                     "--out", tmp_path / "j"), 2, "4096")
     with pytest.raises(UserError, match="--num-classes"):
@@ -186,7 +187,8 @@ def test_absurd_sizes_are_bounded_before_anything_is_allocated(tmp_path, r20):
 @pytest.mark.parametrize("seed", [-1, 2**63, 2**64 + 1])
 def test_odd_seeds_are_one_line(tmp_path, seed):
     one_line(invoke("export", "--depth", 20, "--seed", seed, "--out", tmp_path), 2, "--seed")
-    one_line(invoke("bench", "-e", "ort", "-d", 20, "-b", 1, "--seed", seed, "--out", tmp_path / "b"), 2, "--seed")
+    one_line(invoke("bench", "-e", "ort", "-d", 20, "-b", 1, "--seed", seed, "--out", tmp_path / "b", "--artifacts",
+                    tmp_path / "e"), 2, "--seed")
     with pytest.raises(UserError, match="--seed"):
         ModelRef.of(20, seed=seed)
     assert ModelRef.of(20, seed=2**63 - 1).seed == 2**63 - 1
