@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from .errors import UserError
+from .schema import check_manifest, read_json, safe_name
 
 try:
     import fcntl
@@ -62,9 +63,15 @@ class Precision(str, Enum):
         return cls(p)
 
 
+def name_from_file(path: str | os.PathLike[str]) -> str:
+    """A plain name for a model known only by its file (``my net$(x).onnx`` -> ``my_net_x_``)."""
+    stem = re.sub(r"[^A-Za-z0-9_-]+", "_", Path(path).name.split(".")[0]).lstrip("-")[:128]
+    return stem if stem.strip("_") else "model"
+
+
 def model_dir(arch: str, root: str | os.PathLike[str] = DEFAULT_ROOT) -> Path:
-    """``engines/resnet50`` for arch ``resnet50``."""
-    return Path(root) / arch
+    """``engines/resnet50`` for arch ``resnet50`` (a plain name: never a path that leaves ``root``)."""
+    return Path(root) / safe_name(arch, "architecture")
 
 
 def artifact_path(
@@ -148,7 +155,7 @@ def write_error(path: str | os.PathLike[str], e: OSError) -> UserError:
 # once locked (it is made as ``...pending`` and renamed), so no sweeper ever sees it free while its
 # writer lives. Where the filesystem cannot lock, an age bound (STALE_AFTER_S) is all that protects.
 _SHA256 = re.compile(r"[0-9a-f]{64}")
-_TEMP = re.compile(r"^\.(?P<stem>(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+)\.(?P<kind>tmp|work|old|lock|pending)$")
+_TEMP = re.compile(r"^\.(?P<stem>(?P<name>.+)\.(?P<pid>\d+)\.[0-9a-f]+)\.(?P<kind>tmp|work|old|lock|pending)\Z")
 STALE_AFTER_S = 24 * 3600   # a temporary whose writer cannot be asked (no lock support) is removed after this
 PENDING_AFTER_S = 60        # a lock file is ``pending`` for microseconds; one older than this was abandoned
 
@@ -525,15 +532,10 @@ def publish_manifest(artifact: str | os.PathLike[str], facts: dict[str, Any]) ->
 def read_manifest(artifact: str | os.PathLike[str]) -> dict[str, Any]:
     """Read the manifest beside ``artifact``; a missing or corrupt one is a :class:`UserError`."""
     path = manifest_path(artifact)
-    try:
-        data = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise UserError(f"no manifest beside {artifact} (expected {path})") from None
-    except (OSError, ValueError) as e:
-        raise UserError(f"manifest {path} is unreadable: {e}") from None
-    if not isinstance(data, dict):
-        raise UserError(f"manifest {path} is not a JSON object")
-    return data
+    if not os.path.lexists(path):
+        raise UserError(f"no manifest beside {artifact} (expected {path})")
+    # a regular file of bounded size, valid JSON of sane depth, fields of the types readers use (schema.py)
+    return check_manifest(read_json(path, "manifest"), path)
 
 
 def verified_manifest(artifact: str | os.PathLike[str], *, what: str = "artifact", fix: str = "make it again") -> dict[str, Any]:

@@ -56,6 +56,22 @@ def image_files(folder: str | os.PathLike[str]) -> tuple[list[Path], int]:
     return images, others
 
 
+MAX_CLASS_INDEX = 1 << 24
+
+
+def numeric_class_folders(class_dirs: list[Path]) -> tuple[dict[str, int], str]:
+    """Folders named ``3``, ``7``, ``10``: each is the class index it names, not its sorted position (which
+    would put ``10`` before ``3`` and score ``7`` against class 1)."""
+    index = {d.name: int(d.name) for d in class_dirs}
+    too_big = [d.name for d in class_dirs if index[d.name] >= MAX_CLASS_INDEX]
+    if too_big:
+        raise UserError(f"class folder {too_big[0]!r} is a number but no class index (at most {MAX_CLASS_INDEX - 1})")
+    same = len(set(index.values())) != len(index)
+    if same:
+        raise UserError("two class folders name the same class index (such as '7' and '07'); merge them")
+    return index, "numeric folder names, each the class index it names"
+
+
 @dataclass
 class LabelledFolder:
     root: Path
@@ -97,6 +113,8 @@ def labelled_folder(folder: str | os.PathLike[str], labels_file: str | os.PathLi
     elif class_names and all(d.name in class_names for d in class_dirs):
         index = {n: i for i, n in enumerate(class_names)}
         source = class_names_source
+    elif all(d.name.isascii() and d.name.isdigit() for d in class_dirs):
+        index, source = numeric_class_folders(class_dirs)
     else:
         index = {d.name: i for i, d in enumerate(class_dirs)}
         if class_names:

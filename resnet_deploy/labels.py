@@ -11,27 +11,22 @@ import os
 from pathlib import Path
 
 from .errors import UserError
+from .schema import read_regular_text
 
 IMAGENET_LABELS_FILE = Path(__file__).resolve().parent / "data" / "imagenet_classes.txt"
 IMAGENET_CLASSES = 1000
 # CIFAR-10's classes in its label order (the order the trained CIFAR ResNets' logits use).
 CIFAR10_LABELS = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck")
 LABEL_SETS = ("imagenet", "cifar10")
+MAX_LABELS_BYTES = 16 << 20  # ImageNet-21k's names are about 1 MB
 
 
 def read_labels(path: str | os.PathLike[str]) -> list[str]:
     """Read a label file: one name per line, class-index order. Any problem is a one-line :class:`UserError`."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except FileNotFoundError:
-        raise UserError(f"label file not found: {p}") from None
-    except IsADirectoryError:
-        raise UserError(f"label file {p} is a folder, not a file") from None
-    except UnicodeDecodeError:
-        raise UserError(f"label file {p} is not UTF-8 text (one class name per line)") from None
-    except OSError as e:
-        raise UserError(f"cannot read label file {p}: {e.strerror or e}") from None
+    # a regular file of bounded size (a FIFO or a device would hang or read without end); a byte-order mark
+    # (Windows editors) is not part of class 0's name
+    text = read_regular_text(p, "label file", MAX_LABELS_BYTES)
     lines = [line.strip() for line in text.splitlines()]
     while lines and not lines[-1]:
         lines.pop()

@@ -27,6 +27,7 @@ from torch.fx.experimental.optimization import fuse
 from . import __version__
 from .artifacts import publish_manifest, replacing, sha256_file
 from .errors import UserError
+from .limits import MAX_BATCH
 from .onnx_meta import INPUT_NAME, OUTPUT_NAME, count_ops, opset_of, set_metadata
 from .preprocess import DEFAULT, Preprocess
 
@@ -127,6 +128,8 @@ def validate_options(opset: int, exporter: str, batch: int | None) -> None:
                         f"--opset {DYNAMO_MIN_OPSET}..{OPSETS.stop - 1}, or use the torchscript exporter for opset {opset}")
     if batch is not None and batch < 1:
         raise UserError(f"--batch must be at least 1, got {batch}")
+    if batch is not None and batch > MAX_BATCH:
+        raise UserError(f"--batch must be at most {MAX_BATCH}, got {batch}")
 
 
 @dataclass(frozen=True)

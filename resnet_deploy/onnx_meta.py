@@ -15,7 +15,7 @@ from typing import Any, Sequence
 import numpy as np
 import onnx
 
-from .artifacts import read_manifest
+from .artifacts import PRECISIONS, read_manifest, safe_name
 from .errors import UserError
 
 INPUT_NAME = "input"
@@ -54,9 +54,26 @@ def as_model(model_or_path: Any) -> onnx.ModelProto:
 
 
 def read_metadata(model_or_path: Any) -> dict[str, str]:
-    """The ``resnet_deploy.*`` metadata properties, prefix removed (strings, as stored)."""
+    """The ``resnet_deploy.*`` metadata properties, prefix removed (strings, as stored), checked by :func:`check_metadata`."""
     model = as_model(model_or_path)
-    return {p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props if p.key.startswith(METADATA_PREFIX)}
+    where = model_or_path if not isinstance(model_or_path, onnx.ModelProto) else "the ONNX"
+    return check_metadata({p.key[len(METADATA_PREFIX):]: p.value for p in model.metadata_props
+                           if p.key.startswith(METADATA_PREFIX)}, where)
+
+
+def check_metadata(meta: dict[str, Any], source: Any) -> dict[str, Any]:
+    """Refuse metadata whose names would become paths, script words or config strings unescaped: ``arch``
+    must be a plain name (``../../x`` or a newline is a :class:`UserError`), ``precision`` one of
+    :data:`~resnet_deploy.artifacts.PRECISIONS`, ``num_classes``/``batch``/``image_size`` ASCII digits."""
+    if meta.get("arch") not in (None, ""):
+        safe_name(meta["arch"], f"{source}: its metadata's architecture")
+    if meta.get("precision") not in (None, "") and meta["precision"] not in PRECISIONS:
+        raise UserError(f"{source}: its metadata's precision {meta['precision']!r} is not one of {', '.join(PRECISIONS)}")
+    for key in ("num_classes", "batch", "image_size", "resize"):
+        value = meta.get(key)
+        if value not in (None, "", "None", "dynamic") and not (str(value).isascii() and str(value).isdigit()):
+            raise UserError(f"{source}: its metadata's {key} {value!r} is not a whole number")
+    return meta
 
 
 def set_metadata(model: onnx.ModelProto, facts: dict[str, Any]) -> None:

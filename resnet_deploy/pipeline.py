@@ -19,7 +19,6 @@ Navigator's pipeline builders do (no command calls another).
 from __future__ import annotations
 
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -27,7 +26,7 @@ from typing import Any
 
 from torch import nn
 
-from .artifacts import DEFAULT_ROOT, Precision, Snapshot, artifact_path, ensure_writable_dir, verified_manifest, work_folder
+from .artifacts import DEFAULT_ROOT, Precision, Snapshot, artifact_path, ensure_writable_dir, name_from_file, verified_manifest, work_folder
 from .engine import BuildOptions, ProgressCallback, build_or_reuse_engine, engine_path_for, preflight
 from .errors import UserError
 from .model import ModelRef, build_model, read_state_dict, state_dict_sha256
@@ -260,7 +259,7 @@ def given_onnx(model: ModelRef | None, onnx: str | os.PathLike[str], precision: 
     recorded = facts.get("arch")
     if model is None:
         # a model not made here has no architecture name: its engine is named after its file
-        return recorded or re.sub(r"[^A-Za-z0-9_-]+", "_", onnx_path.name.split(".")[0]) or "model", precision, onnx_path
+        return recorded or name_from_file(onnx_path), precision, onnx_path
     if recorded and recorded != model.arch:
         raise UserError(f"{onnx_path} holds {recorded}, not {model.arch}; pass --depth to match it")
     return model.arch, precision, onnx_path

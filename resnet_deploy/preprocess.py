@@ -9,6 +9,7 @@ engine is checked with is what it is fed in production.
 from __future__ import annotations
 
 import ast
+import math
 import os
 from dataclasses import dataclass, field
 from typing import IO, Any, Iterable
@@ -61,6 +62,8 @@ def recipe_from_metadata(meta: dict[str, Any]) -> Preprocess:
             raise UserError(f"the model records an unreadable {key!r}: {raw!r}") from None
         if len(values) != 3:
             raise UserError(f"the model records {key!r} with {len(values)} values, expected 3")
+        if not all(math.isfinite(v) for v in values):
+            raise UserError(f"the model records {key!r} with a value that is not finite: {raw!r}")
         return values
 
     base = DEFAULT

@@ -36,6 +36,8 @@ CLAIMS = {
     "resnet_deploy._native.trt": "the _native package's claim",
     "resnet_deploy._native.trt_api": "the _native package's claim",
     "resnet_deploy.artifacts": "'Torch-free and onnx-free: the edge bundle vendors this module'",
+    "resnet_deploy.schema": "'Torch-free, standard library only (the edge bundle vendors it)'",
+    "resnet_deploy.limits": "'Torch-free' (the bounds flags are checked against)",
     "resnet_deploy.onnx_meta": "'Torch-free'",
     "resnet_deploy.preprocess": "'Pillow and numpy only (no torch)'",
     "resnet_deploy.classify": "'numpy only, torch-free'",

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from .._native.cuda import cuda_device_info
 from ..artifacts import DEFAULT_ROOT, PRECISIONS, Precision
 from ..errors import UserError
+from ..limits import MAX_BATCH, MAX_SEED
 from ..model import resolve_arch
 from ..runners import BACKENDS, runner_class
 from .loadgen import LoadgenSettings
@@ -94,6 +95,8 @@ class BenchConfig:
             _require(p in BENCH_PRECISIONS, f"unknown precision {p!r}; choose from {', '.join(BENCH_PRECISIONS)}")
         self.precisions = [Precision.parse(p) for p in self.precisions]  # parsed once: the plan carries the type
         _require(bool(self.batches) and all(b >= 1 for b in self.batches), "batch sizes must be integers >= 1")
+        _require(all(b <= MAX_BATCH for b in self.batches), f"batch sizes must be at most {MAX_BATCH}, got "
+                 f"{', '.join(map(str, self.batches))}")
         _require(bool(self.depths), "no depth chosen")
         for d in self.depths:
             resolve_arch(d, False)
@@ -102,6 +105,7 @@ class BenchConfig:
         _require(self.min_time >= 0 and math.isfinite(self.min_time),
                  f"--min-time must be a number of seconds >= 0, got {self.min_time}")
         _require(self.min_iters >= 1, "--min-iters must be at least 1")
+        _require(0 <= self.seed <= MAX_SEED, f"--seed must be within 0..{MAX_SEED}, got {self.seed}")
         _require(self.warmup is None or self.warmup >= 0, "--warmup must be >= 0")
         _require(self.buffers >= 1, "--buffers must be at least 1")
         _require(self.bare_rounds >= 1, "bare rounds must be at least 1")

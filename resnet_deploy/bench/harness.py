@@ -16,6 +16,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from ..errors import Terminated
 from ..progress import Progress, quiet
 from .artifacts import ArtifactProvider, PipelineArtifacts
 from .config import BenchConfig
@@ -36,6 +37,7 @@ class BenchResult:
     environment: dict[str, Any]
     rows: list[BenchRow] = field(default_factory=list)
     interrupted: bool = False
+    terminated: bool = False          # the interruption was SIGTERM (exit 143), not Ctrl-C (130)
     started: float = field(default_factory=time.time)
     finished: float | None = None
     files: dict[str, str] = field(default_factory=dict)
@@ -112,8 +114,8 @@ def run_bench(cfg: BenchConfig, *, out: str | os.PathLike[str] = "benchmarks/res
     try:
         execute_plan(plan, executor, run_id, _Recorder(result, writer, on_row), progress)
         complete = True
-    except KeyboardInterrupt:
-        result.interrupted = True
+    except KeyboardInterrupt as e:
+        result.interrupted, result.terminated = True, isinstance(e, Terminated)
         progress("interrupted: writing what was measured so far")
     finally:
         result.finished = time.time()

@@ -23,6 +23,7 @@ from ..artifacts import atomic_write_text, ensure_writable_dir
 from ..errors import UserError
 from ..plots import pyplot, save_png
 from ..runners import runner_class
+from ..schema import read_json
 from .env import TORCH_LIBRARY
 from .loadgen import LoadgenSettings
 from .ranking import BASELINE_PRECISION, RANKED_BY, Ranking, rank
@@ -594,9 +595,9 @@ def load_results(path: str | Path) -> dict[str, Any]:
     if not p.is_file():
         raise UserError(f"no benchmark results at {p}")
     try:
-        data = json.loads(p.read_text())
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise UserError(f"{p} is not a readable results.json ({type(e).__name__})") from None
+        data = read_json(p, "results file")  # a regular file, bounded, sane nesting
+    except UserError as e:
+        raise UserError(f"{p} is not a readable results.json ({str(e).replace(f'results file {p} ', '')})") from None
     if not isinstance(data, dict) or data.get("schema_version") != SCHEMA_VERSION or not isinstance(data.get("rows"), list):
         raise UserError(f"{p} is not a resnet-deploy results.json of schema version {SCHEMA_VERSION}")
     return data
@@ -630,10 +631,11 @@ def merge_results(sources: Iterable[str | Path], out_dir: str | Path, *, run_id:
     rows: dict[tuple, dict[str, Any]] = {}
     for r in runs:
         for row in r["rows"]:
+            checked = BenchRow.from_dict(row, strict=True)  # a hand-edited row ("batch": "abc") is one line
             # a LoadGen row stays (its settings are its run's: target QPS, bound, threads); a timing-loop row
             # measured again is replaced
-            rows[(row.get("arch"), row.get("precision"), row.get("backend"), row.get("batch"),
-                  row.get("loadgen_scenario") and row.get("run_id"))] = row
+            rows[(checked.arch, checked.precision, checked.backend, checked.batch,
+                  checked.loadgen_scenario and checked.run_id)] = row
     env = dict(runs[0].get("environment") or {})
     env["command"] = " ; ".join(str((r.get("environment") or {}).get("command")) for r in runs)
     env["merged_from"] = [r.get("run_id") for r in runs]

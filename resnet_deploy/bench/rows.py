@@ -12,6 +12,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, fields
 from typing import Any, Mapping
 
+from ..errors import UserError
+
 
 @dataclass(frozen=True)
 class TimingFigures:
@@ -155,8 +157,11 @@ class BenchRow:
         return asdict(self)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> "BenchRow":
-        """A row of a results.json (any schema-1 file: a field it lacks is ``None``, one it has extra is dropped)."""
+    def from_dict(cls, data: Mapping[str, Any], strict: bool = False) -> "BenchRow":
+        """A row of a results.json (any schema-1 file: a field it lacks is ``None``, one it has extra is dropped);
+        ``strict``: a field of the wrong type (``"batch": "abc"``) is one :class:`UserError`."""
+        if strict:
+            check_row(data)
         known = {k: data.get(k) for k in ROW_FIELDS if k in data}
         for k in ("run_id", "arch", "depth", "precision", "backend", "batch"):
             known.setdefault(k, None)
@@ -181,6 +186,28 @@ _FIELD_SET = frozenset(ROW_FIELDS)
 SPEED_FIELDS: tuple[str, ...] = tuple(
     n for n in ROW_FIELDS if n.startswith(("latency_", "compute_", "bare_", "harness_", "loadgen_"))
     and n != "loadgen_scenario" or n in ("iterations", "timed_s", "memory_mib"))
+
+
+def _is_number(v: Any) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)  # NaN stays: a backend's NaN output is recorded
+
+
+def check_row(data: Any) -> None:
+    """A results.json row whose fields have their declared types, else one :class:`UserError`."""
+    if not isinstance(data, Mapping):
+        raise UserError(f"a results row is {type(data).__name__}, not an object")
+    for f in fields(BenchRow):
+        v = data.get(f.name)
+        if v is None or f.type == "Any":
+            continue
+        t = str(f.type)
+        ok = (isinstance(v, int) and not isinstance(v, bool) if t.startswith("int") else _is_number(v)
+              if t.startswith("float") else isinstance(v, bool) if t.startswith("bool")
+              else isinstance(v, str) if t.startswith("str") else True)
+        if not ok:
+            label = f"{data.get('arch')} {data.get('precision')} {data.get('backend')}"
+            raise UserError(f"results row {label}: {f.name} is {v!r}, not {t.split(' |')[0]}; the file was edited or "
+                            "is not one of ours")
 
 
 def as_row(r: BenchRow | Mapping[str, Any]) -> BenchRow:

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 import typer
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
@@ -45,7 +46,7 @@ def results_table(rows: list[dict[str, Any]], title: str) -> Table:
     """Measured rows in a table; the compute-only column only where a GPU backend measured one."""
     gpu = any(r.get("compute_throughput_ips") for r in rows)
     streams = any(r.get("streams_throughput_ips") is not None for r in rows)
-    t = Table(title=title, title_justify="left")
+    t = Table(title=escape(title), title_justify="left")
     cols = ["model", "prec", "backend", "batch", "p50 ms", "p99 ms", "img/s"] + (["compute img/s"] if gpu else []) + (
         ["streams img/s"] if streams else []) + ["rel L2", "top-1", "overhead", "verdict"]
     for c in cols:
@@ -117,7 +118,7 @@ def loadgen_lines(rows: list[Any]) -> list[str]:
 
 def _row_line(row: Any) -> str:
     if row.get("status") not in ("ok", "failed"):
-        return f"{row['arch']} {row['precision']} {row['backend']}: {row['status']}: {row.get('reason')}"
+        return escape(f"{row['arch']} {row['precision']} {row['backend']}: {row['status']}: {row.get('reason')}")
     if row.get("loadgen_validity") is not None:
         return loadgen_lines([row])[0] + f", rel L2 {row['parity_rel_l2']:.1e} [{row['status']}]"
     return (f"{row['arch']} {row['precision']} {row['backend']} b{row['batch']}: p50 {row['latency_p50_ms']:.2f} ms, "
@@ -209,7 +210,7 @@ def bench(
                 task = bar.add_task("bench", total=total)
 
                 def progress(msg: str) -> None:
-                    bar.update(task, description=msg[:70])
+                    bar.update(task, description=escape(msg[:70]))
 
                 def on_row(row: dict[str, Any], done: int) -> None:
                     bar.update(task, completed=done)
@@ -228,18 +229,19 @@ def bench(
         out.print(results_table(rows, f"bench {result.run_id} on {result.environment.get('device')}"))
         for line in loadgen_lines(rows) + not_run_lines(rows) + ranking_lines(ranking):
             out.print(line, highlight=False, soft_wrap=True)
-        out.print(f"wrote {result.out_dir}/: " + ", ".join(Path(p).name for p in result.files.values()))
+        out.print(escape(f"wrote {result.out_dir}/: " + ", ".join(Path(p).name for p in result.files.values())))
 
     emit(as_json, payload, render)
     _exit_for(result)
 
 
 def _exit_for(result: Any) -> None:
-    """130 after Ctrl-C, 1 for a failed parity or nothing measured, 3 when every backend was unavailable."""
+    """130 after Ctrl-C, 143 after SIGTERM, 1 for a failed parity or nothing measured, 3 when every backend was unavailable."""
     rows = result.rows
     if result.interrupted:
-        err.print(f"interrupted: wrote what was measured so far to {result.out_dir}")
-        raise typer.Exit(130)
+        how = "terminated" if result.terminated else "interrupted"
+        err.print(f"{how}: wrote what was measured so far to {escape(str(result.out_dir))}")
+        raise typer.Exit(143 if result.terminated else 130)
     failed = [r for r in rows if r.status == "failed"]
     if failed:
         err.print(f"[red]error:[/red] parity failed in {len(failed)} row(s): " + "; ".join(
@@ -250,7 +252,7 @@ def _exit_for(result: Any) -> None:
         raise typer.Exit(3)
     if not any(r.measured for r in rows):
         reasons = sorted({str(r.reason or r.status) for r in rows})
-        err.print(f"[red]error:[/red] nothing was measured ({len(rows)} row(s), none ran): " + "; ".join(reasons[:3]),
+        err.print(f"[red]error:[/red] nothing was measured ({len(rows)} row(s), none ran): " + escape("; ".join(reasons[:3])),
                   highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
@@ -272,7 +274,7 @@ def bench_merge(
         out.print(results_table(merged.rows, f"merged {len(runs)} runs into {out_dir}"))
         for line in ranking_lines(ranking):
             out.print(line, highlight=False, soft_wrap=True)
-        out.print(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in merged.files.values()))
+        out.print(escape(f"wrote {out_dir}/: " + ", ".join(Path(p).name for p in merged.files.values())))
 
     emit(as_json, {"out_dir": str(out_dir), "files": merged.files, "rows": [r.to_dict() for r in merged.rows],
                    "ranking": ranking.to_dict()}, render)

@@ -13,9 +13,11 @@ import typer
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from ..artifacts import DEFAULT_ROOT, cleanup_created_dirs, os_reason
 from ..errors import Terminated, UserError
+from ..limits import MAX_CLASSES, MAX_SEED
 
 out = Console()
 err = Console(stderr=True, log_path=False)
@@ -27,9 +29,9 @@ DepthOpt = typer.Option("50", "--depth", "-d", help="18, 34, 50, 101, 152 (Image
 JsonOpt = typer.Option(False, "--json", help="Print one JSON object on stdout instead of tables.")
 PreactOpt = typer.Option(False, "--preact", help="Pre-activation residual units (BN-ReLU-conv).")
 WeightsOpt = typer.Option(None, "--weights", "-w", help="torchvision-format .pth/.pt or .safetensors checkpoint.")
-ClassesOpt = typer.Option(None, "--num-classes", min=1, help="Classifier size (default: from --weights, else 1000).")
+ClassesOpt = typer.Option(None, "--num-classes", min=1, max=MAX_CLASSES, help="Classifier size (default: from --weights, else 1000).")
 OutOpt = typer.Option(DEFAULT_ROOT, "--out", "-o", help="Folder that holds <arch>/ artifact folders.")
-SeedOpt = typer.Option(0, "--seed", help="Seed of the random weights used when no --weights is given.")
+SeedOpt = typer.Option(0, "--seed", min=0, max=MAX_SEED, help="Seed of the random weights used when no --weights is given.")
 
 
 @contextlib.contextmanager
@@ -41,9 +43,9 @@ def handled(as_json: bool) -> Iterator[Callable[[str], None]]:
             status.start()
 
         def progress(msg: str) -> None:
-            if status:
-                status.update(msg)
-                err.log(msg)
+            if status:  # paths and names in the message print as they are: "[bold]" is not markup here
+                status.update(escape(msg))
+                err.log(escape(msg))
 
         yield progress
     except UserError as e:
@@ -54,6 +56,13 @@ def handled(as_json: bool) -> Iterator[Callable[[str], None]]:
         fail(status)
         where = f"{e.filename}: " if e.filename else ""
         err.print(f"[red]error:[/red] {escape(where + os_reason(e))}", highlight=False, soft_wrap=True)
+        raise typer.Exit(2) from None
+    except (MemoryError, RuntimeError) as e:  # an allocation that failed (torch says RuntimeError), not a bug
+        if not isinstance(e, MemoryError) and not _allocation_failed(e):
+            raise
+        fail(status)
+        err.print(f"[red]error:[/red] out of memory: {escape(_first_line(e))}; try a smaller --batch or model",
+                  highlight=False, soft_wrap=True)
         raise typer.Exit(2) from None
     except Terminated:
         fail(status)
@@ -66,6 +75,16 @@ def handled(as_json: bool) -> Iterator[Callable[[str], None]]:
     finally:
         if status:
             status.stop()
+
+
+def _allocation_failed(e: BaseException) -> bool:
+    text = str(e).lower()
+    return "can't allocate memory" in text or "cannot allocate memory" in text or "out of memory" in text
+
+
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return (text.splitlines()[0][:300] if text else "") or type(e).__name__
 
 
 def fail(status) -> None:
@@ -83,11 +102,13 @@ def emit(as_json: bool, payload: dict[str, Any], render: Callable[[], None]) -> 
 
 
 def kv_table(title: str, rows: list[tuple[str, Any]]) -> Table:
-    table = Table(title=title, show_header=False, title_justify="left")
+    """Key/value rows printed literally (a path or label with ``[bold]`` or ``[/]`` in it is text, not markup);
+    a :class:`rich.text.Text` value keeps its own styling."""
+    table = Table(title=escape(title), show_header=False, title_justify="left")
     table.add_column(style="bold")
     table.add_column()
     for k, v in rows:
-        table.add_row(k, str(v))
+        table.add_row(escape(str(k)), v if isinstance(v, Text) else escape(str(v)))
     return table
 
 

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import api
@@ -92,13 +93,13 @@ def predict(images: list[Path] = typer.Argument(..., help="Image files to classi
 
     def render() -> None:
         for p in r["predictions"]:
-            table = Table(title=f"{p['image']}  ({r['arch']} {r['precision']} on {r['backend']})", title_justify="left")
+            table = Table(title=escape(f"{p['image']}  ({r['arch']} {r['precision']} on {r['backend']})"), title_justify="left")
             table.add_column("#", justify="right")
             table.add_column("class")
             table.add_column("index", justify="right")
             table.add_column("probability", justify="right")
             for item in p["top"]:
-                table.add_row(str(item["rank"]), item["label"], str(item["index"]), f"{item['probability']:.4f}")
+                table.add_row(str(item["rank"]), escape(item["label"]), str(item["index"]), f"{item['probability']:.4f}")
             out.print(table)
 
     emit(as_json, r, render)

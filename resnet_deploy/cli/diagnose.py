@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import api
@@ -40,7 +41,7 @@ def diagnose(
 
     def render() -> None:
         metric = r["metric"]
-        table = Table(title=f"{r['arch']}: INT8 vs FP32 on {r['images']['images']} images ({r['images']['source']})",
+        table = Table(title=escape(f"{r['arch']}: INT8 vs FP32 on {r['images']['images']} images ({r['images']['source']})"),
                       title_justify="left")
         for col in ("unit", "output rel. L2", "output cosine", f"{metric} with it kept", "gain"):
             table.add_column(col, justify="left" if col == "unit" else "right")
@@ -63,8 +64,8 @@ def diagnose(
         if r["images"]["labelled"] is False:
             err.print(f"note: no labels, so {metric} stands in for accuracy", highlight=False)
         for note in r["images"]["notes"]:
-            err.print(f"note: {note}", highlight=False)
+            err.print(f"note: {escape(note)}", highlight=False)
         if r.get("plot"):
-            out.print(f"plot: {r['plot']}")
+            out.print(f"plot: {escape(str(r['plot']))}")
 
     emit(as_json, r, render)

@@ -6,7 +6,9 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
+from rich.text import Text
 
 from .. import __version__, api
 from ..onnx_export import DEFAULT_OPSET
@@ -40,7 +42,7 @@ def info(depth: str = DepthOpt,
         stages.add_column("stage")
         stages.add_column("shape")
         for name, shape in d["stages"].items():
-            stages.add_row(name, str(shape))
+            stages.add_row(escape(name), str(shape))
         out.print(stages)
 
     emit(as_json, d, render)
@@ -86,7 +88,7 @@ def parity(depth: str = DepthOpt,
 
     def render() -> None:
         th = r["thresholds"]
-        verdict = "[green]PASS[/green]" if r["passed"] else "[red]FAIL[/red]: " + "; ".join(r["failures"])
+        verdict = Text("PASS", style="green") if r["passed"] else Text.assemble(("FAIL", "red"), ": " + "; ".join(r["failures"]))
         out.print(kv_table(f"parity {r['arch']} {r['precision']}: {r['candidate']['backend']} vs torch fp32", [
             ("inputs", f"{r['n']} ({_inputs_summary(r['inputs'])})"),
             ("max abs error", f"{r['max_abs']:.3g}"),
@@ -101,7 +103,7 @@ def parity(depth: str = DepthOpt,
     emit(as_json, r, render)
     if not r["passed"]:
         if not as_json:
-            err.print("[red]error:[/red] parity failed: " + "; ".join(r["failures"]), highlight=False, soft_wrap=True)
+            err.print("[red]error:[/red] parity failed: " + escape("; ".join(r["failures"])), highlight=False, soft_wrap=True)
         raise typer.Exit(1)
 
 

@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from .. import api
@@ -128,17 +129,17 @@ def eval_(
                      progress_bar_enabled=not as_json, **served_options)
 
     def render() -> None:
-        table = Table(title=f"{r['arch']} on {r['data']}: {r['images']} images, {r['classes']} classes "
-                            f"({r['backend']})", title_justify="left")
+        table = Table(title=escape(f"{r['arch']} on {r['data']}: {r['images']} images, {r['classes']} classes "
+                                   f"({r['backend']})"), title_justify="left")
         for col in ("precision", "top-1", "top-5", "Δ top-1 vs fp32", "images/s", "artifact"):
             table.add_column(col, justify="left" if col in ("precision", "artifact") else "right")
         for x in r["results"]:
             delta = f"{x['top1_delta_pp']:+.2f} pp" if "top1_delta_pp" in x else "-"
             top5 = f"{x['top5']:.2%}" + (f" (top-{x['top5_k']})" if x["top5_k"] != 5 else "")
             name = x["precision"] + ("" if x["finite"] else " [red](NaN/Inf!)[/red]")
-            table.add_row(name, f"{x['top1']:.2%}", top5, delta, f"{x['images_per_s'] or 0:.0f}", x["artifact"])
+            table.add_row(name, f"{x['top1']:.2%}", top5, delta, f"{x['images_per_s'] or 0:.0f}", escape(str(x["artifact"])))
         out.print(table)
         for note in r["notes"]:
-            err.print(f"note: {note}", highlight=False)
+            err.print(f"note: {escape(note)}", highlight=False)
 
     emit(as_json, r, render)

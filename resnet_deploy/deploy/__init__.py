@@ -13,6 +13,7 @@ from typing import Any
 
 from ..artifacts import DEFAULT_ROOT, Precision, Snapshot, verified_manifest
 from ..errors import UserError
+from ..limits import MAX_BATCH
 from ..model import ModelRef
 from ..pipeline import precision_manifest
 from ..progress import Progress, quiet
@@ -43,6 +44,9 @@ def package(model: ModelRef, target: str, out: str | os.PathLike[str] | None, *,
         raise UserError("--out is required: the bundle folder (jetson) or the model repository (triton)")
     if engine is not None and target != "triton":
         raise UserError("--engine-file is for Triton (tensorrt_plan); a Jetson bundle builds its engine on the device")
+    for flag, v in (("--min-batch", options.min_batch), ("--opt-batch", options.opt_batch), ("--max-batch", options.max_batch)):
+        if v is not None and v > MAX_BATCH:  # before any (possibly minutes long) quantization
+            raise UserError(f"{flag} must be at most {MAX_BATCH}, got {v}")
     arch, name, force = model.arch, options.name, options.force
     explicit_precision = precision is not None
     precision = precision if precision is not None else Precision.FP16

@@ -9,10 +9,11 @@ import shutil
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
-from ..artifacts import Snapshot, atomic_write_text, leased_temporary, swap_folder, write_error
+from ..artifacts import Snapshot, atomic_write_text, leased_temporary, name_from_file, swap_folder, write_error
 from ..errors import UserError
 from ..onnx_meta import detect_precision, graph_io, load_onnx, load_onnx_bytes, opset_of, read_metadata
 from ..preprocess import recipe_from_metadata
+from ..schema import tensor_name
 
 TEMPLATES = Path(__file__).resolve().parent / "templates"
 
@@ -99,7 +100,9 @@ def onnx_facts(source: str | os.PathLike[str] | Snapshot) -> dict[str, Any]:
         raise UserError(f"{path}: input {inp['name']!r} has shape {inp['shape']}; expected [N, 3, H, W] with only N dynamic")
     if len(out["shape"]) != 2 or not isinstance(out["shape"][1], int):
         raise UserError(f"{path}: output {out['name']!r} has shape {out['shape']}; expected [N, classes]")
-    meta = read_metadata(model)
+    for t, role in ((inp, "input"), (out, "output")):  # they become script words and config strings
+        tensor_name(t["name"], f"{path}: its {role} name")
+    meta = read_metadata(model)  # checked: a plain arch, a known precision
     precision = meta.get("precision")
     if precision is None or precision == "fp32":
         try:
@@ -108,6 +111,7 @@ def onnx_facts(source: str | os.PathLike[str] | Snapshot) -> dict[str, Any]:
             precision = precision or "fp32"
     batch = inp["shape"][0]
     return {
+        "arch": meta.get("arch") or name_from_file(path),
         "input": inp,
         "output": out,
         "num_classes": int(out["shape"][1]),

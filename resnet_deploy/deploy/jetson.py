@@ -26,7 +26,7 @@ from .common import check_sources, onnx_facts, recipe_dict, render, staged_folde
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 EDGE_PACKAGE = "resnet_deploy_edge"
 # The torch-free modules the edge runner needs, copied verbatim (relative imports keep working).
-VENDORED = ("errors.py", "artifacts.py", "preprocess.py", "labels.py", "classify.py", "_native/__init__.py",
+VENDORED = ("errors.py", "schema.py", "artifacts.py", "preprocess.py", "labels.py", "classify.py", "_native/__init__.py",
             "_native/cuda.py", "_native/trt.py", "runners/base.py", "runners/device_buffers.py", "runners/tensorrt_loader.py",
             "runners/tensorrt.py")
 GENERATED_INIT = {
@@ -97,7 +97,7 @@ def write_jetson_bundle(onnx: str | os.PathLike[str] | Snapshot, out: str | os.P
     names = load_labels(labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
     mn, opt, mx = resolve_profile([min_batch, opt_batch, max_batch], facts["fixed_batch"])
     meta = facts["metadata"]
-    arch = meta.get("arch") or onnx.name.split(".")[0]
+    arch = facts["arch"]  # a plain name (metadata checked, or made from the file name): no path, no shell word
     precision = facts["precision"]
     recipe = recipe_dict(meta)
     if [recipe["image_size"], recipe["image_size"]] != facts["input"]["shape"][2:]:

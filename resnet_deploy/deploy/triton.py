@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import __version__
-from ..artifacts import Snapshot, read_manifest, verify
+from ..artifacts import Snapshot, name_from_file, read_manifest, verify
 from ..errors import UserError
 from ..labels import load_labels
 from ..progress import Progress, quiet
@@ -55,7 +55,7 @@ from .triton_config import (
 )
 
 DEFAULT_MAX_BATCH = 32
-NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+NAME_RE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.-]*\Z")  # \Z: `$` would match before a trailing newline
 PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 SERVING_PACKAGE = "resnet_deploy_serving"
 # the toolkit's own numpy/Pillow modules the python-backend models run, copied verbatim
@@ -189,7 +189,7 @@ def write_triton_model(model: str | os.PathLike[str] | Snapshot, repository: str
     is_plan = clf.platform == "tensorrt_plan"
     filename = "model.plan" if is_plan else "model.onnx"
     names = load_labels(options.labels, facts["num_classes"], facts["metadata"].get("label_set", "imagenet"))
-    arch = facts["metadata"].get("arch", model.name.split(".")[0])
+    arch = facts["metadata"].get("arch") or name_from_file(model)
     note = f"{arch} {facts['precision']} written by resnet-deploy {__version__}"
     top = min(options.top, int(facts["num_classes"]))
     ensemble = _ensemble_configs(clf, facts, top) if options.ensemble else {}

@@ -10,6 +10,7 @@ from typing import Any, Callable, Sequence
 from .._native.trt import DLA_PRECISIONS, check_dla_core, check_flavour, normalize_compute_capability
 from ..artifacts import DEFAULT_ROOT, Precision, artifact_path
 from ..errors import UserError
+from ..limits import MAX_BATCH
 
 DEFAULT_PROFILE = (1, 8, 32)  # min / opt / max batch for a dynamic-batch ONNX
 DLA_DEFAULT_BATCH = 1  # DLA engines are static-shape (TensorRT's DLA restrictions)
@@ -93,6 +94,8 @@ class BuildOptions:
             v = getattr(self, name)
             if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
                 raise UserError(f"--{name.replace('_', '-')} must be an integer >= 1 (got {v!r})")
+            if v is not None and v > MAX_BATCH:
+                raise UserError(f"--{name.replace('_', '-')} must be at most {MAX_BATCH} (got {v})")
         if self.batch is not None and any(v is not None for v in (self.min_batch, self.opt_batch, self.max_batch)):
             raise UserError("--batch is one static batch (min = opt = max): give it or --min-batch/--opt-batch/--max-batch, not both")
         if not isinstance(self.opt_level, int) or not 0 <= self.opt_level <= MAX_OPT_LEVEL:
@@ -135,6 +138,8 @@ def resolve_profile(requested: Sequence[int | None], fixed_batch: int | None) ->
     for name, v in (("min", mn), ("opt", opt), ("max", mx)):
         if v < 1:
             raise UserError(f"{name} batch must be >= 1 (got {v})")
+        if v > MAX_BATCH:
+            raise UserError(f"{name} batch must be at most {MAX_BATCH} (got {v})")
     if not mn <= opt <= mx:
         raise UserError(f"batch profile must satisfy min <= opt <= max (got min={mn}, opt={opt}, max={mx})")
     return mn, opt, mx

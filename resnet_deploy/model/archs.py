@@ -13,6 +13,7 @@ from typing import Callable
 from torch import Tensor, nn
 
 from ..errors import UserError
+from ..limits import MAX_CLASSES
 from ..preprocess import DEFAULT, Preprocess
 from .cifar import CifarBasicBlock, CifarResNet
 from .densenet import DENSENET_CONFIGS, DenseNet, rename_legacy_keys
@@ -192,6 +193,8 @@ def build_network(arch: str, num_classes: int | None = None) -> nn.Module:
     """An untrained network of ``arch`` (as :func:`resolve_arch` names it); ``None`` classes: the arch's default."""
     if num_classes is not None and num_classes < 1:
         raise UserError(f"--num-classes must be at least 1, got {num_classes}")
+    if num_classes is not None and num_classes > MAX_CLASSES:
+        raise UserError(f"--num-classes must be at most {MAX_CLASSES}, got {num_classes}")
     return arch_spec(arch).build(num_classes)
 
 

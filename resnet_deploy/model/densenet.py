@@ -30,7 +30,7 @@ DENSENET_CONFIGS: dict[int, tuple[int, tuple[int, int, int, int], int]] = {
     201: (32, (6, 12, 48, 32), 64),
 }
 BN_SIZE = 4
-_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_KEY = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))\Z")
 
 
 def rename_legacy_keys(state: dict[str, Tensor]) -> dict[str, Tensor]:

@@ -56,6 +56,10 @@ class InceptionAux(nn.Module):
 
 
 class GoogLeNet(CardedModule):
+    # torchvision's googlenet(aux_logits=False) (and its pretrained checkpoint) has no auxiliary classifiers:
+    # a state_dict without their keys drops them (weights.fit_state_dict); they never run here anyway
+    optional_modules = ("aux1", "aux2")
+
     def __init__(self, num_classes: int = 1000, dropout: float = 0.2):
         super().__init__()
         self.conv1 = BasicConv2d(3, 64, kernel_size=7, stride=2, padding=3)

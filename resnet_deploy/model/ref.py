@@ -9,6 +9,7 @@ from functools import cached_property
 
 from ..artifacts import sha256_file
 from ..errors import UserError
+from ..limits import MAX_CLASSES, MAX_SEED
 from ..preprocess import Preprocess
 from .archs import ArchSpec, arch_spec, resolve_arch
 from .weights import RANDOM_SEED, random_source
@@ -31,6 +32,13 @@ class ModelRef:
     num_classes: int | None = None
     seed: int = RANDOM_SEED
     recipe: Preprocess | None = None
+
+    def __post_init__(self) -> None:
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or not 0 <= self.seed <= MAX_SEED:
+            raise UserError(f"--seed must be a whole number within 0..{MAX_SEED}, got {self.seed!r}")
+        if self.num_classes is not None and (isinstance(self.num_classes, bool) or not isinstance(self.num_classes, int)
+                                             or not 1 <= self.num_classes <= MAX_CLASSES):
+            raise UserError(f"--num-classes must be within 1..{MAX_CLASSES}, got {self.num_classes!r}")
 
     @classmethod
     def of(cls, depth: int | str | ModelRef, *, weights: str | os.PathLike[str] | None = None,

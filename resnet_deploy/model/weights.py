@@ -81,8 +81,8 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     except Exception as e:  # noqa: BLE001 - every failure to read is the user's file, reported in one line
         msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
         if "Weights only load failed" in str(e):
-            msg = ("not a plain tensor checkpoint, or corrupt (read with torch.load(weights_only=True); "
-                   "this toolkit never unpickles arbitrary objects)")
+            msg = _pickled_objects(p) or ("not a plain tensor checkpoint, or corrupt (read with torch.load(weights_only=True); "
+                                          "this toolkit never unpickles arbitrary objects)")
         raise UserError(f"cannot read weights {p}: {msg[:300]}") from None
     # Common wrappers: {"state_dict": ...}, {"model": ...}; DataParallel's "module." prefix.
     for key in ("state_dict", "model", "model_state_dict"):
@@ -92,7 +92,41 @@ def read_state_dict(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
         raise UserError(f"weights {p} do not hold a state_dict of tensors")
     if state and all(k.startswith("module.") for k in state):
         state = {k[len("module."):]: v for k, v in state.items()}
+    for name, t in state.items():
+        check_tensor(name, t, p)
     return state
+
+
+def _pickled_objects(path: Path) -> str | None:
+    """What a checkpoint torch refused to read holds, listed from its pickle's opcodes (nothing is executed)."""
+    try:
+        names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+    except Exception:  # noqa: BLE001 - not a torch zip/pickle at all: the caller's generic line
+        return None
+    if not names:
+        return None
+    shown = ", ".join(sorted(names)[:3]) + (f" +{len(names) - 3} more" if len(names) > 3 else "")
+    if any(n.startswith("torch.nn.modules.") for n in names):
+        return (f"it holds a pickled model (torch.save(model): {shown}), not a state_dict; save "
+                "torch.save(model.state_dict(), PATH) instead (this toolkit never unpickles objects)")
+    return f"it holds pickled Python objects ({shown}), not only tensors; a state_dict of tensors is needed"
+
+
+def check_tensor(name: str, t: torch.Tensor, source: str | os.PathLike[str]) -> None:
+    """One line for a tensor a network cannot take as weights: not dense, no data, or not floating point
+    (BatchNorm's integer step counter ``num_batches_tracked`` excepted). Casting would hide garbage."""
+    where = f"weights {source}: tensor {name!r}"
+    if t.is_meta:
+        raise UserError(f"{where} is a meta tensor (a shape without data); save the weights after loading them")
+    if t.is_quantized:
+        raise UserError(f"{where} is quantized ({t.dtype}); pass the floating-point weights (quantize then makes INT8)")
+    if t.layout != torch.strided:
+        raise UserError(f"{where} is {str(t.layout).replace('torch.', '')}, not dense; save it with .to_dense()")
+    if name.endswith("num_batches_tracked") and t.dtype in (torch.int64, torch.int32):
+        return
+    if not t.dtype.is_floating_point:
+        raise UserError(f"{where} has dtype {str(t.dtype).replace('torch.', '')}; weights must be floating point "
+                        "(float32, float16, bfloat16, float64)")
 
 
 def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
@@ -112,11 +146,21 @@ def check_fit(model: nn.Module, state: dict[str, torch.Tensor], source: str) -> 
         raise UserError(f"weights {source} do not fit {type(model).__name__}: " + "; ".join(parts))
 
 
+def fit_state_dict(model: nn.Module, state: dict[str, torch.Tensor], source: str, rename=None) -> dict[str, torch.Tensor]:
+    """``state`` made ready for ``model.load_state_dict(strict=True)``: old key names mapped (``rename``),
+    the model's optional submodules the checkpoint has no keys for removed (GoogLeNet's auxiliary
+    classifiers: torchvision's ``aux_logits=False``), then checked to fit (:func:`check_fit`)."""
+    state = rename(state) if rename is not None else state
+    for name in getattr(model, "optional_modules", ()):
+        if getattr(model, name, None) is not None and not any(k.startswith(name + ".") for k in state):
+            setattr(model, name, None)
+    check_fit(model, state, source)
+    return state
+
+
 def load_weights(model: nn.Module, path: str | os.PathLike[str], rename=None) -> WeightsInfo:
     """Load a checkpoint strict; ``rename`` maps an architecture's old key names (DenseNet's ``norm.1``)."""
-    state = read_state_dict(path)
-    state = rename(state) if rename is not None else state
-    check_fit(model, state, str(path))
+    state = fit_state_dict(model, read_state_dict(path), str(path), rename)
     model.load_state_dict(state, strict=True)
     return WeightsInfo(str(path), state_dict_sha256(model.state_dict()), sha256_file(path))
 

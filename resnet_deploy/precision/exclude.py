@@ -58,7 +58,7 @@ def excluded_nodes(names: list[str], modules: dict[str, str]) -> dict[str, list[
 
 def node_patterns(nodes: dict[str, list[str]]) -> list[str]:
     """ModelOpt's ``nodes_to_exclude`` takes regular expressions: each node name, matched whole."""
-    return sorted({f"^{re.escape(n)}$" for group in nodes.values() for n in group})
+    return sorted({f"^{re.escape(n)}\\Z" for group in nodes.values() for n in group})
 
 
 __all__ = ["check_exclude", "excluded_nodes", "module_paths", "node_patterns", "parse_exclude"]
