@@ -620,7 +620,8 @@ def test_triton_onnx_repository(work, onnx18):
 
 
 def test_triton_config_is_protobuf_so_metadata_cannot_inject(work, tmp_path):
-    """Quotes, newlines and braces in recorded metadata stay inside their string (config built as ModelConfig)."""
+    """Quotes, newlines and braces in recorded metadata stay inside their string (config built as ModelConfig);
+    an architecture name that is not a plain name is refused before it becomes a folder or a config value."""
     import onnx
     from fakes import make_tiny_onnx
 
@@ -630,16 +631,22 @@ def test_triton_config_is_protobuf_so_metadata_cannot_inject(work, tmp_path):
     path = make_tiny_onnx(tmp_path / "tiny.onnx")
     m = onnx.load(str(path))
     hostile = 'x"\n}\ninstance_group [ { kind: KIND_GPU } ]\n# '
-    set_metadata(m, {"arch": hostile, "weights_source": "a\\b\"c"})
+    set_metadata(m, {"arch": "tiny", "weights_source": "a\\b\"c", "label_set": "imagenet", "weights_sha256": hostile})
     onnx.save(m, str(path))
     labels = tmp_path / "labels.txt"
     classes = int(m.graph.output[0].type.tensor_type.shape.dim[1].dim_value)
     labels.write_text("".join(f'c"{i}\n' for i in range(classes)))
-    write_triton_model(path, tmp_path / "repo", name="tiny", options=ServingOptions(labels=labels, instance_kind="cpu"))
+    options = ServingOptions(labels=labels, instance_kind="cpu")
+    write_triton_model(path, tmp_path / "repo", name="tiny", options=options)
     mc, cfg = _parse_config(tmp_path / "repo" / "tiny" / "config.pbtxt")
-    assert cfg.parameters["resnet_deploy.arch"].string_value == hostile
+    assert cfg.parameters["resnet_deploy.weights_sha256"].string_value == hostile
     assert cfg.parameters["resnet_deploy.weights_source"].string_value == 'a\\b"c'
     assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.Kind.Value("KIND_CPU")]
+    set_metadata(m, {"arch": hostile})
+    onnx.save(m, str(path))
+    with pytest.raises(UserError, match="not a plain name"):
+        write_triton_model(path, tmp_path / "repo2", name="tiny", options=options)
+    assert not (tmp_path / "repo2" / "tiny").exists()
 
 
 def test_triton_fixed_batch_export_has_no_labels_on_the_flat_output(tmp_path):

@@ -179,6 +179,7 @@ def test_a_failed_command_leaves_no_empty_folder(tmp_path):
 
 
 def test_eval_says_when_folder_names_are_not_class_names(tmp_path, exported, photo):
+    exported("resnet18")  # eval reads the export; it does not make one (this test ran after one that did, by chance)
     for name in ("apples", "pears"):
         (tmp_path / "data" / name).mkdir(parents=True)
         Image.open(photo).save(tmp_path / "data" / name / "a.png")
