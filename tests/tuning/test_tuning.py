@@ -186,7 +186,7 @@ def test_diagnose_reports_every_block_by_module_path_with_a_plot(plain, photos, 
 
 def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     args = ["quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
-            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--json"]
+            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort", "--json"]
     m = json.loads(run(*args).stdout)
     t = m["tuning"]
     assert t["plain_int8"]["score"] < t["goal"] <= t["int8"]["score"], t  # plain INT8 misses, the tuned one meets
@@ -271,7 +271,8 @@ def test_a_target_out_of_reach_exits_2_with_one_line(plain, tmp_path):
 def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plain, tmp_path):
     pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx)")
     m = json.loads(run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
-                       "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--json").stdout)
+                       "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort",
+                       "--json").stdout)
     e = json.loads(run("build", "--depth", 20, "-p", "int8", "--engine", "trt-rtx", "--out", tmp_path,
                        "--weights", WEIGHTS, "--json").stdout)
     assert e["source_metadata"]["tuned_modules"] == ",".join(m["tuning"]["kept"])
