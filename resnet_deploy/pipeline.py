@@ -36,7 +36,7 @@ from .onnx_meta import artifact_facts
 from .precision import QuantizeOptions, TunedInt8, check_exclude, make_precision_onnx, precision_request, read_fp32_source, reusable
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
-from .tuning import EvalSet, TuningOptions, acceptor, confirm, holdout_scores, load_eval_set, search_plain, split_eval_set
+from .tuning import EvalSet, TuningOptions, acceptor, confirm, holdout_scores, keep_adds, load_eval_set, modules_to_exclude, search_plain, split_eval_set
 
 
 def load_model(model: ModelRef) -> nn.Module:
@@ -187,18 +187,26 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
                                       progress=progress, progress_bar_enabled=progress_bar)
 
         def requantize(kept: list[str], round_: int) -> tuple[Path, dict[str, Any]]:
-            progress(f"quantizing again with {', '.join(kept)} kept out of INT8, then measuring the result")
-            made = make_precision_onnx(src, Precision.INT8, options, out_dir=work / f"tuned{round_}", seed=model.seed,
-                                       force=True, tuned=TunedInt8(keep=tuple(kept)), progress=progress,
-                                       progress_bar=progress_bar)
-            return Path(made["path"]), made["conversion"]
+            modules, path = modules_to_exclude(kept), work / f"tuned{round_}.int8.onnx"
+            facts = dict(plain["conversion"])
+            if modules:
+                progress(f"quantizing again with {', '.join(modules)} kept out of INT8, then measuring the result")
+                made = make_precision_onnx(src, Precision.INT8, options, out_dir=work / f"tuned{round_}", seed=model.seed,
+                                           force=True, tuned=TunedInt8(keep=tuple(modules)), progress=progress,
+                                           progress_bar=progress_bar)
+                shutil.copyfile(made["path"], path)
+                facts = made["conversion"]
+            else:
+                shutil.copyfile(start, path)
+            adds = keep_adds(path, src, kept)
+            return path, {**facts, **({"residual_adds_kept": adds} if adds else {})}
 
         made, found = confirm(measure, src, found, requantize, progress=progress)
         quantized = made or (start, plain["conversion"])
         checked = None if held is None else holdout_scores(src, held, start, quantized[0], work, engine=measure.engine,
                                                            progress=progress)
-        tuned = TunedInt8(tuning=record, keep=tuple(found["kept"]), accept=acceptor(measure, found, checked),
-                          quantized=quantized)
+        tuned = TunedInt8(tuning=record, keep=tuple(modules_to_exclude(found["kept"])),
+                          accept=acceptor(measure, found, checked), quantized=quantized)
         return make_precision_onnx(src, Precision.INT8, options, out_dir=out_dir, seed=model.seed, force=True,
                                    tuned=tuned, progress=progress, progress_bar=progress_bar)
 

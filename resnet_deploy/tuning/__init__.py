@@ -13,9 +13,10 @@ from .keep import int8_conv_share, keep_high_precision
 from .measure import Measure, pick_engine
 from .options import SCORE_ENGINES, TuningOptions
 from .search import default_max_excluded, resume, search
-from .tune import acceptor, confirm, holdout_scores, search_plain
+from .tune import acceptor, confirm, holdout_scores, keep_adds, modules_to_exclude, search_plain, search_units
 
-__all__ = ["AGREEMENT", "EvalSet", "Measure", "SCORE_ENGINES", "TOP1", "TuningOptions", "Unit", "acceptor", "candidates", "confirm",
-           "default_max_excluded", "diagnose_int8", "find_units", "holdout_scores", "int8_conv_share", "keep_high_precision",
-           "load_eval_set", "pick_engine", "plot_diagnosis", "rank", "resume", "search", "search_plain", "split_eval_set",
+__all__ = ["AGREEMENT", "EvalSet", "Measure", "SCORE_ENGINES", "TOP1", "TuningOptions", "Unit", "acceptor",
+           "candidates", "confirm", "default_max_excluded", "diagnose_int8", "find_units", "holdout_scores",
+           "int8_conv_share", "keep_adds", "keep_high_precision", "load_eval_set", "modules_to_exclude", "pick_engine",
+           "plot_diagnosis", "rank", "resume", "search", "search_plain", "search_units", "split_eval_set",
            "unit_errors", "units_of"]

@@ -18,7 +18,7 @@ import onnx
 
 from ..errors import UserError
 from ..progress import Progress, quiet
-from .blocks import Unit
+from .blocks import Unit, layer_units
 from .diagnose import candidates, rank
 from .keep import int8_conv_share, keep_high_precision
 from .measure import Measure
@@ -64,7 +64,7 @@ def resume(measure: Measure, real: onnx.ModelProto, units: list[Unit], result: d
     The units not kept yet are ranked again on the real model, and kept greedily on top of it, as
     :func:`search` does; the result's steps go on (marked ``"resumed"``), ``"final"`` is the new set's score.
     """
-    by_name = {u.name: u for u in units}
+    by_name = {sub.name: sub for u in units for sub in [u, *layer_units(u, real)]}
     kept = [by_name[n] for n in result["kept"]]
     rest = [u for u in units if u.name not in set(result["kept"])]
     left = result["max_excluded"] - len(kept)
@@ -73,6 +73,30 @@ def resume(measure: Measure, real: onnx.ModelProto, units: list[Unit], result: d
               "resumed": [*result.get("resumed", []), {"kept": [u.name for u in kept], "search": result["final"],
                                                          "real": score, "ranking": ranking}]}
     return _greedy(measure, real, units, ranking, kept, score, result, progress)
+
+
+def _put_back(measure: Measure, base: onnx.ModelProto, kept: list[Unit], start: int, last: dict[str, Any],
+              result: dict[str, Any], progress: Progress) -> dict[str, Any]:
+    """The last pass: every layer of the units this search kept (``kept[start:]``), the last kept first, goes back
+    into INT8 when the goal still holds without it. A unit keeps its name when all its layers stay out of INT8."""
+    fixed, added = kept[:start], kept[start:]
+    pieces = {u.name: layer_units(u, base) for u in added}
+    current = [sub for u in added for sub in pieces[u.name]]
+    steps = []
+    for sub in [sub for u in reversed(added) for sub in pieces[u.name]]:
+        trial = [x for x in current if x is not sub]
+        progress(f"final pass: {sub.name} back into INT8?")
+        now = measure.score(keep_high_precision(base, fixed + trial), f"{sub.name} back")
+        ok = now["score"] >= result["goal"]
+        steps.append({"back_to_int8": sub.name, **now, "accepted": ok})
+        if ok:
+            current, last = trial, now
+    left = {x.name for x in current}
+    names = [u.name for u in fixed]
+    for u in added:
+        mine = [x.name for x in pieces[u.name] if x.name in left]
+        names += [u.name] if len(mine) == len(pieces[u.name]) else mine
+    return {**result, "met": True, "kept": names, "final": last, "put_back": [*result.get("put_back", []), *steps]}
 
 
 def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking: list[dict[str, Any]], kept: list[Unit],
@@ -105,7 +129,7 @@ def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking:
             continue
         kept, last = trial, now
         if last["score"] >= goal:
-            return {**result, "met": True, "kept": [u.name for u in kept], "final": last}
+            return _put_back(measure, base, kept, start, last, result, progress)
     names = ", ".join(u.name for u in kept) or "none"
     if len(kept) >= limit:
         why = f"--max-excluded {limit} reached: raise --max-excluded or lower the target"

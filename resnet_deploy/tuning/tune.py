@@ -21,9 +21,9 @@ import onnx
 
 from ..errors import UserError
 from ..progress import Progress, quiet
-from .blocks import units_of
+from .blocks import ADDS, Unit, residual_adds, units_of
 from .images import EvalSet
-from .keep import check_nodes
+from .keep import check_nodes, keep_high_precision
 from .measure import Measure
 from .search import resume, search
 
@@ -31,12 +31,45 @@ MAX_ROUNDS = 3      # ModelOpt re-quantizations a search may go on from before i
 Requantize = Callable[[list[str], int], tuple[Path, dict[str, Any]]]
 
 
+def search_units(fp32_path: str | os.PathLike[str]) -> list[Unit]:
+    """What the search keeps out of INT8: the stem, the blocks, the classifier (:func:`.blocks.units_of`) and one
+    unit of every residual Add (:func:`.blocks.residual_adds`); the final pass splits them into layers and Adds."""
+    units = units_of(fp32_path)
+    adds = residual_adds(units)
+    return units + ([adds] if adds else [])
+
+
+def is_add(name: str) -> bool:
+    """A kept name that is residual Adds (``residual-adds``, ``layer2.1.add``), not a torch module ModelOpt can exclude."""
+    return name == ADDS or name.endswith(".add")
+
+
+def modules_to_exclude(kept: list[str]) -> list[str]:
+    """The kept names ModelOpt excludes (torch module paths); the Adds are kept by surgery on its output."""
+    return [n for n in kept if not is_add(n)]
+
+
+def keep_adds(path: Path, fp32_path: str | os.PathLike[str], kept: list[str]) -> list[str]:
+    """Take the Q/DQ off the inputs of the kept residual Adds in the INT8 ONNX ``path``, in place; their nodes.
+
+    ModelOpt cannot leave an Add unquantized while the convolution that reads the same tensor stays INT8 (it
+    places one Q/DQ on the tensor for both), so the Adds are kept by the same surgery the search measured.
+    """
+    names = [n for n in kept if is_add(n)]
+    if not names:
+        return []
+    adds = residual_adds(units_of(fp32_path))
+    chosen = list(adds.parts) if ADDS in names else [u for u in adds.parts if u.name in names]
+    onnx.save(keep_high_precision(onnx.load(str(path)), chosen), str(path))
+    return [a for u in chosen for a in u.adds]
+
+
 def search_plain(fp32_path: str | os.PathLike[str], plain_path: str | os.PathLike[str], images: EvalSet,
                  target: float, work: Path, *, max_excluded: int | None = None, engine: str | None = None,
                  progress: Progress = quiet, progress_bar_enabled: bool = False) -> tuple[Measure, dict[str, Any]]:
     """(the measure, the search result) for the plain INT8 ONNX ``plain_path`` of ``fp32_path``, scored on ``engine``."""
     t0 = time.perf_counter()
-    units = units_of(fp32_path)
+    units = search_units(fp32_path)
     measure = Measure(fp32_path, images, work, engine=engine, progress_bar_enabled=progress_bar_enabled)
     progress(f"measured FP32 on {len(images.batch)} images ({images.metric}) on {measure.engine_name}")
     plain = onnx.load(str(plain_path))
@@ -56,7 +89,7 @@ def confirm(measure: Measure, fp32_path: str | os.PathLike[str], result: dict[st
     the goal), at most :data:`MAX_ROUNDS` times. ``result["rounds"]`` records each re-quantization's score.
     """
     t0 = time.perf_counter()
-    units = units_of(fp32_path)
+    units = search_units(fp32_path)
     rounds: list[dict[str, Any]] = []
     for i in range(MAX_ROUNDS):
         if not result["kept"]:
@@ -112,6 +145,7 @@ def acceptor(measure: Measure, result: dict[str, Any],
             "steps": result["steps"], "ranking": result["ranking"], "evaluations": measure.evaluations,
             "search_seconds": result["search_seconds"], "score_engine": measure.engine_name,
             "rounds": result.get("rounds", []), "resumed": result.get("resumed", []),
+            "put_back": result.get("put_back", []),
         }
         if holdout is not None:
             facts["holdout"] = holdout
@@ -128,4 +162,4 @@ def acceptor(measure: Measure, result: dict[str, Any],
     return accept
 
 
-__all__ = ["MAX_ROUNDS", "acceptor", "confirm", "holdout_scores", "search_plain", "units_of"]
+__all__ = ["MAX_ROUNDS", "acceptor", "confirm", "holdout_scores", "is_add", "keep_adds", "modules_to_exclude", "search_plain", "search_units", "units_of"]

@@ -13,14 +13,14 @@ from onnx import numpy_helper
 from typer.testing import CliRunner
 
 import resnet_deploy as rd
+from resnet_deploy import pipeline as pipeline_module
 from resnet_deploy.artifacts import read_manifest, sha256_file
 from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
-from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners import unavailable
-from resnet_deploy.tuning import EvalSet, Measure, load_eval_set, pick_engine, split_eval_set, units_of
+from resnet_deploy.tuning import EvalSet, Measure, keep_high_precision, load_eval_set, pick_engine, split_eval_set, units_of
 
 pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
 ROOT = Path(__file__).resolve().parents[2]
@@ -69,14 +69,14 @@ def test_holdout_scores_plain_and_tuned_on_both_parts_and_says_when_tuning_did_n
     assert float(meta["accuracy_holdout_int8"]) == pytest.approx(h["int8"]["score"], abs=1e-6)
     assert float(meta["accuracy_holdout_plain_int8"]) == pytest.approx(h["plain_int8"]["score"], abs=1e-6)
     # the held-out scores are the published file's: measured again here on the same held-out images
-    assert Measure(setup["fp32"], _held(setup), setup["root"], engine="ort").score(m["path"])["score"] \
+    assert Measure(setup["fp32"], _split(setup)[1], setup["root"], engine="ort").score(m["path"])["score"] \
         == pytest.approx(h["int8"]["score"], abs=1 / 24 + 1e-9)   # one image at most between OpenVINO and ORT
     assert len(t["rounds"]) == 1 and t["rounds"][0]["real"] >= t["goal"]   # ModelOpt's model agreed: no second round
 
 
-def _held(setup) -> EvalSet:
+def _split(setup) -> tuple[EvalSet, EvalSet]:
     meta = read_metadata(onnx.load(str(setup["fp32"]), load_external_data=False))
-    return split_eval_set(load_eval_set(setup["views"], recipe_from_metadata(meta)), 0.5)[1]
+    return split_eval_set(load_eval_set(setup["views"], recipe_from_metadata(meta)), 0.5)
 
 
 def test_the_split_is_deterministic_evenly_spaced_and_refuses_parts_too_small():
@@ -144,28 +144,34 @@ def _coarsen(path: Path, block: str, fp32: Path, factor: float = 40.0) -> None:
 
 
 def test_when_modelopts_requantization_disagrees_the_search_goes_on_from_the_real_model(setup, tmp_path, monkeypatch):
-    """The first re-quantization (with exclusions) comes out with one more broken block than the search saw."""
-    first_kept = setup["tuned"]["tuning"]["kept"]
-    victim = next(b for b in ("layer1.1", "layer2.1", "layer1.2") if b not in first_kept)
-    real = artifact_module.quantize_int8
+    """The first re-quantized model comes out with one more broken block than the search saw."""
+    t0 = setup["tuned"]["tuning"]
+    search_set = _split(setup)[0]
+    measure = Measure(setup["fp32"], search_set, tmp_path, engine=pick_engine(None))
+    tuned = onnx.load(setup["tuned"]["path"])
+    # a block that the search's model may keep in high precision and still meet the goal: broken, keeping it repairs
+    victim = next(u.name for u in units_of(setup["fp32"]) if u.kind == "block" and u.name not in t0["kept"]
+                  and not any(k.startswith(u.name + ".") for k in t0["kept"])
+                  and measure.score(keep_high_precision(tuned, [u]))["score"] >= t0["goal"])
+    real = pipeline_module.keep_adds
     calls = []
 
-    def disagreeing(src, dst, *a, **k):
-        facts = real(src, dst, *a, **k)
-        if k.get("nodes_to_exclude"):
-            calls.append(k["nodes_to_exclude"])
-            if len(calls) == 1:
-                _coarsen(Path(dst), victim, setup["fp32"])
-        return facts
+    def disagreeing(path, fp32, kept):
+        calls.append(list(kept))
+        if len(calls) == 1:
+            _coarsen(Path(path), victim, setup["fp32"])
+        return real(path, fp32, kept)
 
-    monkeypatch.setattr(artifact_module, "quantize_int8", disagreeing)
+    monkeypatch.setattr(pipeline_module, "keep_adds", disagreeing)
     m = rd.quantize(20, "int8", weights=WEIGHTS, out_dir=tmp_path, source=setup["fp32"], calib_samples=CALIB,
                     accuracy_target=TARGET, data=setup["views"], holdout=0.5, max_excluded=5)
     t = m["tuning"]
     assert len(t["rounds"]) == 2 and t["rounds"][0]["real"] < t["goal"] <= t["rounds"][1]["real"], t["rounds"]
-    assert victim in t["kept"] and t["resumed"] and any(s.get("resumed") for s in t["steps"])
+    assert any(k == victim or k.startswith(victim + ".") for k in t["kept"]), t["kept"]
+    assert t["resumed"] and any(s.get("resumed") for s in t["steps"])
     assert len(calls) == 2 and t["int8"]["score"] >= t["goal"]
-    assert sorted(m["conversion"]["excluded"]) == sorted(t["kept"])
+    modules = [k for k in t["kept"] if not k.endswith(".add") and k != "residual-adds"]
+    assert sorted(m["conversion"].get("excluded", {})) == sorted(modules)
 
 
 def test_an_interrupted_search_leaves_the_previous_artifact_in_place(setup, monkeypatch):
