@@ -139,9 +139,12 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
     """The INT8 ONNX that meets ``tuning.accuracy_target x`` FP32's top-1 on ``tuning.data`` (``quantize --accuracy-target``).
 
     Plain INT8 first (with ``options.exclude`` as the fixed start), then :mod:`resnet_deploy.tuning`'s
-    greedy search on ONNX Runtime CPU keeps the most sensitive blocks in high precision until the
-    target holds; ModelOpt then quantizes with those exclusions, and the result is measured again
-    before it is published. Reused while the request (tuning part included) matches.
+    greedy search (on ``tuning.score_engine``, default the fastest CPU runner) keeps the most sensitive
+    units in high precision until the target holds, and a final pass puts back what is not needed;
+    ModelOpt then quantizes with those exclusions (the search goes on from that real model when it
+    scores below the goal), ``tuning.holdout`` scores plain and tuned on images the search never saw,
+    and the result is measured again before it is published. Reused while the request (tuning part
+    included) matches.
     """
     if tuning.accuracy_target is None:
         raise ValueError("ensure_tuned_int8 needs tuning.accuracy_target")

@@ -144,6 +144,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--targets", default="0.97,0.99")
     ap.add_argument("--max-excluded", type=int, default=None, help="toolkit: default half the units")
     ap.add_argument("--work", type=Path, default=Path("/tmp/resnet-deploy-vs-nncf"))
+    ap.add_argument("--name", default="vs_nncf", help="results file stem (<name>.md, <name>.json beside this file)")
     ap.add_argument("--no-results", action="store_true")
     args = ap.parse_args(argv)
     import nncf
@@ -180,9 +181,9 @@ def main(argv: list[str] | None = None) -> int:
     r = {"git": git_revision(HERE.parents[1]), "nncf": nncf.__version__, "machine": digits._machine(), "rows": rows}
     if not args.no_results:
         cmd = "python benchmarks/int8-target/vs_nncf.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
-        (HERE / "vs_nncf.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
-        (HERE / "vs_nncf.md").write_text(markdown(r, cmd))
-        log(f"wrote {HERE / 'vs_nncf.md'}")
+        (HERE / f"{args.name}.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
+        (HERE / f"{args.name}.md").write_text(markdown(r, cmd))
+        log(f"wrote {HERE / (args.name + '.md')}")
     return 0
 
 

@@ -36,7 +36,7 @@ def quantize(
                                           "(layer1.0.conv1, fc); they stay in --high-precision."),
     accuracy_target: Optional[float] = typer.Option(None, "--accuracy-target", help="INT8: keep the most sensitive "
                                                     "blocks in high precision until top-1 on --data is at least this "
-                                                    "fraction of FP32's (e.g. 0.99); measured on ONNX Runtime CPU."),
+                                                    "fraction of FP32's (e.g. 0.99); measured on --score-engine."),
     data: Optional[Path] = typer.Option(None, "--data", help="With --accuracy-target: images it is measured on "
                                         "(<data>/<class>/<image> for top-1; a flat folder measures agreement with "
                                         "FP32's top-1). Default: the calibration images."),

@@ -5,9 +5,12 @@ Start from plain INT8 (with the user's own ``--exclude``); if its score is below
 precision in rank order, re-measuring after each (the first is the ranking's own measurement): a
 unit whose addition does not improve the score (higher, or equal with a lower output error), or
 that would leave fewer than half the convolutions with INT8 input (no longer an INT8 model), is
-left in INT8 and the next one is tried. It stops at the first set that meets the target. It fails,
-saying how far it got, when the target needs more than ``max_excluded`` units, or when the ranking
-runs out first. Greedy: the set it finds is small, not proven the smallest.
+left in INT8 and the next one is tried. At the first set that meets the target, a final pass
+splits the kept units into layers and residual Adds (:func:`.blocks.layer_units`) and puts each
+back into INT8, last kept first, when the target still holds without it. It fails, saying how far
+it got, when the target needs more than ``max_excluded`` units, or when the ranking runs out
+first. :func:`resume` goes on from a real model (ModelOpt's re-quantization) that scored below the
+goal. Greedy: the set it finds is small, not proven the smallest.
 """
 
 from __future__ import annotations

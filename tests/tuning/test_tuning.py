@@ -19,6 +19,7 @@ from typer.testing import CliRunner
 import resnet_deploy as rd
 from resnet_deploy.artifacts import Precision, read_manifest, sha256_file
 from resnet_deploy.cli import app
+from resnet_deploy.engine import BuildOptions
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
 from resnet_deploy.precision import QuantizeOptions, TunedInt8
@@ -169,6 +170,16 @@ def test_kept_residual_adds_read_fp32_while_every_convolution_stays_int8(plain, 
     assert int8_conv_share(model) == int8_conv_share(onnx.load(str(plain["int8"])))   # no conv lost its INT8 input
     others = [n for n in model.graph.node if n.op_type == "Add" and n.name not in nodes]
     assert all("DequantizeLinear" in [producer.get(i) for i in n.input] for n in others)
+
+
+def test_int8_with_every_residual_add_kept_builds_with_tensorrt_rtx(plain, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx)")
+    path = tmp_path / "resnet20.int8.onnx"
+    path.write_bytes(plain["int8"].read_bytes())
+    assert len(keep_adds(path, plain["fp32"], ["residual-adds"])) == 9
+    e = rd.build(None, onnx=path, precision="int8", out_dir=tmp_path, options=BuildOptions())
+    net = e["layer_precision"].get("network", e["layer_precision"])
+    assert net["implied_precision"] == "int8" and net["output_dtypes"].get("INT8", 0) >= 15 and net["qdq_layers"] >= 30
 
 
 def test_a_target_that_cannot_be_met_fails_saying_how_far_it_got(plain, measure):
