@@ -37,7 +37,6 @@ from resnet_deploy.errors import UserError  # noqa: E402
 from resnet_deploy.onnx_meta import read_metadata  # noqa: E402
 from resnet_deploy.precision import load_calibration  # noqa: E402
 from resnet_deploy.preprocess import recipe_from_metadata  # noqa: E402
-from resnet_deploy.runners.openvino import _core  # noqa: E402
 from resnet_deploy.tuning import Measure, int8_conv_share, load_eval_set  # noqa: E402
 
 VIEWS = 240
@@ -77,9 +76,10 @@ def toolkit(depth: int, weights: Path, target: float, folders: dict, work: Path,
 
 def nncf_run(fp32: Path, target: float, calib: np.ndarray, search: np.ndarray, work: Path, measures: dict) -> dict:
     import nncf
+    import openvino
 
     ref = measures["search"].fp32_logits.argmax(1)
-    core = _core()
+    core = openvino.Core()
 
     def validate(model: onnx.ModelProto, items) -> tuple[float, list[float]]:
         """Agreement with FP32's top-1, and each image's 0/1 (NNCF ranks its groups by these)."""
