@@ -64,7 +64,8 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
              min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
              progress_bar: bool = False, accuracy_target: float | None = None, data: PathLike | None = None,
              labels: PathLike | None = None, limit: int | None = None,
-             max_excluded: int | None = None) -> dict[str, Any]:
+             max_excluded: int | None = None, holdout: float | PathLike | None = None,
+             score_engine: str | None = None) -> dict[str, Any]:
     """The precision ONNX (``resnet-deploy quantize``), made or reused; returns its manifest with ``"path"``.
 
     The keywords are the command's options (:class:`~resnet_deploy.precision.QuantizeOptions`,
@@ -75,7 +76,7 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
     options = QuantizeOptions(calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
                               high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images)
     tuning = TuningOptions(accuracy_target=accuracy_target, data=data, labels=labels, limit=limit,
-                           max_excluded=max_excluded)
+                           max_excluded=max_excluded, holdout=holdout, score_engine=score_engine)
     return pipeline.ensure_precision(model, parsed, out_dir=out_dir, options=options, tuning=tuning, source=source,
                                      force=force, progress=progress, progress_bar=progress_bar)
 

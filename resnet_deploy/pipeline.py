@@ -35,7 +35,7 @@ from .onnx_meta import artifact_facts
 from .precision import QuantizeOptions, TunedInt8, check_exclude, make_precision_onnx, precision_request, read_fp32_source, reusable
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
-from .tuning import TuningOptions, acceptor, load_eval_set, search_plain
+from .tuning import EvalSet, TuningOptions, acceptor, confirm, holdout_scores, keep_adds, load_eval_set, modules_to_exclude, search_plain, split_eval_set
 
 
 def load_model(model: ModelRef) -> nn.Module:
@@ -162,9 +162,12 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
     """The INT8 ONNX that meets ``tuning.accuracy_target x`` FP32's top-1 on ``tuning.data`` (``quantize --accuracy-target``).
 
     Plain INT8 first (with ``options.exclude`` as the fixed start), then :mod:`resnet_deploy.tuning`'s
-    greedy search on ONNX Runtime CPU keeps the most sensitive blocks in high precision until the
-    target holds; ModelOpt then quantizes with those exclusions, and the result is measured again
-    before it is published. Reused while the request (tuning part included) matches.
+    greedy search (on ``tuning.score_engine``, default the fastest CPU runner) keeps the most sensitive
+    units in high precision until the target holds, and a final pass puts back what is not needed;
+    ModelOpt then quantizes with those exclusions (the search goes on from that real model when it
+    scores below the goal), ``tuning.holdout`` scores plain and tuned on images the search never saw,
+    and the result is measured again before it is published. Reused while the request (tuning part
+    included) matches.
     """
     if tuning.accuracy_target is None:
         raise ValueError("ensure_tuned_int8 needs tuning.accuracy_target")
@@ -181,12 +184,13 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
     snap = source if isinstance(source, Snapshot) else Snapshot.take(source, what="source ONNX")
     src = snap.path
     src_meta = read_fp32_source(snap)
-    images = load_eval_set(tuning.data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
-                           labels_file=tuning.labels, limit=tuning.limit, calib=options.calib,
-                           calib_samples=options.calib_samples, seed=model.seed, progress=progress,
-                           progress_bar_enabled=progress_bar)
+    images, held = tuning_images(tuning, src_meta, options, seed=model.seed, progress=progress, progress_bar=progress_bar)
     record = {"accuracy_target": tuning.accuracy_target, "data_digest": images.digest,
               "max_excluded": tuning.max_excluded}
+    if held is not None:
+        record["holdout_digest"] = held.digest
+    if tuning.score_engine is not None:
+        record["score_engine"] = tuning.score_engine
     dst = artifact_path(src_meta.get("arch") or model.arch, Precision.INT8, "onnx", out_dir)
     plain = None
     if not force:  # one request (the source and calibration data hashed once): plain, and tuned = plain + tuning
@@ -209,14 +213,57 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
             progress(f"starting from {dst}: plain INT8 of the same source, calibration data and settings")
             shutil.copyfile(dst, start)
         measure, found = search_plain(fp32_copy, start, images, tuning.accuracy_target, work,
-                                      max_excluded=tuning.max_excluded, progress=progress,
-                                      progress_bar_enabled=progress_bar)
-        if found["kept"]:
-            progress(f"quantizing again with {', '.join(found['kept'])} kept out of INT8, then measuring the result")
-        tuned = TunedInt8(tuning=record, keep=tuple(found["kept"]), accept=acceptor(measure, found),
-                          quantized=None if found["kept"] else (start, plain["conversion"]))
+                                      max_excluded=tuning.max_excluded, engine=tuning.score_engine,
+                                      progress=progress, progress_bar_enabled=progress_bar)
+
+        def requantize(kept: list[str], round_: int) -> tuple[Path, dict[str, Any]]:
+            modules, path = modules_to_exclude(kept), work / f"tuned{round_}.int8.onnx"
+            facts = dict(plain["conversion"])
+            if modules:
+                progress(f"quantizing again with {', '.join(modules)} kept out of INT8, then measuring the result")
+                made = make_precision_onnx(snap, Precision.INT8, options, out_dir=work / f"tuned{round_}", seed=model.seed,
+                                           force=True, tuned=TunedInt8(keep=tuple(modules)), progress=progress,
+                                           progress_bar=progress_bar)
+                shutil.copyfile(made["path"], path)
+                facts = made["conversion"]
+            else:
+                shutil.copyfile(start, path)
+            adds = keep_adds(path, fp32_copy, kept)
+            return path, {**facts, **({"residual_adds_kept": adds} if adds else {})}
+
+        made, found = confirm(measure, fp32_copy, found, requantize, progress=progress)
+        quantized = made or (start, plain["conversion"])
+        checked = None if held is None else holdout_scores(fp32_copy, held, start, quantized[0], work, engine=measure.engine,
+                                                           progress=progress)
+        tuned = TunedInt8(tuning=record, keep=tuple(modules_to_exclude(found["kept"])),
+                          accept=acceptor(measure, found, checked), quantized=quantized)
         return make_precision_onnx(snap, Precision.INT8, options, out_dir=out_dir, seed=model.seed, force=True,
                                    tuned=tuned, progress=progress, progress_bar=progress_bar)
+
+
+def tuning_images(tuning: TuningOptions, src_meta: dict[str, str], options: QuantizeOptions, *, seed: int,
+                  progress: Progress = quiet, progress_bar: bool = False) -> tuple[EvalSet, EvalSet | None]:
+    """(the images the search scores on, the held-out images or ``None``) for ``quantize --accuracy-target``."""
+    def load(data: Any, limit: int | None) -> EvalSet:
+        return load_eval_set(data, recipe_from_metadata(src_meta), label_set=src_meta.get("label_set", "imagenet"),
+                             labels_file=tuning.labels, limit=limit, calib=options.calib,
+                             calib_samples=options.calib_samples, seed=seed, progress=progress,
+                             progress_bar_enabled=progress_bar)
+
+    images = load(tuning.data, tuning.limit)
+    if tuning.holdout is None:
+        return images, None
+    if tuning.holdout_fraction is not None:
+        return split_eval_set(images, tuning.holdout_fraction)
+    if tuning.data is not None and Path(tuning.holdout).expanduser().resolve() == Path(tuning.data).expanduser().resolve():
+        raise UserError(f"--holdout {tuning.holdout} is the --data folder itself: held-out images must be others "
+                        "(or give a fraction, e.g. --holdout 0.25)")
+    held = load(tuning.holdout, None)
+    if (held.labels is None) != (images.labels is None):
+        raise UserError(f"--holdout {tuning.holdout} is {'un' if held.labels is None else ''}labelled and the search "
+                        f"images are {'un' if images.labels is None else ''}labelled: their scores would not compare "
+                        "(one sub-folder per class in both, or flat folders in both)")
+    return images, held
 
 
 def precision_manifest(model: ModelRef, precision: Precision, *, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,

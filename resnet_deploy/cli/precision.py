@@ -37,7 +37,7 @@ def quantize(
                                           "(layer1.0.conv1, fc); they stay in --high-precision."),
     accuracy_target: Optional[float] = typer.Option(None, "--accuracy-target", help="INT8: keep the most sensitive "
                                                     "blocks in high precision until top-1 on --data is at least this "
-                                                    "fraction of FP32's (e.g. 0.99); measured on ONNX Runtime CPU."),
+                                                    "fraction of FP32's (e.g. 0.99); measured on --score-engine."),
     data: Optional[Path] = typer.Option(None, "--data", help="With --accuracy-target: images it is measured on "
                                         "(<data>/<class>/<image> for top-1; a flat folder measures agreement with "
                                         "FP32's top-1). Default: the calibration images."),
@@ -47,6 +47,11 @@ def quantize(
                                         "subset of this many images."),
     max_excluded: Optional[int] = typer.Option(None, "--max-excluded", help="With --accuracy-target: the most "
                                                "blocks it may keep in high precision (default: a quarter of them)."),
+    holdout: Optional[str] = typer.Option(None, "--holdout", help="With --accuracy-target: a fraction in (0, 1) of "
+                                          "the images kept from the search (e.g. 0.25), or a folder of other images; "
+                                          "plain and tuned INT8 are scored on them too."),
+    score_engine: Optional[str] = typer.Option(None, "--score-engine", help="With --accuracy-target: the runner that "
+                                               "scores candidates: openvino or ort (default: the fastest installed)."),
     source: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX to convert (default: the exported "
                                           "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
@@ -61,7 +66,7 @@ def quantize(
                                   preact=preact, seed=seed, calib=calib, calib_samples=calib_samples,
                                   method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
                                   exclude=exclude, accuracy_target=accuracy_target, data=data, labels=labels,
-                                  limit=limit, max_excluded=max_excluded,
+                                  limit=limit, max_excluded=max_excluded, holdout=holdout, score_engine=score_engine,
                                   force=force, progress=progress, progress_bar=not as_json)
 
     def render() -> None:
@@ -87,7 +92,14 @@ def quantize(
                              (t["metric"], f"FP32 {t['fp32']:.2%}, plain INT8 {t['plain_int8']['score']:.2%}, "
                                            f"tuned INT8 {t['int8']['score']:.2%} (goal {t['goal']:.2%})"),
                              ("kept in high precision", ", ".join(t["kept"]) or "nothing (plain INT8 meets it)"),
-                             ("search", f"{t['evaluations']} candidate evaluations, {t['search_seconds']:.1f} s")]
+                             ("search", f"{t['evaluations']} candidate evaluations, {t['search_seconds']:.1f} s on "
+                                        f"{t.get('score_engine', 'ONNX Runtime CPU')}")]
+                    h = t.get("holdout")
+                    if h:
+                        rows += [(f"held-out {t['metric']}", f"FP32 {h['fp32']:.2%}, plain INT8 {h['plain_int8']['score']:.2%}, "
+                                                             f"tuned INT8 {h['int8']['score']:.2%} on {h['images']['images']} "
+                                                             "images the search never saw"),
+                                 ("held-out verdict", h["verdict"])]
             else:
                 rows += [("low-precision nodes", f"{conv.get('nodes_low_precision')} of {conv.get('nodes_total')}"),
                          ("reference data", f"{c.get('used')} images from {c.get('source')}")]

@@ -252,10 +252,8 @@ def int8_conversion(src: Path, tmp: Path, calibration: CalibSet, options: Quanti
                     excluded: dict[str, list[str]], tuned: TunedInt8, progress: Progress) -> dict[str, Any]:
     """Write the INT8 Q/DQ ONNX to ``tmp`` (or copy the search's plain INT8 there); its conversion facts."""
     if tuned.quantized is not None:
-        if tuned.keep:
-            raise ValueError("a quantized INT8 ONNX is reused only when nothing more is kept out of INT8")
-        progress("publishing the plain INT8 ONNX it started from (nothing kept out of INT8): no second "
-                 "quantization")
+        progress("publishing the INT8 ONNX the search measured (" + (f"ModelOpt's, with {', '.join(tuned.keep)} kept out "
+                 "of INT8" if tuned.keep else "the plain INT8 it started from") + "): no further quantization")
         shutil.copyfile(tuned.quantized[0], tmp)
         return dict(tuned.quantized[1])
     progress(f"quantizing {src.name} to INT8 with ModelOpt PTQ ({options.method} calibration on "

@@ -66,8 +66,8 @@ class TunedInt8:
     search kept out of INT8, on top of the options' ``exclude``; ``accept``: called on the new ONNX
     before it is published, returns the facts the manifest records under ``"tuning"`` or raises
     :class:`UserError` to publish nothing; ``quantized``: ``(INT8 ONNX, its conversion facts)`` made
-    from this very request without ``tuning`` and ``keep`` (the plain INT8 the search kept as it is),
-    published with the tuning facts instead of being quantized again.
+    from this very request with ``keep`` excluded (the plain INT8 when ``keep`` is empty; the search's
+    measured re-quantization otherwise), published with the tuning facts instead of being quantized again.
     """
 
     tuning: dict[str, Any] | None = None

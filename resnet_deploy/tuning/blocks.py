@@ -32,6 +32,7 @@ class Unit:
     layers: dict[str, str]              # {ONNX node: module path} of its Conv/Gemm layers
     output: str                         # the tensor the rest of the network sees
     adds: list[str] = field(default_factory=list)   # its residual Add node(s)
+    parts: list[Unit] = field(default_factory=list)  # for the search's residual-adds unit: one unit per block's Add
 
 
 def unit_name(path: str) -> str:
@@ -74,10 +75,52 @@ def find_units(model: onnx.ModelProto, modules: dict[str, str]) -> list[Unit]:
     return units
 
 
+ADDS = "residual-adds"      # the search's unit of every residual Add (its inputs in high precision, no conv's)
+
+
+def residual_adds(units: list[Unit]) -> Unit | None:
+    """One unit of every block's residual Add (its parts: each block's, ``layer2.1.add``): kept in high
+    precision, the Adds read FP32 inputs and no convolution loses its INT8 input."""
+    parts = [Unit(f"{u.name}.add", "add", {}, "", list(u.adds)) for u in units if u.kind == "block" and u.adds]
+    return Unit(ADDS, "adds", {}, "", [a for p in parts for a in p.adds], parts) if parts else None
+
+
+def layer_units(unit: Unit, int8: onnx.ModelProto) -> list[Unit]:
+    """``unit``'s layers as units of their own (``layer2.0.conv1``), as ModelOpt excludes them one by one.
+
+    A residual Add whose quantized input is the same tensor a layer's quantized input is (the block's
+    input, read by its first convolution and by the shortcut) loses that Q/DQ when ModelOpt excludes the
+    layer, so the Add goes with that layer's unit. A stem or classifier is its one layer already.
+    """
+    if unit.kind == "adds":
+        return list(unit.parts)
+    if unit.kind != "block":
+        return [unit]
+    producer = {o: n for n in int8.graph.node for o in n.output}
+    nodes = {n.name: n for n in int8.graph.node}
+
+    def quantized(node: onnx.NodeProto) -> set[str]:
+        """The float tensors behind ``node``'s Q/DQ inputs."""
+        out = set()
+        for i in node.input:
+            dq = producer.get(i)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                out.add(q.input[0])
+        return out
+
+    subs = []
+    for node, path in unit.layers.items():
+        mine = quantized(nodes[node]) if node in nodes else set()
+        adds = [a for a in unit.adds if a in nodes and mine & quantized(nodes[a])]
+        subs.append(Unit(path, "layer", {node: path}, nodes[node].output[0] if node in nodes else "", adds))
+    return subs
+
+
 def units_of(fp32_path: str | os.PathLike[str]) -> list[Unit]:
     """The units of an FP32 ONNX this toolkit exported (its metadata names the modules)."""
     model = onnx.load(str(fp32_path), load_external_data=False)
     return find_units(model, module_paths(read_metadata(model), fp32_path))
 
 
-__all__ = ["BLOCK", "Unit", "find_units", "unit_name", "units_of"]
+__all__ = ["ADDS", "BLOCK", "Unit", "residual_adds", "find_units", "layer_units", "unit_name", "units_of"]

@@ -116,4 +116,26 @@ def load_eval_set(data: str | os.PathLike[str] | None, recipe: Preprocess, *, la
     return EvalSet(batch[:len(kept)], None if labels is None else labels[kept], source, "data:" + h.hexdigest(), notes)
 
 
-__all__ = ["AGREEMENT", "EvalSet", "TOP1", "load_eval_set"]
+def split_eval_set(images: EvalSet, fraction: float) -> tuple[EvalSet, EvalSet]:
+    """(search part, held-out part): an evenly spaced ``fraction`` of the images held out, the same every run.
+
+    Evenly spaced over the set's order (class folder by class folder for a labelled set), so each class
+    gives about its share. Each part needs :data:`MIN_IMAGES` images.
+    """
+    n = len(images.batch)
+    held = _spaced(list(range(n)), max(1, round(fraction * n))) if 0 < fraction < 1 else []
+    rest = sorted(set(range(n)) - set(held))
+    if len(held) < MIN_IMAGES or len(rest) < MIN_IMAGES:
+        raise UserError(f"--holdout {fraction:g} of {n} images leaves {len(rest)} to search and {len(held)} held out; "
+                        f"each part needs at least {MIN_IMAGES}: give more images or another fraction")
+
+    def part(idx: list[int], name: str) -> EvalSet:
+        digest = hashlib.sha256(f"{images.digest}\0{name}\0{fraction!r}".encode()).hexdigest()
+        return EvalSet(images.batch[idx], None if images.labels is None else images.labels[idx],
+                       f"{images.source}, {name} part ({len(idx)} of {n}, --holdout {fraction:g})", digest,
+                       list(images.notes))
+
+    return part(rest, "search"), part(held, "held-out")
+
+
+__all__ = ["AGREEMENT", "EvalSet", "MIN_IMAGES", "TOP1", "load_eval_set", "split_eval_set"]

@@ -5,6 +5,7 @@ the keep-in-high-precision surgery, the sensitivity ranking, the greedy search, 
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -18,13 +19,14 @@ from typer.testing import CliRunner
 import resnet_deploy as rd
 from resnet_deploy.artifacts import Precision, read_manifest, sha256_file
 from resnet_deploy.cli import app
+from resnet_deploy.engine import BuildOptions
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
 from resnet_deploy.precision import QuantizeOptions, TunedInt8
 from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners.ort import OrtRunner
-from resnet_deploy.tuning import Measure, int8_conv_share, keep_high_precision, load_eval_set, rank, search, units_of
+from resnet_deploy.tuning import Measure, int8_conv_share, keep_adds, keep_high_precision, load_eval_set, rank, search, units_of
 
 pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
 WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
@@ -131,13 +133,53 @@ def test_search_stops_as_soon_as_the_target_holds(plain, measure):
     n0 = measure.evaluations
     result = search(measure, broken, units, 0.9, max_excluded=5)
     assert result["met"] and result["kept"] == ["layer2.2"] and len(result["steps"]) == 1
-    # plain, one per candidate in the ranking (the first step is the ranking's own): nothing after the target held
-    assert measure.evaluations - n0 == 1 + len(result["ranking"])
+    # both its convolutions' inputs are broken: the final pass tries each back in INT8 and keeps both out
+    assert [(s["back_to_int8"], s["accepted"]) for s in result["put_back"]] == [("layer2.2.conv1", False),
+                                                                               ("layer2.2.conv2", False)]
+    # plain, one per candidate in the ranking (the first step is the ranking's own), the final pass: nothing more
+    assert measure.evaluations - n0 == 1 + len(result["ranking"]) + 2
     assert result["final"]["score"] >= 0.9 * measure.reference
     # already met by plain INT8: no ranking at all
     n0 = measure.evaluations
     easy = search(measure, int8, units, 0.5)
     assert easy["met"] and easy["kept"] == [] and easy["ranking"] == [] and measure.evaluations - n0 == 1
+
+
+def test_the_final_pass_puts_back_into_int8_the_layers_the_goal_does_not_need(plain, measure):
+    """Only ``layer2.2.conv2``'s input quantizer broken: the search keeps the block, the final pass gives conv1 back."""
+    int8 = onnx.load(str(plain["int8"]))
+    units = units_of(plain["fp32"])
+    block = next(u for u in units if u.name == "layer2.2")
+    conv2 = next(n for n, p in block.layers.items() if p.endswith("conv2"))
+    broken = break_block(int8, [replace(block, name="only-conv2", layers={conv2: block.layers[conv2]})], "only-conv2")
+    result = search(measure, broken, units, 0.9, max_excluded=5)
+    assert result["met"] and result["steps"][-1]["kept"] == ["layer2.2"] and result["kept"] == ["layer2.2.conv2"]
+    assert [(s["back_to_int8"], s["accepted"]) for s in result["put_back"]] == [("layer2.2.conv1", True),
+                                                                               ("layer2.2.conv2", False)]
+    assert result["final"]["score"] >= 0.9 * measure.reference
+
+
+def test_kept_residual_adds_read_fp32_while_every_convolution_stays_int8(plain, tmp_path):
+    path = tmp_path / "adds.int8.onnx"
+    path.write_bytes(plain["int8"].read_bytes())
+    nodes = keep_adds(path, plain["fp32"], ["conv1", "layer2.1.add"])
+    model = onnx.load(str(path))
+    producer = {o: n.op_type for n in model.graph.node for o in n.output}
+    add = next(n for n in model.graph.node if n.name in nodes)
+    assert len(nodes) == 1 and "DequantizeLinear" not in [producer.get(i) for i in add.input]
+    assert int8_conv_share(model) == int8_conv_share(onnx.load(str(plain["int8"])))   # no conv lost its INT8 input
+    others = [n for n in model.graph.node if n.op_type == "Add" and n.name not in nodes]
+    assert all("DequantizeLinear" in [producer.get(i) for i in n.input] for n in others)
+
+
+def test_int8_with_every_residual_add_kept_builds_with_tensorrt_rtx(plain, tmp_path):
+    pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx)")
+    path = tmp_path / "resnet20.int8.onnx"
+    path.write_bytes(plain["int8"].read_bytes())
+    assert len(keep_adds(path, plain["fp32"], ["residual-adds"])) == 9
+    e = rd.build(None, onnx=path, precision="int8", out_dir=tmp_path, options=BuildOptions())
+    net = e["layer_precision"].get("network", e["layer_precision"])
+    assert net["implied_precision"] == "int8" and net["output_dtypes"].get("INT8", 0) >= 15 and net["qdq_layers"] >= 30
 
 
 def test_a_target_that_cannot_be_met_fails_saying_how_far_it_got(plain, measure):
@@ -186,13 +228,19 @@ def test_diagnose_reports_every_block_by_module_path_with_a_plot(plain, photos, 
 
 def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     args = ["quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
-            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--json"]
+            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort", "--json"]
     m = json.loads(run(*args).stdout)
     t = m["tuning"]
     assert t["plain_int8"]["score"] < t["goal"] <= t["int8"]["score"], t  # plain INT8 misses, the tuned one meets
-    assert 1 <= len(t["kept"]) <= 4 and set(t["kept"]) <= {"conv1", *BLOCKS}
-    assert sum(s["accepted"] for s in t["steps"]) == len(t["kept"]) and t["steps"][-1]["kept"] == t["kept"]
-    assert sorted(m["conversion"]["excluded"]) == sorted(t["kept"]) and m["request"]["tuning"]["accuracy_target"] == 0.99
+    # what the greedy kept (units), then the final pass put back what the goal no longer needs (layers, Adds)
+    units = [s for s in t["steps"] if s["accepted"]][-1]["kept"]
+    assert 1 <= len(units) <= 4 and set(units) <= {"conv1", *BLOCKS, "residual-adds"}
+    parts = {u: [k for k in t["kept"] if k == u or k.startswith(u + ".") or (u == "residual-adds" and k.endswith(".add"))]
+             for u in units}
+    assert sorted(sum(parts.values(), [])) == sorted(t["kept"]) and all(parts.values())
+    assert len(t["put_back"]) >= len(units)
+    modules = [k for k in t["kept"] if not k.endswith(".add") and k != "residual-adds"]
+    assert sorted(m["conversion"].get("excluded", {})) == sorted(modules) and m["request"]["tuning"]["accuracy_target"] == 0.99
     meta = read_metadata(onnx.load(m["path"]))
     assert meta["tuned_modules"] == ",".join(t["kept"]) and meta["accuracy_target"] == "0.99"
     assert float(meta["accuracy_int8"]) == pytest.approx(t["int8"]["score"], abs=1e-6)
@@ -271,7 +319,8 @@ def test_a_target_out_of_reach_exits_2_with_one_line(plain, tmp_path):
 def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plain, tmp_path):
     pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx)")
     m = json.loads(run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
-                       "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--json").stdout)
+                       "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort",
+                       "--json").stdout)
     e = json.loads(run("build", "--depth", 20, "-p", "int8", "--engine", "trt-rtx", "--out", tmp_path,
                        "--weights", WEIGHTS, "--json").stdout)
     assert e["source_metadata"]["tuned_modules"] == ",".join(m["tuning"]["kept"])
