@@ -1,4 +1,5 @@
-"""Measuring an INT8 candidate against FP32 on ONNX Runtime CPU, the toolkit's reference for ONNX numerics.
+"""Measuring an INT8 candidate against FP32 on one ONNX runner: ONNX Runtime CPU (the toolkit's reference for
+ONNX numerics) unless another ONNX backend of the registry is named (``openvino``: INT8 as a CPU deploys it).
 
 :class:`Measure` runs the FP32 model once on the :class:`~.images.EvalSet`, then scores each
 candidate (a file or an in-memory graph, written to the work folder): top-1 accuracy on a
@@ -41,7 +42,9 @@ class Measure:
     """Scores of INT8 candidates on one image set, each against the same FP32 logits."""
 
     def __init__(self, fp32: str | os.PathLike[str], images: EvalSet, work: str | os.PathLike[str], *,
-                 threads: int | None = None, progress_bar_enabled: bool = False):
+                 threads: int | None = None, progress_bar_enabled: bool = False, backend: str = "ort"):
+        self.backend = backend
+        self.engine: dict[str, Any] = {}  # what scored: the runner's backend, version, device (set by the first run)
         self.fp32_path = Path(fp32)
         self.images = images
         self.work = Path(work)
@@ -63,11 +66,14 @@ class Measure:
         t = time.perf_counter()
         chunks = []
         step = 32
-        with make_runner("ort", path, threads=self.threads) as runner, \
+        with make_runner(self.backend, path, threads=self.threads) as runner, \
                 progress_bar(len(self.images.batch), desc, self.bar) as advance:
             for start in range(0, len(self.images.batch), step):
                 chunks.append(infer_all(runner, self.images.batch[start:start + step]))
                 advance(len(chunks[-1]))
+            if not self.engine:
+                d = runner.describe()
+                self.engine = {k: d[k] for k in ("backend", "version", "device", "inference_precision") if k in d}
         self.seconds += time.perf_counter() - t
         return np.concatenate(chunks)
 
@@ -94,7 +100,8 @@ class Measure:
         cand = self._file(with_outputs(cand_model, tensors), "int8_tensors")
         sq = {t: [0.0, 0.0, 0.0] for t in tensors}      # sum |d|^2, sum |ref|^2, sum cosine
         n = len(self.images.batch)
-        with make_runner("ort", fp32, threads=self.threads) as ref, make_runner("ort", cand, threads=self.threads) as run, \
+        with make_runner(self.backend, fp32, threads=self.threads) as ref, \
+                make_runner(self.backend, cand, threads=self.threads) as run, \
                 progress_bar(n, "block errors", self.bar) as advance:
             spec = ref.input_spec
             fixed = spec.min_batch if spec.limit == "fixed" else None   # an export --batch N model takes N at a time
