@@ -64,7 +64,7 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
              min_calib_images: int = MIN_CALIB_IMAGES, force: bool = False, progress: Progress = quiet,
              progress_bar: bool = False, accuracy_target: float | None = None, data: PathLike | None = None,
              labels: PathLike | None = None, limit: int | None = None,
-             max_excluded: int | None = None) -> dict[str, Any]:
+             max_excluded: int | None = None, int8_flavour: str = "trt") -> dict[str, Any]:
     """The precision ONNX (``resnet-deploy quantize``), made or reused; returns its manifest with ``"path"``.
 
     The keywords are the command's options (:class:`~resnet_deploy.precision.QuantizeOptions`,
@@ -73,7 +73,8 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
     parsed = Precision.parse(precision)
     model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
     options = QuantizeOptions(calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
-                              high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images)
+                              high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images,
+                              int8_flavour=int8_flavour)
     tuning = TuningOptions(accuracy_target=accuracy_target, data=data, labels=labels, limit=limit,
                            max_excluded=max_excluded)
     return pipeline.ensure_precision(model, parsed, out_dir=out_dir, options=options, tuning=tuning, source=source,

@@ -118,6 +118,9 @@ def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os
             raise UserError(f"--accuracy-target tunes INT8 quantization: use it with --precision int8, not {precision}")
         if options.fp16_io:
             raise UserError("--fp16-io applies to --precision fp16 only (INT8 models keep FP32 inputs/outputs)")
+        if options.int8_flavour != "trt":
+            raise UserError("--accuracy-target keeps blocks out of the TensorRT flavour's INT8; it does not tune "
+                            f"--int8-flavour {options.int8_flavour}")
         return ensure_tuned_int8(model, tuning, out_dir=out_dir, options=options, source=source, force=force,
                                  progress=progress, progress_bar=progress_bar)
     tuning.check()

@@ -46,6 +46,9 @@ def quantize(
                                         "subset of this many images."),
     max_excluded: Optional[int] = typer.Option(None, "--max-excluded", help="With --accuracy-target: the most "
                                                "blocks it may keep in high precision (default: a quarter of them)."),
+    int8_flavour: str = typer.Option("trt", "--int8-flavour", help="INT8: trt (ModelOpt PTQ, Q/DQ placed for "
+                                     "TensorRT; also the openvino runner's fast path) or ort-cpu (ONNX Runtime's "
+                                     "quantize_static QDQ for its CPU provider, written as <arch>.int8.ort-cpu.onnx)."),
     source: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX to convert (default: the exported "
                                           "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
@@ -59,11 +62,13 @@ def quantize(
                                   preact=preact, seed=seed, calib=calib, calib_samples=calib_samples,
                                   method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
                                   exclude=exclude, accuracy_target=accuracy_target, data=data, labels=labels,
-                                  limit=limit, max_excluded=max_excluded,
+                                  limit=limit, max_excluded=max_excluded, int8_flavour=int8_flavour,
                                   force=force, progress=progress, progress_bar=not as_json)
 
     def render() -> None:
         rows = [("precision", m["precision"])]
+        if m.get("runtime"):
+            rows.append(("INT8 for", f"{m['runtime']} (--int8-flavour {m['int8_flavour']})"))
         if "request" in m:
             c, conv = m.get("calibration", {}), m.get("conversion", {})
             rows += [("input / output", f"{m['input']['dtype']} / {m['output']['dtype']}"),
