@@ -6,7 +6,7 @@
    the toolkit's INT8 ONNX (ModelOpt PTQ, TensorRT placement) and ORT's ``quantize_static`` of the same FP32
    ONNX (``quant_pre_process``, then QDQ, per-channel, U8 activations, S8 weights, MinMax on 32 calibration views), interleaved call by
    call at batch 1 and 8 in one run. The issue's target: ORT INT8 >= 2.5x ORT FP32 at batch 8.
-2. Accuracy: the trained CIFAR ResNet-20/56 (and the digits ResNet-18 with --digits), ORT's
+2. Accuracy: the trained CIFAR ResNet-20/56, ORT's
    ``quantize_static`` with the CLI's default calibration (the bundled photographs' views), through parity's
    inputs against PyTorch FP32 at the INT8 bars (``resnet_deploy.compare.THRESHOLDS``), beside the toolkit's
    ModelOpt INT8 of the same network; and the ORT model broken on purpose (activation scales x4,
