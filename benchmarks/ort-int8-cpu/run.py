@@ -6,7 +6,7 @@
    the toolkit's INT8 ONNX (ModelOpt PTQ, TensorRT placement) and ORT's ``quantize_static`` of the same FP32
    ONNX (``quant_pre_process``, then QDQ, per-channel, U8 activations, S8 weights, MinMax on 32 calibration views), interleaved call by
    call at batch 1 and 8 in one run. The issue's target: ORT INT8 >= 2.5x ORT FP32 at batch 8.
-2. Accuracy: the trained CIFAR ResNet-20/56, ORT's
+2. Accuracy: the trained CIFAR ResNet-20/56 (and the digits ResNet-18 with --digits WORK), ORT's
    ``quantize_static`` with the CLI's default calibration (the bundled photographs' views), through parity's
    inputs against PyTorch FP32 at the INT8 bars (``resnet_deploy.compare.THRESHOLDS``), beside the toolkit's
    ModelOpt INT8 of the same network; and the ORT model broken on purpose (activation scales x4,
@@ -63,18 +63,19 @@ class _Reader(CalibrationDataReader):
         return next(self.items, None)
 
 
-def ort_int8(fp32: Path, dst: Path, samples: int) -> Path:
+def ort_int8(fp32: Path, dst: Path, samples: int, folder: Path | None = None) -> Path:
     """:func:`quantize_with_ort` in a fresh process: ModelOpt, once imported, changes ORT's calibration
     (``quantize_static`` then finds no parameters for the graph input)."""
-    subprocess.run([sys.executable, __file__, "--ort-quantize", str(fp32), str(dst), str(samples)], check=True)
+    subprocess.run([sys.executable, __file__, "--ort-quantize", str(fp32), str(dst), str(samples),
+                    *([str(folder)] if folder else [])], check=True)
     return dst
 
 
-def quantize_with_ort(fp32: Path, dst: Path, samples: int) -> Path:
+def quantize_with_ort(fp32: Path, dst: Path, samples: int, folder: Path | None = None) -> Path:
     """ORT's own static INT8 of the toolkit's FP32 ONNX, as ORT documents it: ``quant_pre_process`` (shape
     inference, graph optimisation), then ``quantize_static``: QDQ, per-channel weights, U8 activations, S8 weights."""
     recipe = recipe_from_metadata(read_metadata(fp32))
-    calib = load_calibration(None, recipe, samples=samples).batch
+    calib = load_calibration(folder, recipe, samples=samples).batch
     name = onnx.load(str(fp32), load_external_data=False).graph.input[0].name
     pre = dst.with_suffix(".pre.onnx")
     quant_pre_process(str(fp32), str(pre))
@@ -146,10 +147,10 @@ def show(name: str, kind: str, ref: np.ndarray, cand: np.ndarray) -> None:
           f"{'PASS' if r.passed else 'FAIL'}")
 
 
-def accuracy(name: str, ref_model: ModelRef, work: Path, x: np.ndarray) -> None:
+def accuracy(name: str, ref_model: ModelRef, work: Path, x: np.ndarray, calib: Path | None = None) -> None:
     fp32 = Path(pipeline.export_model(ref_model, out_dir=work)["path"])
-    mo = pipeline.ensure_precision(ref_model, Precision.INT8, out_dir=work)["path"]
-    own = ort_int8(fp32, work / f"{name}.ort-int8.onnx", DEFAULT_CALIB_SAMPLES)
+    mo = pipeline.ensure_precision(ref_model, Precision.INT8, out_dir=work, options=QuantizeOptions(calib=calib))["path"]
+    own = ort_int8(fp32, work / f"{name}.ort-int8.onnx", DEFAULT_CALIB_SAMPLES, calib)
     ref = logits("torch", pipeline.load_model(ref_model), x)
     show(name, "toolkit ModelOpt INT8 on ort", ref, logits("ort", mo, x))
     show(name, "ORT quantize_static INT8 on ort", ref, logits("ort", own, x))
@@ -162,6 +163,17 @@ def accuracy(name: str, ref_model: ModelRef, work: Path, x: np.ndarray) -> None:
     show(name, f"broken: ORT INT8, {conv} + noise", ref, logits("ort", noisy, x))
 
 
+def digits_model(work: Path, epochs: int):
+    """benchmarks/precision-bars/run.py's digits ResNet-18: (weights, training folder, held-out inputs, recipe)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("precision_bars", ROOT / "benchmarks" / "precision-bars" / "run.py")
+    bars = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bars)
+    work.mkdir(parents=True, exist_ok=True)
+    return bars.digits_model(work, epochs, lambda m: print(m, file=sys.stderr))
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--seconds", type=float, default=20.0)
@@ -169,10 +181,14 @@ def main() -> None:
     ap.add_argument("--depths", default="18,50")
     ap.add_argument("--skip-speed", action="store_true")
     ap.add_argument("--skip-accuracy", action="store_true")
-    ap.add_argument("--ort-quantize", nargs=3, metavar=("FP32", "DST", "SAMPLES"), help=argparse.SUPPRESS)
+    ap.add_argument("--digits", type=Path, metavar="WORK", help="also the digits ResNet-18 (trained here by "
+                    "benchmarks/precision-bars' digits_model, kept in WORK), calibrated on its training images")
+    ap.add_argument("--digits-epochs", type=int, default=30)
+    ap.add_argument("--ort-quantize", nargs="+", help=argparse.SUPPRESS)  # FP32 DST SAMPLES [FOLDER]
     a = ap.parse_args()
     if a.ort_quantize:
-        quantize_with_ort(Path(a.ort_quantize[0]), Path(a.ort_quantize[1]), int(a.ort_quantize[2]))
+        q = a.ort_quantize
+        quantize_with_ort(Path(q[0]), Path(q[1]), int(q[2]), Path(q[3]) if len(q) > 3 else None)
         return
     cpu = cpu_features()
     print(f"CPU: {cpu['model']} ({platform.machine()}); {cpu['summary']}; ONNX Runtime {ort.__version__}")
@@ -189,6 +205,10 @@ def main() -> None:
                 recipe = recipe_from_metadata(read_metadata(pipeline.export_model(ref_model, out_dir=work)["path"]))
                 _, x = parity_batch(recipe)
                 accuracy(f"cifar resnet{depth}", ref_model, work, x)
+            if a.digits:
+                print("\nDigits ResNet-18 (its 540 held-out images; calibrated on its training images)")
+                weights, train, x, recipe = digits_model(a.digits, a.digits_epochs)
+                accuracy("digits resnet18", ModelRef.of(18, weights=weights, recipe=recipe), work, x, calib=train)
 
 
 if __name__ == "__main__":
