@@ -30,7 +30,7 @@ from .artifacts import DEFAULT_ROOT, Precision, artifact_path
 from .compare import THRESHOLDS, parity_batch, run_parity
 from .deploy import Ports, ServingOptions, TritonServer, find_server
 from .engine import BuildOptions, ProgressCallback, engine_path_for
-from .errors import ParityError, UserError
+from .errors import BackendUnavailable, ParityError, UserError
 from .evaluate import EvalOptions
 from .labels import load_labels, read_labels
 from .model import RANDOM_SEED, ModelRef, create_model, describe, resolve_arch
@@ -40,7 +40,7 @@ from .precision import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES, QuantizeOptions,
 from .predict import classify_images, decode_images
 from .preprocess import recipe_from_metadata
 from .progress import Progress, quiet
-from .runners import artifact_kind, make_runner, open_runner, served_facts
+from .runners import ONNX_BACKENDS, artifact_kind, make_runner, open_runner, served_facts, unavailable
 from .tuning import TuningOptions, diagnose_int8, load_eval_set, plot_diagnosis
 
 PathLike = str | os.PathLike[str]
@@ -65,7 +65,7 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
              progress_bar: bool = False, accuracy_target: float | None = None, data: PathLike | None = None,
              labels: PathLike | None = None, limit: int | None = None,
              max_excluded: int | None = None, holdout: float | PathLike | None = None,
-             score_engine: str | None = None) -> dict[str, Any]:
+             score_engine: str | None = None, int8_flavour: str = "trt") -> dict[str, Any]:
     """The precision ONNX (``resnet-deploy quantize``), made or reused; returns its manifest with ``"path"``.
 
     The keywords are the command's options (:class:`~resnet_deploy.precision.QuantizeOptions`,
@@ -74,7 +74,8 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
     parsed = Precision.parse(precision)
     model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
     options = QuantizeOptions(calib=calib, calib_samples=calib_samples, method=method, fp16_io=fp16_io,
-                              high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images)
+                              high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images,
+                              int8_flavour=int8_flavour)
     tuning = TuningOptions(accuracy_target=accuracy_target, data=data, labels=labels, limit=limit,
                            max_excluded=max_excluded, holdout=holdout, score_engine=score_engine)
     return pipeline.ensure_precision(model, parsed, out_dir=out_dir, options=options, tuning=tuning, source=source,
@@ -352,19 +353,33 @@ def serve(repository: PathLike, *, server: PathLike | None = None, host: str = "
     return srv.start()
 
 
+def check_diagnose_engine(engine: str) -> None:
+    """Refuse, before any slow work, an engine that does not run ONNX graphs or cannot run INT8 here."""
+    if artifact_kind(engine) != "onnx":
+        raise UserError(f"diagnose scores ONNX graphs (each block kept out of INT8 in turn); --engine {engine} runs "
+                        f"{artifact_kind(engine)} artifacts: choose one of {', '.join(ONNX_BACKENDS)}")
+    why = unavailable(engine, "int8")
+    if why is not None:
+        raise BackendUnavailable(engine, why)
+
+
 def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, labels: str | os.PathLike[str] | None = None,
              limit: int | None = None, onnx: str | os.PathLike[str] | None = None,
              plot: str | os.PathLike[str] | None = None, out_dir: str | os.PathLike[str] = DEFAULT_ROOT,
              weights: str | os.PathLike[str] | None = None, num_classes: int | None = None, preact: bool = False,
              seed: int = RANDOM_SEED, calib: str | os.PathLike[str] | None = None,
              calib_samples: int = DEFAULT_CALIB_SAMPLES, method: str = "entropy", progress: Progress = quiet,
-             progress_bar: bool = False) -> dict[str, Any]:
+             progress_bar: bool = False, engine: str = "ort") -> dict[str, Any]:
     """Where INT8 goes wrong: block-by-block errors against FP32 and the sensitivity ranking (``resnet-deploy diagnose``).
+
+    ``engine``: the ONNX runner that scores every model (``ort``, ``ort-cuda``, ``openvino``); the report's
+    ``engine`` says which ran (backend, version, device).
 
     The INT8 ONNX is ``onnx`` (made from this model's FP32 export) or the one ``quantize`` left
     (:func:`pipeline.precision_manifest`; made when missing, with the ``calib`` options). Images: ``data`` (labelled: top-1; flat:
     agreement with FP32's top-1) or the calibration images. ``plot`` writes the bar charts.
     """
+    check_diagnose_engine(engine)
     model = ModelRef.of(depth, weights=weights, num_classes=num_classes, preact=preact, seed=seed)
     fp32 = pipeline.ensure_onnx(model, out_dir=out_dir, progress=progress)
     fp32_path = Path(fp32["path"])
@@ -388,12 +403,12 @@ def diagnose(depth: int | str, *, data: str | os.PathLike[str] | None = None, la
         int8_path = Path(pipeline.precision_manifest(model, Precision.INT8, out_dir=out_dir, options=options,
                                                      progress=progress, progress_bar=progress_bar)["path"])
         facts = artifact_facts(int8_path, "onnx")
-    if facts.get("high_precision") == "fp16":
+    if facts.get("high_precision") == "fp16" and engine == "ort":
         raise UserError(f"{int8_path} keeps its unquantized layers in FP16, which ONNX Runtime CPU mis-computes "
                         "(docs/precision.md): diagnose an INT8 ONNX made with --high-precision fp32")
     with tempfile.TemporaryDirectory(prefix="resnet-deploy-diagnose-") as work:
         report = diagnose_int8(snap.write(Path(work) / fp32_path.name), int8_path, images, Path(work), progress=progress,
-                               progress_bar_enabled=progress_bar)
+                               progress_bar_enabled=progress_bar, backend=engine)
     report.update(arch=model.arch, fp32_onnx=str(fp32_path))  # (the private copy it read is gone)
     if plot is not None:
         plot_diagnosis(report, plot)

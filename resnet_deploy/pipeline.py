@@ -141,6 +141,9 @@ def ensure_precision(model: ModelRef, precision: Precision, *, out_dir: str | os
             raise UserError(f"--accuracy-target tunes INT8 quantization: use it with --precision int8, not {precision}")
         if options.fp16_io:
             raise UserError("--fp16-io applies to --precision fp16 only (INT8 models keep FP32 inputs/outputs)")
+        if options.int8_flavour != "trt":
+            raise UserError("--accuracy-target keeps blocks out of the TensorRT flavour's INT8; it does not tune "
+                            f"--int8-flavour {options.int8_flavour}")
         return ensure_tuned_int8(model, tuning, out_dir=out_dir, options=options, source=source, force=force,
                                  progress=progress, progress_bar=progress_bar)
     tuning.check()
@@ -233,7 +236,7 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
 
         made, found = confirm(measure, fp32_copy, found, requantize, progress=progress)
         quantized = made or (start, plain["conversion"])
-        checked = None if held is None else holdout_scores(fp32_copy, held, start, quantized[0], work, engine=measure.engine,
+        checked = None if held is None else holdout_scores(fp32_copy, held, start, quantized[0], work, engine=measure.backend,
                                                            progress=progress)
         tuned = TunedInt8(tuning=record, keep=tuple(modules_to_exclude(found["kept"])),
                           accept=acceptor(measure, found, checked), quantized=quantized)

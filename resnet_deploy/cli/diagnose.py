@@ -11,6 +11,7 @@ from rich.table import Table
 
 from .. import api
 from ..precision import DEFAULT_CALIB_SAMPLES
+from ..runners import ONNX_BACKENDS
 from .common import ClassesOpt, DepthOpt, JsonOpt, OutOpt, PreactOpt, SeedOpt, WeightsOpt, emit, err, handled, out
 
 
@@ -29,6 +30,8 @@ def diagnose(
                                         "quantized first if missing)."),
     plot: Optional[Path] = typer.Option(None, "--plot", help="Write the bar charts to this PNG."),
     layers: bool = typer.Option(False, "--layers", help="Also list every layer's output error (always in --json)."),
+    engine: str = typer.Option("ort", "--engine", "-e", help=f"ONNX runner that scores every model: "
+                               f"{', '.join(ONNX_BACKENDS)} (openvino: INT8 as a CPU deploys it)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
     preact: bool = PreactOpt, seed: int = SeedOpt, as_json: bool = JsonOpt,
 ) -> None:
@@ -37,11 +40,14 @@ def diagnose(
         r = api.diagnose(depth, data=data, labels=labels, limit=limit, onnx=onnx, plot=plot, out_dir=out_dir,
                          weights=weights, num_classes=num_classes, preact=preact, seed=seed, calib=calib,
                          calib_samples=calib_samples, method=calib_method, progress=progress,
-                         progress_bar=not as_json)
+                         progress_bar=not as_json, engine=engine)
 
     def render() -> None:
         metric = r["metric"]
-        table = Table(title=escape(f"{r['arch']}: INT8 vs FP32 on {r['images']['images']} images ({r['images']['source']})"),
+        eng = r["engine"]
+        on = f"{eng.get('backend')} {eng.get('version') or ''} ({eng.get('device')})".replace("  ", " ")
+        table = Table(title=escape(f"{r['arch']}: INT8 vs FP32 on {r['images']['images']} images ({r['images']['source']}), "
+                            f"scored on {on}"),
                       title_justify="left")
         for col in ("unit", "output rel. L2", "output cosine", f"{metric} with it kept", "gain"):
             table.add_column(col, justify="left" if col == "unit" else "right")

@@ -52,6 +52,9 @@ def quantize(
                                           "plain and tuned INT8 are scored on them too."),
     score_engine: Optional[str] = typer.Option(None, "--score-engine", help="With --accuracy-target: the runner that "
                                                "scores candidates: openvino or ort (default: the fastest installed)."),
+    int8_flavour: str = typer.Option("trt", "--int8-flavour", help="INT8: trt (ModelOpt PTQ, Q/DQ placed for "
+                                     "TensorRT; also the openvino runner's fast path) or ort-cpu (ONNX Runtime's "
+                                     "quantize_static QDQ for its CPU provider, written as <arch>.int8.ort-cpu.onnx)."),
     source: Optional[Path] = typer.Option(None, "--onnx", help="FP32 ONNX to convert (default: the exported "
                                           "<out>/<arch>/<arch>.fp32.onnx, exported first if missing)."),
     out_dir: Path = OutOpt, weights: Optional[Path] = WeightsOpt, num_classes: Optional[int] = ClassesOpt,
@@ -67,10 +70,13 @@ def quantize(
                                   method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
                                   exclude=exclude, accuracy_target=accuracy_target, data=data, labels=labels,
                                   limit=limit, max_excluded=max_excluded, holdout=holdout, score_engine=score_engine,
+                                  int8_flavour=int8_flavour,
                                   force=force, progress=progress, progress_bar=not as_json)
 
     def render() -> None:
         rows = [("precision", m["precision"])]
+        if m.get("runtime"):
+            rows.append(("INT8 for", f"{m['runtime']} (--int8-flavour {m['int8_flavour']})"))
         if "request" in m:
             c, conv = m.get("calibration", {}), m.get("conversion", {})
             rows += [("input / output", f"{m['input']['dtype']} / {m['output']['dtype']}"),

@@ -41,6 +41,7 @@ from .autocast import LOW_PRECISIONS, convert_fp16
 from .calib import CalibSet, calibration_digest, load_calibration
 from .exclude import excluded_nodes, module_paths, node_patterns, parse_exclude
 from .options import QuantizeOptions, TunedInt8
+from .ort_cpu import RUNTIME, flavour_name, quantize_ort_cpu
 from .placement import PLACEMENT_VERSION
 from .ptq import quantize_int8
 
@@ -110,6 +111,8 @@ def precision_request(src: Path | Snapshot, precision: Precision, src_meta: dict
     }
     if precision == "int8":
         request.update(method=options.method, high_precision=options.high_precision, placement=PLACEMENT_VERSION)
+        if options.int8_flavour != "trt":  # (absent for the default: earlier manifests stay valid)
+            request.update(int8_flavour=options.int8_flavour)
         exclude = options.excluded
         if exclude:  # (absent when empty: earlier calibration caches stay valid)
             request.update(exclude=exclude)
@@ -160,7 +163,7 @@ def make_precision_onnx(
     src = snap.path
     src_meta = read_fp32_source(snap)
     arch = src_meta.get("arch") or src.name.split(".")[0]
-    dst = artifact_path(arch, precision, "onnx", out_dir)
+    dst = flavour_name(artifact_path(arch, precision, "onnx", out_dir), options.int8_flavour)
     if src.resolve() == dst.resolve():
         raise UserError(f"the source and the output are the same file: {dst}")
     ensure_writable_dir(dst.parent)
@@ -193,7 +196,11 @@ def make_precision_onnx(
                                  calib=calibration.batch)
         else:
             fit_fixed_batch(src, src_meta, calibration)
-            facts = int8_conversion(private, tmp, calibration, options, excluded, tuned, progress)
+            if options.int8_flavour == "ort-cpu":
+                progress(f"quantizing {src.name} to INT8 for ONNX Runtime CPU with its quantize_static "
+                         f"({options.method} calibration on {calibration.used} images)")
+            facts = quantize_ort_cpu(private, tmp, calibration.batch, options.method) if options.int8_flavour == "ort-cpu" \
+                else int8_conversion(private, tmp, calibration, options, excluded, tuned, progress)
         t_convert = time.perf_counter()
         model = load_onnx(tmp)
         meta = {**src_meta, "precision": precision, "source_sha256": request["source_sha256"]}
@@ -202,6 +209,8 @@ def make_precision_onnx(
                         calibration_source=calibration.source, high_precision=options.high_precision)
             if excluded_names:
                 meta.update(excluded_modules=",".join(excluded_names))
+            if options.int8_flavour != "trt":
+                meta.update(int8_flavour=options.int8_flavour, runtime=RUNTIME[options.int8_flavour])
         else:
             meta.update(io_dtype="fp16" if options.fp16_io else "fp32")
         accepted = tuned.accept(tmp) if tuned.accept is not None else None  # raises to publish nothing
@@ -217,6 +226,8 @@ def make_precision_onnx(
         "kind": "onnx",
         **{k: v for k, v in src_meta.items() if k != "precision"},
         "precision": precision,
+        **({"int8_flavour": options.int8_flavour, "runtime": RUNTIME[options.int8_flavour]}
+           if precision == "int8" else {}),
         "preprocess": recipe.to_dict(),
         "source": {"path": str(src), "sha256": request["source_sha256"]},
         "request": request,

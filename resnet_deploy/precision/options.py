@@ -12,6 +12,7 @@ from ..artifacts import Precision
 from ..errors import UserError
 from .calib import DEFAULT_CALIB_SAMPLES, MIN_CALIB_IMAGES
 from .exclude import check_exclude, parse_exclude
+from .ort_cpu import FLAVOURS
 from .ptq import HIGH_PRECISIONS, normalize_method
 
 
@@ -23,7 +24,9 @@ class QuantizeOptions:
     are used; ``method``: ``entropy``, ``minmax`` or ``percentile``; ``fp16_io``: FP16 inputs and
     outputs (FP16 only); ``high_precision``: the type of the layers left out of INT8;
     ``exclude``: torch module paths kept out of INT8 (``"layer4.2,fc"`` or a list);
-    ``min_calib_images``: fewer usable images than this is an error.
+    ``min_calib_images``: fewer usable images than this is an error; ``int8_flavour``: ``trt`` (ModelOpt PTQ,
+    Q/DQ placed for TensorRT: the default) or ``ort-cpu`` (ONNX Runtime's own ``quantize_static`` QDQ for its
+    CPU provider, written beside the default as ``<arch>.int8.ort-cpu.onnx``; :mod:`.ort_cpu`).
     """
 
     calib: str | os.PathLike[str] | None = None
@@ -33,6 +36,7 @@ class QuantizeOptions:
     high_precision: str = "fp32"
     exclude: str | Sequence[str] | None = None
     min_calib_images: int = MIN_CALIB_IMAGES
+    int8_flavour: str = "trt"
 
     @property
     def excluded(self) -> list[str]:
@@ -51,11 +55,23 @@ class QuantizeOptions:
             raise UserError("--fp16-io applies to --precision fp16 only (INT8 and BF16 models keep FP32 inputs/outputs)")
         if self.high_precision not in HIGH_PRECISIONS:
             raise UserError(f"--high-precision must be fp16 or fp32, got {self.high_precision!r}")
+        self._check_flavour(precision)
         calib = self.calib
         if calib is not None and not Path(calib).expanduser().is_dir():
             raise UserError(f"calibration folder not found: {calib}" if not Path(calib).expanduser().exists()
                             else f"--calib must be a folder of images, got the file {calib}")
         return replace(self, method=method, exclude=tuple(self.excluded))
+
+    def _check_flavour(self, precision: Precision) -> None:
+        if self.int8_flavour not in FLAVOURS:
+            raise UserError(f"--int8-flavour must be one of {', '.join(FLAVOURS)}, got {self.int8_flavour!r}")
+        if self.int8_flavour == "trt":
+            return
+        if precision != Precision.INT8:
+            raise UserError(f"--int8-flavour {self.int8_flavour} applies to --precision int8 only")
+        if self.excluded or self.high_precision != "fp32":
+            raise UserError(f"--exclude and --high-precision fp16 are for the TensorRT flavour; --int8-flavour "
+                            f"{self.int8_flavour} quantizes every layer ONNX Runtime's CPU kernels take")
 
 
 @dataclass(frozen=True)

@@ -231,6 +231,16 @@ class OpenVinoRunner(Runner):
         self._queue.wait_all()
         return np.concatenate(results)
 
+    def infer_outputs(self, batch: np.ndarray, names: list[str]) -> list[np.ndarray]:
+        """The graph outputs ``names`` for one batch, float32 (diagnosis makes intermediate tensors outputs)."""
+        x = self._require_open().check(batch)
+        result = self._request.infer({0: x})
+        ports = {n: port for port in self.compiled.outputs for n in port.get_names()}
+        missing = [n for n in names if n not in ports]
+        if missing:
+            raise UserError(f"{self.path} has no output {missing[0]!r}")
+        return [np.asarray(result[ports[n]], dtype=np.float32) for n in names]
+
     # ------------------------------------------------------------------ facts
     def describe(self) -> dict[str, Any]:
         version = dist_version("openvino")

@@ -34,6 +34,32 @@ from .base import InputSpec, Runner
 
 RECOMPILE_LIMIT = 64  # graphs per compiled model: batch sizes of one sweep, with room to spare
 DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
+CPU_AUTOCAST = "torch.autocast('cpu', dtype=torch.bfloat16): convolutions and matmuls in BF16, the rest FP32"
+
+
+def cpu_bf16_units() -> str | None:
+    """The CPU units PyTorch's BF16 kernels (oneDNN) run on here (``"AMX"``, ``"AVX512-BF16"``), or None."""
+    cpu = getattr(torch, "cpu", None)
+    if cpu is None:
+        return None
+    if getattr(cpu, "_is_amx_tile_supported", lambda: False)():
+        return "AMX"
+    if getattr(cpu, "_is_avx512_bf16_supported", lambda: False)():
+        return "AVX512-BF16"
+    return None
+
+
+class _Autocast(nn.Module):
+    """The model under CPU BF16 autocast (eager and, traced by dynamo, torch.compile); logits in FP32."""
+
+    def __init__(self, model: nn.Module):
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.autocast("cpu", dtype=torch.bfloat16):
+            y = self.model(x)
+        return y.float()
 
 
 def _graphs_compiled() -> int:
@@ -124,11 +150,16 @@ class TorchRunner(Runner):
             raise BackendUnavailable("torch (CUDA)", "no CUDA device")
         if self.precision not in DTYPES:
             raise BackendUnavailable(self.backend, f"PyTorch has no {self.precision} path in this toolkit")
-        self.dtype = DTYPES[self.precision]
-        self.notes = []
+        # BF16 on a CPU: the FP32 module under autocast (oneDNN's BF16 kernels), FP32 in and out;
+        # elsewhere the module itself is cast to the precision's dtype
+        autocast = self.precision == "bf16" and self.device.type == "cpu"
+        self.dtype = torch.float32 if autocast else DTYPES[self.precision]
+        self.notes = [f"{CPU_AUTOCAST} (on {cpu_bf16_units() or 'no BF16 unit'})"] if autocast else []
         self.memory_format = torch.channels_last if self.channels_last else torch.contiguous_format
         model = copy.deepcopy(self.model) if self.copy_model else self.model
         self._module = model.eval().to(self.device, self.dtype, memory_format=self.memory_format)
+        if autocast:
+            self._module = _Autocast(self._module).eval()
         if self.device.type == "cuda":
             if self.tf32 is not None:
                 # FP32 means FP32 unless asked: TF32 convolutions miss the FP32 parity bar (rel. L2 ~3e-4 > 1e-4).
@@ -279,9 +310,12 @@ class TorchRunner(Runner):
         gpu = cuda_available()
         if precision == "int8":
             return "PyTorch has no INT8 path in this toolkit (INT8 is a Q/DQ ONNX for ort, ort-cuda, trt, trt-rtx)"
-        if precision in ("fp16", "bf16") and not gpu:
-            return (f"PyTorch {precision.upper()} on a CPU is not a deployment path (no fast kernels: ResNet-18 FP16 took "
-                    "0.9 s per image on the 2-core machine); it is measured on a GPU")
+        if precision == "fp16" and not gpu:
+            return ("PyTorch FP16 on a CPU is not a deployment path (no fast kernels: ResNet-18 FP16 took 0.9 s per image "
+                    "on the 2-core machine); it is measured on a GPU; BF16 is PyTorch's CPU low precision")
+        if precision == "bf16" and not gpu and cpu_bf16_units() is None:
+            return ("PyTorch BF16 on this CPU: it lacks AVX512-BF16 and AMX (oneDNN would emulate BF16, slower than FP32); "
+                    "a CPU with them runs it under torch.autocast")
         if backend == "torch-compile" and not gpu and not (shutil.which("g++") or shutil.which("c++")):
             return "torch.compile on CPU needs a C++ compiler (g++), and none is on PATH"
         return None
@@ -296,4 +330,4 @@ class TorchRunner(Runner):
         return {"copy_model": True}
 
 
-__all__ = ["DTYPES", "TorchRunner", "cuda_available"]
+__all__ = ["CPU_AUTOCAST", "DTYPES", "TorchRunner", "cpu_bf16_units", "cuda_available"]

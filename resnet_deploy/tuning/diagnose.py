@@ -56,21 +56,22 @@ def unit_errors(measure: Measure, int8: onnx.ModelProto, units: list[Unit]) -> t
 
 
 def diagnose_int8(fp32_path: str | os.PathLike[str], int8_path: str | os.PathLike[str], images: EvalSet, work: Path, *,
-                  progress: Progress = quiet, progress_bar_enabled: bool = False) -> dict[str, Any]:
-    """Per-unit and per-layer errors of the INT8 ONNX against its FP32 source, and the sensitivity ranking."""
+                  progress: Progress = quiet, progress_bar_enabled: bool = False, backend: str = "ort") -> dict[str, Any]:
+    """Per-unit and per-layer errors of the INT8 ONNX against its FP32 source, and the sensitivity ranking, each
+    model run on the ONNX runner ``backend`` (``engine`` in the report: what scored them)."""
     t0 = time.perf_counter()
     units = units_of(fp32_path)
     int8 = onnx.load(str(int8_path))
     check_nodes(int8, units, Path(int8_path).name)
-    progress(f"measuring FP32 on {len(images.batch)} images ({images.metric}) on ONNX Runtime CPU")
-    measure = Measure(fp32_path, images, work, progress_bar_enabled=progress_bar_enabled)
+    progress(f"measuring FP32 on {len(images.batch)} images ({images.metric}) on {backend}")
+    measure = Measure(fp32_path, images, work, progress_bar_enabled=progress_bar_enabled, backend=backend)
     plain = measure.score(int8, "INT8")
     progress("comparing every block's output with FP32")
     blocks, layers = unit_errors(measure, int8, units)
     ranking = rank(measure, int8, units, plain, progress=progress)
     return {"fp32_onnx": str(fp32_path), "int8_onnx": str(int8_path), "images": images.describe(),
             "metric": images.metric, "fp32": measure.reference, "int8": plain, "blocks": blocks, "layers": layers,
-            "ranking": ranking, "evaluations": measure.evaluations, "seconds": round(time.perf_counter() - t0, 3)}
+            "ranking": ranking, "engine": measure.engine, "evaluations": measure.evaluations, "seconds": round(time.perf_counter() - t0, 3)}
 
 
 def plot_diagnosis(report: dict[str, Any], path: str | os.PathLike[str]) -> None:

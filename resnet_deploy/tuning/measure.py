@@ -1,4 +1,5 @@
-"""Measuring an INT8 candidate against FP32 on a CPU runner: OpenVINO (the fastest here) or ONNX Runtime.
+"""Measuring an INT8 candidate against FP32 on one ONNX runner: ONNX Runtime CPU (the toolkit's reference for
+ONNX numerics) unless another ONNX backend of the registry is named (``openvino``: INT8 as a CPU deploys it).
 
 :class:`Measure` runs the FP32 model once on the :class:`~.images.EvalSet`, then scores each
 candidate (a file or an in-memory graph, written to the work folder): top-1 accuracy on a
@@ -59,15 +60,16 @@ def pick_engine(engine: str | None = None) -> str:
 
 
 class Measure:
-    """Scores of INT8 candidates on one image set, each against the same FP32 logits, on one runner.
+    """Scores of INT8 candidates on one image set, each against the same FP32 logits, on one ONNX runner.
 
-    ``engine``: ``"openvino"`` or ``"ort"`` (``None``: :func:`pick_engine`'s choice). Intermediate
-    tensors (:meth:`tensor_errors`) always come from ONNX Runtime.
+    ``backend``: a registry name the caller has checked (the search: :func:`pick_engine`'s choice; diagnose:
+    any ONNX backend that runs here).
     """
 
     def __init__(self, fp32: str | os.PathLike[str], images: EvalSet, work: str | os.PathLike[str], *,
-                 threads: int | None = None, engine: str | None = "ort", progress_bar_enabled: bool = False):
-        self.engine = pick_engine(engine)
+                 threads: int | None = None, progress_bar_enabled: bool = False, backend: str = "ort"):
+        self.backend = backend
+        self.engine: dict[str, Any] = {}  # what scored: the runner's backend, version, device (set by the first run)
         self.fp32_path = Path(fp32)
         self.images = images
         self.work = Path(work)
@@ -89,17 +91,16 @@ class Measure:
         t = time.perf_counter()
         chunks = []
         step = 32
-        with make_runner(self.engine, path, threads=self.threads) as runner, \
+        with make_runner(self.backend, path, threads=self.threads) as runner, \
                 progress_bar(len(self.images.batch), desc, self.bar) as advance:
             for start in range(0, len(self.images.batch), step):
                 chunks.append(infer_all(runner, self.images.batch[start:start + step]))
                 advance(len(chunks[-1]))
+            if not self.engine:
+                d = runner.describe()
+                self.engine = {k: d[k] for k in ("backend", "version", "device", "inference_precision") if k in d}
         self.seconds += time.perf_counter() - t
         return np.concatenate(chunks)
-
-    @property
-    def engine_name(self) -> str:
-        return ENGINE_NAMES[self.engine]
 
     def _score_of(self, logits: np.ndarray) -> float:
         if not np.isfinite(logits).all():
@@ -124,7 +125,8 @@ class Measure:
         cand = self._file(with_outputs(cand_model, tensors), "int8_tensors")
         sq = {t: [0.0, 0.0, 0.0] for t in tensors}      # sum |d|^2, sum |ref|^2, sum cosine
         n = len(self.images.batch)
-        with make_runner("ort", fp32, threads=self.threads) as ref, make_runner("ort", cand, threads=self.threads) as run, \
+        with make_runner(self.backend, fp32, threads=self.threads) as ref, \
+                make_runner(self.backend, cand, threads=self.threads) as run, \
                 progress_bar(n, "block errors", self.bar) as advance:
             spec = ref.input_spec
             fixed = spec.min_batch if spec.limit == "fixed" else None   # an export --batch N model takes N at a time
@@ -144,6 +146,10 @@ class Measure:
                     sq[t][2] += float(np.where(norms > 0, (a * b).sum(1) / np.maximum(norms, 1e-30), 1.0).sum())
                 advance(real)
         return {t: {"rel_l2": (s[0] / s[1]) ** 0.5 if s[1] > 0 else 0.0, "cosine": s[2] / n} for t, s in sq.items()}
+
+    @property
+    def engine_name(self) -> str:
+        return ENGINE_NAMES.get(self.backend, self.backend)
 
 
 __all__ = ["ENGINE_NAMES", "Measure", "pick_engine", "with_outputs"]

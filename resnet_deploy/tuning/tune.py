@@ -24,7 +24,7 @@ from ..progress import Progress, quiet
 from .blocks import ADDS, Unit, residual_adds, units_of
 from .images import EvalSet
 from .keep import check_nodes, keep_high_precision
-from .measure import Measure
+from .measure import Measure, pick_engine
 from .search import resume, search
 
 MAX_ROUNDS = 3      # ModelOpt re-quantizations a search may go on from before it gives up
@@ -70,7 +70,7 @@ def search_plain(fp32_path: str | os.PathLike[str], plain_path: str | os.PathLik
     """(the measure, the search result) for the plain INT8 ONNX ``plain_path`` of ``fp32_path``, scored on ``engine``."""
     t0 = time.perf_counter()
     units = search_units(fp32_path)
-    measure = Measure(fp32_path, images, work, engine=engine, progress_bar_enabled=progress_bar_enabled)
+    measure = Measure(fp32_path, images, work, backend=pick_engine(engine), progress_bar_enabled=progress_bar_enabled)
     progress(f"measured FP32 on {len(images.batch)} images ({images.metric}) on {measure.engine_name}")
     plain = onnx.load(str(plain_path))
     check_nodes(plain, units, Path(plain_path).name)
@@ -116,7 +116,7 @@ def holdout_scores(fp32_path: str | os.PathLike[str], held: EvalSet, plain: Path
                    engine: str | None = None, progress: Progress = quiet) -> dict[str, Any]:
     """FP32, plain INT8 and tuned INT8 on the held-out images, and whether tuning helped there."""
     progress(f"scoring plain and tuned INT8 on {len(held.batch)} held-out images the search never saw")
-    m = Measure(fp32_path, held, work, engine=engine)
+    m = Measure(fp32_path, held, work, backend=pick_engine(engine))
     p, t = m.score(plain, "plain INT8, held-out"), m.score(tuned, "tuned INT8, held-out")
     better = t["score"] > p["score"]
     verdict = ("better than plain INT8 on the held-out images" if better else

@@ -5,6 +5,7 @@ the keep-in-high-precision surgery, the sensitivity ranking, the greedy search, 
 from __future__ import annotations
 
 import json
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -326,3 +327,27 @@ def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plai
     assert e["source_metadata"]["tuned_modules"] == ",".join(m["tuning"]["kept"])
     net = e["layer_precision"].get("network", e["layer_precision"])
     assert net["implied_precision"] == "int8" and net["output_dtypes"].get("INT8", 0) >= 15 and net["qdq_layers"] >= 30
+
+
+def test_diagnose_scores_on_the_engine_named_and_says_which(plain, photos):
+    pytest.importorskip("openvino", reason="needs OpenVINO: pip install -e '.[openvino]'")
+    kw = {"weights": WEIGHTS, "out_dir": plain["root"], "calib_samples": CALIB, "data": photos}
+    ov = rd.api.diagnose(20, engine="openvino", **kw)
+    assert ov["engine"]["backend"] == "openvino" and ov["engine"]["device"] == "CPU" and ov["engine"]["version"]
+    assert ov["engine"]["inference_precision"] == "fp32"  # INT8 kernels, the rest FP32 (docs/cpu.md)
+    assert [b["unit"] for b in ov["blocks"]] == ["conv1", *BLOCKS, "linear"] and len(ov["ranking"]) >= 9
+    ort = Measure(plain["fp32"], load_eval_set(photos, recipe_from_metadata(read_metadata(plain["fp32"]))),
+                  plain["root"] / "m-ort")
+    assert ort.engine["backend"] == "ort"
+    # the same INT8 model scored on two runtimes: close errors, not the same numbers
+    assert ov["int8"]["rel_l2"] == pytest.approx(ort.score(plain["int8"])["rel_l2"], rel=0.3)
+    assert ov["int8"]["rel_l2"] != ort.score(plain["int8"])["rel_l2"]
+
+
+def test_diagnose_refuses_an_engine_that_cannot_score_onnx_here(plain, monkeypatch):
+    r = run("diagnose", "--depth", 20, "--weights", WEIGHTS, "--out", plain["root"], "--engine", "torch", code=2)
+    assert "diagnose scores ONNX graphs" in r.output and "ort, ort-cuda, openvino" in r.output
+    monkeypatch.setitem(sys.modules, "openvino", None)  # as where it is not installed
+    r = run("diagnose", "--depth", 20, "--weights", WEIGHTS, "--out", plain["root"], "--engine", "openvino", code=3)
+    lines = [ln for ln in r.output.splitlines() if ln.strip()]
+    assert len(lines) == 1 and "openvino is unavailable" in lines[0] and "resnet-deploy[openvino]" in lines[0]
