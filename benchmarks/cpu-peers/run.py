@@ -47,6 +47,7 @@ import torch  # noqa: E402
 
 from resnet_deploy import pipeline  # noqa: E402
 from resnet_deploy.artifacts import Precision  # noqa: E402
+from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.compare import compare, parity_batch  # noqa: E402
 from resnet_deploy.doctor import cpu_features  # noqa: E402
 from resnet_deploy.model import ModelRef  # noqa: E402
@@ -262,7 +263,7 @@ def key_ratio(rows: list[dict]) -> list[str]:
 
 def write_report(res: dict, out: Path) -> None:
     rows = res["rows"]
-    md = ["# CPU peers", "", f"Command: `{res['command']}`", "",
+    md = ["# CPU peers", "", f"Command: `{res['command']}` (git {res.get('git')})", "",
           f"Machine: {res['cpu']['model']}, {res['cores']} cores; {res['cpu']['summary']}. Versions: "
           + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + f". {res['started']} UTC, {res['seconds']:.0f} s.",
           "", f"**Shared machine**: {res['load']}. Read ratios within this run, not absolute figures.", "",
@@ -319,6 +320,7 @@ def main() -> None:
     ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
+    revision = git_revision(HERE)  # before this run writes its own results
     if args.replot:
         plot(json.loads(args.replot.read_text())["rows"], args.replot.with_name("throughput.png"))
         return
@@ -339,7 +341,7 @@ def main() -> None:
     load1 = Path("/proc/loadavg").read_text().split()[:3]
     import os
 
-    res = {"command": "python benchmarks/cpu-peers/run.py " + " ".join(sys.argv[1:]), "started": started,
+    res = {"command": "python benchmarks/cpu-peers/run.py " + " ".join(sys.argv[1:]), "git": revision, "started": started,
            "seconds": time.time() - t0, "cpu": cpu_features(), "cores": os.cpu_count(), "machine": platform.machine(),
            "versions": versions(), "threads": args.threads,
            "load": f"load average {' / '.join(load0)} at the start, {' / '.join(load1)} at the end (1/5/15 min) "

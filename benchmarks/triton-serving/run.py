@@ -36,6 +36,7 @@ import numpy as np
 import torch
 
 from resnet_deploy import api
+from resnet_deploy.bench import git_revision
 from resnet_deploy.deploy import Ports, TritonServer, find_server
 from resnet_deploy.model import build_network
 from resnet_deploy.runners import open_runner
@@ -130,6 +131,7 @@ def main() -> None:
     ap.add_argument("--load", type=float, default=0.7, help="p99 is measured at this fraction of the lower peak")
     ap.add_argument("--work", default="/tmp/triton-serving-bench")
     args = ap.parse_args()
+    revision = git_revision(HERE)  # before this run writes its own results
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(0)
@@ -169,7 +171,7 @@ def main() -> None:
     local.close()
     ratio = peak["triton"]["img_per_s"] / peak["in-process"]["img_per_s"]
     result = {"command": "python " + " ".join([str(Path(sys.argv[0]).relative_to(REPO)) if Path(sys.argv[0]).is_absolute() else sys.argv[0], *sys.argv[1:]]),
-              "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cores": os.cpu_count(),
+              "git": revision, "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()), "cpu": cpu_model(), "cores": os.cpu_count(),
               "load_avg_before": load_before, "load_avg_after": load_after, "model": "resnet18 fp32 224x224 (plain init weights)",
               "triton": "tritonserver 2.51 (nvidia-pytriton 0.7.0), python stand-in for the onnxruntime backend",
               "versions": {"onnxruntime": dist_version("onnxruntime"), "tritonclient": dist_version("tritonclient")},
@@ -177,7 +179,7 @@ def main() -> None:
               "at_same_qps": at_qps}
     (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Through Triton vs in-process: ResNet-18 FP32, batch-1 requests\n",
-             f"`{result['command']}` on {result['date']}: {result['cpu']}, {result['cores']} cores, **shared with other "
+             f"`{result['command']}` (git {result['git']}) on {result['date']}: {result['cpu']}, {result['cores']} cores, **shared with other "
              f"work** (load average {load_before[0]:.1f} before, {load_after[0]:.1f} after); in-process and Triton "
              "alternate at each concurrency, so the ratios are what to read.\n",
              f"Served by {result['triton']}, ONNX Runtime {result['versions']['onnxruntime']} with {args.threads} "
