@@ -38,6 +38,7 @@ sys.path.insert(0, str(ROOT))
 
 from resnet_deploy import pipeline  # noqa: E402
 from resnet_deploy.artifacts import Precision  # noqa: E402
+from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.compare import THRESHOLDS, compare, parity_batch  # noqa: E402
 from resnet_deploy.doctor import cpu_features  # noqa: E402
 from resnet_deploy.model import ModelRef  # noqa: E402
@@ -191,6 +192,7 @@ def main() -> None:
         quantize_with_ort(Path(q[0]), Path(q[1]), int(q[2]), Path(q[3]) if len(q) > 3 else None)
         return
     cpu = cpu_features()
+    print(f"git {git_revision(HERE)}; load average {' / '.join(Path('/proc/loadavg').read_text().split()[:3])} at the start")
     print(f"CPU: {cpu['model']} ({platform.machine()}); {cpu['summary']}; ONNX Runtime {ort.__version__}")
     print(f"INT8 bars: {THRESHOLDS['int8']}")
     with tempfile.TemporaryDirectory() as tmp:
