@@ -21,7 +21,7 @@ from typing import Iterable
 from ..artifacts import Lease, ensure_writable_dir, swap_folder, sweep_stale_temporaries, write_error
 from ..errors import UserError
 
-RESULT_FILES = re.compile(r"^(results\.json|results\.csv|report\.md|loadgen|[A-Za-z0-9_.+-]+\.png)$")  # loadgen/: LoadGen's logs
+RESULT_FILES = re.compile(r"^(results\.json|results\.csv|report\.md|loadgen|[A-Za-z0-9_.+-]+\.png)\Z")  # loadgen/: LoadGen's logs
 """The files a results folder holds (:class:`~.report.ResultWriter`'s): a folder with others is not replaced."""
 
 

@@ -69,7 +69,7 @@ def test_holdout_scores_plain_and_tuned_on_both_parts_and_says_when_tuning_did_n
     assert float(meta["accuracy_holdout_int8"]) == pytest.approx(h["int8"]["score"], abs=1e-6)
     assert float(meta["accuracy_holdout_plain_int8"]) == pytest.approx(h["plain_int8"]["score"], abs=1e-6)
     # the held-out scores are the published file's: measured again here on the same held-out images
-    assert Measure(setup["fp32"], _split(setup)[1], setup["root"], engine="ort").score(m["path"])["score"] \
+    assert Measure(setup["fp32"], _split(setup)[1], setup["root"], backend="ort").score(m["path"])["score"] \
         == pytest.approx(h["int8"]["score"], abs=1 / 24 + 1e-9)   # one image at most between OpenVINO and ORT
     assert len(t["rounds"]) == 1 and t["rounds"][0]["real"] >= t["goal"]   # ModelOpt's model agreed: no second round
 
@@ -147,7 +147,7 @@ def test_when_modelopts_requantization_disagrees_the_search_goes_on_from_the_rea
     """The first re-quantized model comes out with one more broken block than the search saw."""
     t0 = setup["tuned"]["tuning"]
     search_set = _split(setup)[0]
-    measure = Measure(setup["fp32"], search_set, tmp_path, engine=pick_engine(None))
+    measure = Measure(setup["fp32"], search_set, tmp_path, backend=pick_engine(None))
     tuned = onnx.load(setup["tuned"]["path"])
     # a block that the search's model may keep in high precision and still meet the goal: broken, keeping it repairs
     victim = next(u.name for u in units_of(setup["fp32"]) if u.kind == "block" and u.name not in t0["kept"]
