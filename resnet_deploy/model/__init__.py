@@ -67,7 +67,7 @@ def build_model(ref: ModelRef) -> nn.Module:
             num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else num_classes
     model = build_network(ref.arch, num_classes)
     info = (load_weights(model, ref.weights, spec.rename_keys) if ref.weights is not None
-            else randomize(model, ref.seed, spec.recipe))
+            else randomize(model, ref.seed, ref.preprocess))  # statistics on views of the size it will see
     model.eval()
     model.card = ModelCard(ref.arch, spec, num_classes, info)
     return model
