@@ -327,6 +327,23 @@ def test_bench_times_the_served_model_with_parity_beside(server, tmp_path):
         PipelineArtifacts(out_dir=str(tmp_path / "a"), seed=0, max_batch=4).artifact("resnet20", Precision.FP32, "triton", None)
 
 
+def test_a_loadgen_server_run_through_the_server_is_valid(server, tmp_path):
+    """MLPerf LoadGen's server scenario driving the served model (`bench --engine triton --scenario server`): parity
+    first on the same path, then LoadGen's own verdict; a modest rate and a bound a busy CI machine cannot break."""
+    pytest.importorskip("mlperf_loadgen", reason="needs MLPerf LoadGen: pip install mlcommons-loadgen")
+    from resnet_deploy.bench import BenchConfig, LoadgenSettings, run_bench
+
+    url = f"{server.endpoints['grpc']}/v2/models/resnet20_seeded"
+    settings = LoadgenSettings("server", target_qps=100, latency_bound_ms=1000, min_duration_s=1.0, min_query_count=500)
+    cfg = BenchConfig(engines=["triton"], depths=["resnet20"], precisions=["fp32"], batches=[1], warmup=1, bare=False,
+                      artifacts=str(tmp_path / "a"), served_url=url, loadgen=settings)
+    (row,) = run_bench(cfg, out=tmp_path / "runs", run_id="lg").rows
+    assert row.status == "ok" and row.backend == "triton" and row.parity_passed, (row.status, row.reason)
+    assert row.measured_by.startswith("MLPerf LoadGen") and row.loadgen_scenario == "server"
+    assert row.loadgen_validity == "VALID", row.loadgen_why
+    assert row.loadgen_queries >= 500 and row.loadgen_p99_ms <= 1000
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_the_runner_contract_through_the_server(server, protocol):
     """tests/runners' contract (describe before open, refusals, float32 logits, close twice) on the live server."""
