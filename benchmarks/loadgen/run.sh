@@ -6,9 +6,9 @@
 # Usage: bash benchmarks/loadgen/run.sh   (about 3 minutes)
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-OUT=benchmarks/loadgen/results
+FINAL=benchmarks/loadgen/results
+OUT=$(mktemp -d)/results  # written aside and moved in at the end: every run records the revision as committed
 ART=${ARTIFACTS:-engines}
-rm -rf "$OUT"
 common=(-e ort -d 20 -p fp32 --threads 1 --artifacts "$ART" --out "$OUT")
 resnet-deploy bench "${common[@]}" -b 1,8 --run-id timing-loop
 resnet-deploy bench "${common[@]}" --scenario single-stream --duration 10 --run-id single-stream
@@ -25,3 +25,4 @@ resnet-deploy bench-merge "$OUT"/timing-loop "$OUT"/single-stream "$OUT"/multi-s
   "$OUT"/server-200qps "$OUT"/server-200qps-default-threads "$OUT"/server-find-peak -o "$OUT"/all --run-id loadgen-resnet20
 # keep LoadGen's summaries; the detail/trace/accuracy logs are large or empty here
 find "$OUT" -name 'mlperf_log_*' ! -name 'mlperf_log_summary.txt' -delete
+rm -rf "$FINAL" && cp -r "$OUT" "$FINAL"
