@@ -179,8 +179,8 @@ def main() -> None:
               "at_same_qps": at_qps}
     (HERE / "results.json").write_text(json.dumps(result, indent=2) + "\n")
     lines = ["# Through Triton vs in-process: ResNet-18 FP32, batch-1 requests\n",
-             f"`{result['command']}` (git {result['git']}) on {result['date']}: {result['cpu']}, {result['cores']} cores, **shared with other "
-             f"work** (load average {load_before[0]:.1f} before, {load_after[0]:.1f} after); in-process and Triton "
+             f"`{result['command']}` (git {result['git']}) on {result['date']}: {result['cpu']}, {result['cores']} cores "
+             f"(load average {load_before[0]:.1f} before, {load_after[0]:.1f} after); in-process and Triton "
              "alternate at each concurrency, so the ratios are what to read.\n",
              f"Served by {result['triton']}, ONNX Runtime {result['versions']['onnxruntime']} with {args.threads} "
              "intra-op threads on both sides; client: tritonclient gRPC, one connection per client thread.\n",
