@@ -97,7 +97,7 @@ class OrtRunner(Runner):
             return ("ONNX Runtime's CPU provider cannot fuse the TensorRT-style Q/DQ placement (inputs quantized, outputs "
                     "not) into its integer kernels, so it dequantizes and runs FP32 convolutions plus the extra Q/DQ nodes; "
                     "on a CPU the INT8 path is the openvino runner, which reads the same ONNX, or for ONNX Runtime "
-                    "`quantize --int8-flavour ort-cpu` (its own QDQ, 2.7x its FP32 at batch 8: docs/cpu.md)")
+                    "`quantize --int8-flavour ort-cpu` (its own QDQ, 2.4-2.9x its FP32 at batch 8: docs/cpu.md)")
         return None
 
     @classmethod
