@@ -1,6 +1,6 @@
 """``quantize --int8-flavour ort-cpu``: ONNX Runtime's own static QDQ INT8 for its CPU provider, written beside the
 TensorRT-placed INT8 ONNX, recorded as such, inside the INT8 bars on the trained CIFAR ResNet-20, and a broken copy
-fails them. (Its speed, 2.7x ORT FP32 at batch 8, is measured in benchmarks/ort-int8-cpu, not asserted here.)
+fails them. (Its speed, 2.4-2.9x ORT FP32 at batch 8, is measured in benchmarks/ort-int8-cpu, not asserted here.)
 """
 
 from __future__ import annotations
