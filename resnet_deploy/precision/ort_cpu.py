@@ -5,7 +5,7 @@ which ONNX Runtime's CPU provider cannot fuse into its integer kernels: it runs 
 ``quantize --int8-flavour ort-cpu`` writes instead what ONNX Runtime documents for its CPU kernels:
 ``quant_pre_process`` (shape inference, graph optimisation), then ``quantize_static`` in QDQ format with
 per-channel S8 weights and U8 activations, calibrated on the same images (``benchmarks/ort-int8-cpu``:
-2.7x ORT FP32 at batch 8 on ResNet-18 and ResNet-50, and inside the INT8 bars on the trained CIFAR ResNets).
+2.44x and 2.86x ORT FP32 at batch 8 on ResNet-18 and ResNet-50, and inside the INT8 bars on the trained CIFAR ResNets).
 
 ModelOpt replaces ONNX Runtime's calibrator methods process-wide once it has quantized anything
 (``modelopt.onnx.quantization.ort_patching``), after which ``quantize_static`` fails; so the quantization
