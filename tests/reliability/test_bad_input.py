@@ -10,31 +10,13 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_checks import invoke, one_line
 from onnx import TensorProto, helper
 from PIL import Image
-from typer.testing import CliRunner
 
 from resnet_deploy.artifacts import manifest_path, read_manifest, write_manifest
-from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.preprocess import load_image, to_rgb_pil
-
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(r, code: int, *words: str) -> str:
-    assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    errors = [ln for ln in lines if ln.startswith("error")]
-    assert len(errors) == 1 and lines[-1] == errors[0], r.stderr  # progress lines may come before it
-    for w in words:
-        assert w in errors[0], (w, errors[0])
-    return errors[0]
 
 
 def png_bomb(path: Path, width: int = 20000, height: int = 20000) -> Path:

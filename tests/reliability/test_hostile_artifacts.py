@@ -8,29 +8,13 @@ from pathlib import Path
 
 import onnx
 import pytest
-from typer.testing import CliRunner
+from cli_checks import invoke, one_line
 
 from resnet_deploy.artifacts import artifact_path
-from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.schema import SAFE_NAME, safe_name
 
-runner = CliRunner()
 PAYLOAD = "x$(touch pwned)"
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(r, code: int, *words: str) -> str:
-    assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    errors = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error")]
-    assert len(errors) == 1, r.stderr
-    for w in words:
-        assert w in errors[0], (w, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")

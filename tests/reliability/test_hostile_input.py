@@ -15,12 +15,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from cli_checks import invoke, one_line
 from PIL import Image
-from typer.testing import CliRunner
 
 from resnet_deploy import api
 from resnet_deploy.artifacts import manifest_path, read_manifest, sha256_file, write_manifest
-from resnet_deploy.cli import app
 from resnet_deploy.datasets import labelled_folder
 from resnet_deploy.errors import UserError
 from resnet_deploy.labels import CIFAR10_LABELS, read_labels
@@ -28,21 +27,6 @@ from resnet_deploy.model import ModelRef
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
-runner = CliRunner()
-
-
-def invoke(*args):
-    return runner.invoke(app, [str(a) for a in args])
-
-
-def one_line(r, code: int, *words: str) -> str:
-    assert r.exit_code == code, (r.exit_code, r.output)
-    assert "Traceback" not in r.output
-    errors = [ln for ln in r.stderr.strip().splitlines() if ln.startswith("error")]
-    assert len(errors) == 1, r.stderr
-    for w in words:
-        assert w in errors[0], (w, errors[0])
-    return errors[0]
 
 
 @pytest.fixture(scope="module")
