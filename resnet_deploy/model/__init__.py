@@ -34,7 +34,16 @@ from .card import ModelCard
 from .info import describe_network
 from .ref import ModelRef
 from .resnet import BasicBlock, Bottleneck, PreActBasicBlock, PreActBottleneck, ResNet
-from .weights import RANDOM_SEED, WeightsInfo, load_weights, random_source, randomize, read_state_dict, state_dict_sha256
+from .weights import (
+    RANDOM_SEED,
+    WeightsInfo,
+    clear_seeded_cache,
+    load_weights,
+    random_source,
+    read_state_dict,
+    seeded,
+    state_dict_sha256,
+)
 
 MIN_IMAGE_SIZE, MAX_IMAGE_SIZE = 32, 1024  # describe() runs the network once at this size on the CPU
 
@@ -67,7 +76,7 @@ def build_model(ref: ModelRef) -> nn.Module:
             num_classes = int(head.shape[0]) if head is not None and head.ndim == 2 else num_classes
     model = build_network(ref.arch, num_classes)
     info = (load_weights(model, ref.weights, spec.rename_keys) if ref.weights is not None
-            else randomize(model, ref.seed, ref.preprocess))  # statistics on views of the size it will see
+            else seeded(model, (ref.arch, num_classes), ref.seed, ref.preprocess))  # statistics at the size it will see
     model.eval()
     model.card = ModelCard(ref.arch, spec, num_classes, info)
     return model
@@ -87,6 +96,7 @@ def describe(depth: int | str, *, num_classes: int | None = None, preact: bool =
 
 
 __all__ = ["ARCHS", "ArchSpec", "BasicBlock", "Bottleneck", "CIFAR_ARCHS", "CIFAR_DEPTHS", "DEPTHS", "FAMILIES", "ModelCard",
+           "clear_seeded_cache",
            "ModelRef", "OTHER_ARCHS", "build_model", "family_members",
            "PREACT_ARCHS", "PREACT_PREFIX", "PreActBasicBlock", "PreActBottleneck", "RANDOM_SEED", "ResNet",
            "WeightsInfo", "arch_spec", "build_network", "create_model", "describe", "describe_network", "random_source",

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections import OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -233,6 +234,41 @@ def center_classifier(model: nn.Module, images: np.ndarray) -> None:
     centred = (features - features.mean(0)) @ fc.weight.T
     fc.weight.mul_(LOGIT_STD / centred.std(dim=1).mean().clamp_min(1e-6))  # a trained classifier's logit spread
     fc.bias.copy_(-fc.weight @ features.mean(0))
+
+
+# Seeded models already made in this process: ``{(arch, classes, seed, recipe): (state_dict copy, WeightsInfo)}``,
+# the most recent last. Re-estimating the statistics is most of a seeded model's cost (about 35 s for
+# ResNet-152 on one core), and one process often asks for the same model twice (``api.export`` then
+# ``api.parity``, whose reference is the same network). The weights are a function of the key, so a hit
+# equals a fresh construction (tests/model/test_networks.py checks it).
+SEEDED_CACHE_BYTES = 1 << 30
+_seeded_cache: OrderedDict[tuple, tuple[dict[str, torch.Tensor], WeightsInfo]] = OrderedDict()
+
+
+def clear_seeded_cache() -> None:
+    """Forget the seeded models made so far in this process (the next construction re-estimates)."""
+    _seeded_cache.clear()
+
+
+def seeded(model: nn.Module, key: tuple, seed: int = RANDOM_SEED, recipe: Preprocess = DEFAULT) -> WeightsInfo:
+    """:func:`randomize` ``model``, or load the weights an earlier call with the same ``key`` made.
+
+    ``key`` names the network (architecture and classes); ``seed`` and ``recipe`` are added to it. The
+    model gets its own copy of the tensors either way, so changing it (``.half()``) changes nothing else.
+    """
+    full = (*key, seed, recipe)
+    hit = _seeded_cache.get(full)
+    if hit is not None:
+        _seeded_cache.move_to_end(full)
+        model.load_state_dict(hit[0])
+        model.eval()
+        return hit[1]
+    info = randomize(model, seed, recipe)
+    state = {k: v.detach().clone() for k, v in model.state_dict().items()}
+    _seeded_cache[full] = (state, info)
+    while len(_seeded_cache) > 1 and sum(t.nbytes for s, _ in _seeded_cache.values() for t in s.values()) > SEEDED_CACHE_BYTES:
+        _seeded_cache.popitem(last=False)
+    return info
 
 
 @torch.no_grad()

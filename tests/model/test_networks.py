@@ -11,7 +11,7 @@ import torch
 
 import resnet_deploy as rd
 from resnet_deploy.errors import UserError
-from resnet_deploy.model import ARCHS, OTHER_ARCHS, build_network, resolve_arch
+from resnet_deploy.model import ARCHS, OTHER_ARCHS, build_network, clear_seeded_cache, resolve_arch
 from resnet_deploy.model.weights import recalibrate_batchnorm
 
 DATA = Path(__file__).parents[1] / "data"
@@ -153,5 +153,26 @@ def test_random_resnet152_behaves_like_a_trained_network():
 
 
 def test_random_model_is_seeded():
-    a, b, c = rd.create_model(18), rd.create_model(18), rd.create_model(18, seed=1)
+    clear_seeded_cache()  # each construction re-estimates its statistics
+    a = rd.create_model(18)
+    clear_seeded_cache()
+    b, c = rd.create_model(18), rd.create_model(18, seed=1)
     assert a.weights_info.sha256 == b.weights_info.sha256 != c.weights_info.sha256
+
+
+def test_a_seeded_model_made_again_in_the_process_equals_a_fresh_one_and_is_its_own_copy():
+    """build_model keeps the seeded models it made (the statistics are most of their cost): a second
+    construction must equal a fresh one tensor for tensor, and changing one model must not change the next."""
+    clear_seeded_cache()
+    fresh = rd.create_model(20)
+    again = rd.create_model(20)  # from the cache
+    assert again is not fresh and again.card.weights == fresh.card.weights and not again.training
+    for (k, v), w in zip(fresh.state_dict().items(), again.state_dict().values()):
+        assert torch.equal(v, w) and v.data_ptr() != w.data_ptr(), k
+    with torch.no_grad():
+        again.head.weight.add_(1.0)
+    again.half()
+    third = rd.create_model(20)
+    assert all(torch.equal(v, w) for v, w in zip(fresh.state_dict().values(), third.state_dict().values()))
+    other = rd.create_model(20, num_classes=7)  # another key: another network
+    assert other.head.out_features == 7 and other.card.weights.sha256 != fresh.card.weights.sha256
