@@ -52,6 +52,7 @@ CLAIMS = {
     "resnet_deploy.bench.timing": "'Torch-free and GPU-free at import time' (bench/__init__ loads the harness lazily)",
     "resnet_deploy.bench.rows": "'torch-free' (the typed rows the report and bench-merge read)",
     "resnet_deploy.bench.loadgen": "'Torch-free' (MLPerf LoadGen's SUT around any runner's timed path)",
+    "resnet_deploy.bench.perf_analyzer": "'Torch-free' (NVIDIA perf_analyzer's sweep of a served model)",
 }
 # Docstrings that use the words about something else, or whose claim another test guards.
 NOT_CLAIMS = {

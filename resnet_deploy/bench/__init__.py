@@ -12,6 +12,7 @@ runner-agnostic), :mod:`.artifacts` (the one door to the pipeline), :mod:`.timed
 runner made ready to time), :mod:`.timing` (the timing core), :mod:`.rows` (the typed row),
 :mod:`.ranking` (the fastest passing backend per network, precision and batch), :mod:`.loadgen` (MLPerf LoadGen
 scenarios in place of the timing loop: ``BenchConfig(loadgen=LoadgenSettings("server", target_qps=200))``),
+:mod:`.perf_analyzer` (NVIDIA perf_analyzer's sweep of a served model beside a row's own figures),
 :mod:`.report` (files and plots), :mod:`.harness` (:func:`run_bench`: the three together), :mod:`.env` (the machine).
 
 The names below load lazily: ``import resnet_deploy.bench.timing`` (or ``.rows``) pulls in neither
@@ -38,6 +39,7 @@ _WHERE = {
     "measure": ".timing",
     "DEFAULT_BOUND_MS": ".loadgen", "LoadgenMissing": ".loadgen", "LoadgenSettings": ".loadgen",
     "LoadgenSummary": ".loadgen", "SCENARIOS": ".loadgen", "default_batches": ".loadgen", "search_peak": ".loadgen",
+    "PerfAnalyzerSettings": ".perf_analyzer", "find_perf_analyzer": ".perf_analyzer",
     "device_label": ".env", "environment": ".env", "git_revision": ".env",
 }
 

@@ -18,6 +18,7 @@ from ..limits import MAX_BATCH, MAX_SEED
 from ..model import resolve_arch
 from ..runners import BACKENDS, runner_class
 from .loadgen import LoadgenSettings
+from .perf_analyzer import PerfAnalyzerSettings, find_perf_analyzer
 from .timed_calls import torch_cuda
 from .timing import CPU_WARMUP, GPU_WARMUP
 
@@ -73,12 +74,16 @@ class BenchConfig:
     streams: int = 1                   # > 1: also time this many instances at once (offline, several streams)
     loadgen: LoadgenSettings | None = None  # an MLPerf LoadGen scenario measures the rows instead of the timing loop
     served_url: str | None = None      # --engine triton: the server (and model: .../v2/models/NAME) the rows run on
+    perf_analyzer: PerfAnalyzerSettings | None = None  # also sweep each served row with NVIDIA perf_analyzer
 
     def validate(self) -> None:
         if self.loadgen is not None:  # first: a scenario's settings decide the default batch sizes
             self._validate_loadgen()
         self._validate_grid()
         self._validate_loop()
+        if self.perf_analyzer is not None:
+            self.perf_analyzer.validate()
+            find_perf_analyzer(self.perf_analyzer.path)  # cannot run here: one line, before anything is measured
 
     def _validate_loadgen(self) -> None:
         lg = self.loadgen

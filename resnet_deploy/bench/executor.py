@@ -48,6 +48,8 @@ from .artifacts import Artifact, ArtifactProvider
 from .config import BenchConfig
 from .env import usable_cores
 from .loadgen import ScenarioRun, loadgen_version, sample_pool
+from .perf_analyzer import PerfAnalyzerInstall, best, find_perf_analyzer
+from .perf_analyzer import measure as perf_analyzer_sweep
 from .plan import PlanGroup
 from .rows import BenchRow, TimingFigures
 from .timed_calls import MemoryProbe, TimedCalls, is_oom, prepare_timed_calls
@@ -169,6 +171,7 @@ class Executor:
         self.rss = rss or RssProbe()
         self.log_dir = log_dir  # the run's folder: LoadGen's logs go under <log_dir>/loadgen/ (None: a scratch folder)
         self._inputs: dict[tuple[int, int], list[np.ndarray]] = {}
+        self._pa: PerfAnalyzerInstall | None = None
 
     # ------------------------------------------------------------------ facts
     def runs_on_gpu(self, backend: str) -> bool:
@@ -283,9 +286,10 @@ class Executor:
                 self._timings(row, calls, opened.memory, len(inputs))
             else:
                 self._loadgen(row, calls, opened, ref.size)
+            pa_note = self._perf_analyzer(row, opened.runner) if self.cfg.perf_analyzer is not None else None
             row.memory_mib, row.memory_kind = opened.memory.peak_mib(), opened.memory.label
             self._compile_figures(row, opened.runner, compiled_before, calls)
-            row.notes = "; ".join([*opened.notes, *calls.notes])
+            row.notes = "; ".join([*opened.notes, *calls.notes, *([pa_note] if pa_note else [])])
             row.status = "ok" if res.passed else "failed"
             if not res.passed:
                 row.reason = "parity failed: " + "; ".join(res.failures)
@@ -348,6 +352,25 @@ class Executor:
             opened.memory.sample()
         row.put_loadgen(summary, settings.min_duration_s, name if self.log_dir else None)
         row.warmup, row.scope = self.cfg.warmup_for(row.backend), "end to end, LoadGen's clock (queueing included)"
+
+    def _perf_analyzer(self, row: BenchRow, runner: Runner) -> str | None:
+        """NVIDIA perf_analyzer's concurrency sweep against the row's served model, after the row's own figures;
+        a note instead where the runner serves nothing (an in-process backend)."""
+        endpoint = runner.served_endpoint()
+        if endpoint is None:
+            return f"perf_analyzer measures a served model; {row.backend} runs in this process"
+        settings = self.cfg.perf_analyzer
+        if self._pa is None:
+            self._pa = find_perf_analyzer(settings.path)
+        self.progress(f"{row.arch} {row.backend} b{row.batch}: perf_analyzer, {settings.label}")
+        row.perf_analyzer_version = f"perf_analyzer {self._pa.version}"
+        try:
+            sweep = perf_analyzer_sweep(self._pa, batch=row.batch, settings=settings, **endpoint)
+        except UserError as e:  # the row's own figures stand; perf_analyzer's failure is said beside them
+            row.perf_analyzer_sweep = f"not measured: {e}"
+            return f"perf_analyzer: {e}"
+        row.put_perf_analyzer(sweep, best(sweep), row.perf_analyzer_version)
+        return None
 
     @staticmethod
     def _compile_figures(row: BenchRow, runner: Runner, before: dict[str, Any] | None, calls: TimedCalls) -> None:

@@ -361,6 +361,36 @@ def _loadgen_section(rows: list[BenchRow], cfg: dict[str, Any]) -> list[str]:
     return lines
 
 
+PERF_ANALYZER_COLUMNS: tuple[Column, ...] = (
+    Column("run", lambda r: str(r.run_id)), Column("model", lambda r: str(r.arch)), Column("precision", lambda r: r.precision),
+    Column("backend", lambda r: r.backend), Column("batch", lambda r: str(r.batch)),
+    Column("best concurrency", lambda r: str(r.perf_analyzer_concurrency)),
+    Column("img/s", lambda r: _ips(r.perf_analyzer_ips)), Column("p50 ms", lambda r: _ms(r.perf_analyzer_p50_ms)),
+    Column("p99 ms", lambda r: _ms(r.perf_analyzer_p99_ms)),
+    Column("server queue / compute ms", lambda r: f"{_ms(r.perf_analyzer_queue_ms)} / {_ms(r.perf_analyzer_compute_ms)}"),
+    Column("timing loop img/s (same row)", lambda r: _ips(r.latency_throughput_ips)), Column("tool", lambda r: r.perf_analyzer_version or "-"),
+)
+"""The perf_analyzer section's table, read from the row's ``perf_analyzer_`` fields."""
+_PERF_ANALYZER_TEXT = (
+    "NVIDIA perf_analyzer (`--perf-analyzer`) against the same served model after each row's parity check and timing "
+    "loop: for each concurrency (requests in flight, each of the row's batch, perf_analyzer's random data of the served "
+    "input's shape) it measures until throughput and the chosen latency percentile are stable over its windows. "
+    "img/s is its Inferences/Second (images); p50/p99 are client-side request latencies; queue and compute are the "
+    "server's averages. The row shows the concurrency with the highest throughput; every step follows.")
+
+
+def _perf_analyzer_section(rows: list[BenchRow]) -> list[str]:
+    swept = [r for r in rows if r.perf_analyzer_sweep is not None]
+    if not swept:
+        return []
+    pa = [r for r in swept if r.perf_analyzer_ips is not None]
+    lines = ["", "## perf_analyzer (through the server)", "", _PERF_ANALYZER_TEXT, "",
+             "| " + " | ".join(c.header for c in PERF_ANALYZER_COLUMNS) + " |", "|" + "---|" * len(PERF_ANALYZER_COLUMNS)]
+    lines += ["| " + " | ".join(c.cell(r) for c in PERF_ANALYZER_COLUMNS) + " |" for r in pa]
+    lines += [""] + [f"- {r.arch} {r.precision} {r.backend} b{r.batch}: {r.perf_analyzer_sweep}" for r in swept]
+    return lines
+
+
 _NOT_RUN_CELLS = {"depth", "precision", "backend", "batch", "load / CPU wait", "verdict"}
 
 
@@ -468,7 +498,8 @@ def to_markdown(result, plots: list[str]) -> str:
         lines += ["", _STREAMS_TEXT.format(n=n_streams)]
     streams = any(r.streams_throughput_ips is not None for r in rows)
     lines += ["", "## Results", "", *_results_table(rows, streams)]
-    lines += _scenarios_section(rows, streams) + _loadgen_section(rows, cfg) + ranking_section(rank(rows))
+    lines += _scenarios_section(rows, streams) + _loadgen_section(rows, cfg) + _perf_analyzer_section(rows)
+    lines += ranking_section(rank(rows))
     lines += _notes_section(rows)
     if plots:
         lines += ["", "## Plots", ""]

@@ -120,6 +120,16 @@ class BenchRow:
     loadgen_peak_qps: float | None = None
     loadgen_probes: str | None = None
     loadgen_log_dir: str | None = None
+    # NVIDIA perf_analyzer through the server (--perf-analyzer; served rows): its concurrency sweep, and the step with
+    # the highest throughput (images/s, client latency percentiles, the server's queue and compute times)
+    perf_analyzer_version: str | None = None
+    perf_analyzer_concurrency: int | None = None
+    perf_analyzer_ips: float | None = None
+    perf_analyzer_p50_ms: float | None = None
+    perf_analyzer_p99_ms: float | None = None
+    perf_analyzer_queue_ms: float | None = None
+    perf_analyzer_compute_ms: float | None = None
+    perf_analyzer_sweep: str | None = None
     load_avg_1m: float | None = None
     cpu_pressure_pct: float | None = None
     notes: str = ""
@@ -141,6 +151,13 @@ class BenchRow:
         self.loadgen_overlatency, self.loadgen_target_qps, self.loadgen_bound_ms = s.overlatency, s.target_qps, s.bound_ms
         self.loadgen_min_duration_s, self.loadgen_peak_qps, self.loadgen_log_dir = min_duration_s, s.peak_qps, log_dir
         self.loadgen_probes = "; ".join(p.text() for p in s.probes) or None
+
+    def put_perf_analyzer(self, sweep: Any, best: Any, version: str) -> None:
+        """perf_analyzer's :class:`~resnet_deploy.bench.perf_analyzer.ConcurrencyFigures` (every step; ``best`` the row's)."""
+        self.perf_analyzer_version, self.perf_analyzer_concurrency = version, best.concurrency
+        self.perf_analyzer_ips, self.perf_analyzer_p50_ms, self.perf_analyzer_p99_ms = best.throughput_ips, best.p50_ms, best.p99_ms
+        self.perf_analyzer_queue_ms, self.perf_analyzer_compute_ms = best.server_queue_ms, best.server_compute_ms
+        self.perf_analyzer_sweep = "; ".join(f.text() for f in sweep)
 
     def clear_speed(self) -> None:
         """An errored row shows no speed figure (it may lack its correctness figure)."""
@@ -184,7 +201,7 @@ ROW_FIELDS: tuple[str, ...] = tuple(f.name for f in fields(BenchRow))
 """Every field of a row, in order: results.json's ``row_fields`` and keys, results.csv's header."""
 _FIELD_SET = frozenset(ROW_FIELDS)
 SPEED_FIELDS: tuple[str, ...] = tuple(
-    n for n in ROW_FIELDS if n.startswith(("latency_", "compute_", "bare_", "harness_", "loadgen_"))
+    n for n in ROW_FIELDS if n.startswith(("latency_", "compute_", "bare_", "harness_", "loadgen_", "perf_analyzer_"))
     and n != "loadgen_scenario" or n in ("iterations", "timed_s", "memory_mib"))
 
 

@@ -23,6 +23,7 @@ from ..bench import (
     BenchConfig,
     BenchPlan,
     LoadgenSettings,
+    PerfAnalyzerSettings,
     default_batches,
     defaults,
     make_plan,
@@ -173,6 +174,15 @@ def bench(
                                    "loaded, built or timed)."),
     url: Optional[str] = typer.Option(None, "--url", help="--engine triton: the served model, grpc://HOST:PORT/v2/models/NAME "
                                       "(or http://...); it must hold the --depth and --precision benched."),
+    perf_analyzer: bool = typer.Option(False, "--perf-analyzer", help="--engine triton: after each row, also sweep the "
+                                       "served model with NVIDIA perf_analyzer (its figures in the same report)."),
+    pa_concurrency: str = typer.Option("1:4", "--pa-concurrency", help="--perf-analyzer: requests in flight, START:END."),
+    pa_window_ms: int = typer.Option(2000, "--pa-window-ms", help="--perf-analyzer: its measurement window, ms."),
+    pa_stability: int = typer.Option(10, "--pa-stability", help="--perf-analyzer: how far apart (%) its windows may be "
+                                     "and still count as stable (its default, 10; a busy machine may need more)."),
+    pa_path: Optional[Path] = typer.Option(None, "--perf-analyzer-path", help="--perf-analyzer: the binary, or a Python "
+                                           "environment whose bin/ holds it (default: $RESNET_DEPLOY_PERF_ANALYZER, PATH, "
+                                           "this environment, the Triton server's)."),
     as_json: bool = JsonOpt,
 ) -> None:
     """Latency, throughput and parity for every depth, precision and backend; writes report.md, CSV, JSON and plots."""
@@ -186,6 +196,8 @@ def bench(
             scenario=scenario, target_qps=target_qps, latency_bound_ms=latency_bound_ms, min_duration_s=duration,
             max_duration_s=max_duration, min_query_count=min_queries, samples_per_query=samples_per_query,
             find_peak=find_peak, peak_time_s=peak_time)
+        pa = PerfAnalyzerSettings(concurrency=PerfAnalyzerSettings.parse_range(pa_concurrency), window_ms=pa_window_ms,
+                                  stability_pct=pa_stability, path=str(pa_path) if pa_path else None) if perf_analyzer else None
         batches = parse_list(batch, all_values=[1, 8, 32, 128, 256], kind=int, name="batch") or (
             default_batches(scenario, samples_per_query) if scenario else d["batches"])
         if run_id is not None and (not run_id or "/" in run_id or run_id in (".", "..")):
@@ -193,7 +205,7 @@ def bench(
         cfg = BenchConfig(engines=engines, depths=depths, precisions=precisions, batches=batches, min_time=min_time,
                           min_iters=min_iters, warmup=warmup, buffers=buffers, bare=bare, artifacts=str(artifacts),
                           seed=seed, ort_cuda_graph=ort_cuda_graph, threads=threads, tf32=tf32, streams=streams,
-                          loadgen=loadgen, served_url=url)
+                          loadgen=loadgen, served_url=url, perf_analyzer=pa)
         cfg.validate()
         plan = make_plan(cfg)
         if plan_only:

@@ -222,6 +222,11 @@ class Runner(abc.ABC):
     def describe(self) -> dict[str, Any]:
         """Backend, version, device, precision and anything else that identifies the run (works before open)."""
 
+    def served_endpoint(self) -> dict[str, str] | None:
+        """Where a served model answers, for tools that send it load themselves (``bench --perf-analyzer``):
+        ``{"address": "host:port", "protocol": "grpc"|"http", "model": name, "version": ""}``; ``None`` in-process."""
+        return None
+
     def compile_stats(self) -> dict[str, Any] | None:
         """``{"graphs": n, "seconds": s}``: graphs this runner compiled or captured so far and the time the
         calls that did it took (torch.compile, CUDA-graph capture); ``None`` where nothing is compiled."""

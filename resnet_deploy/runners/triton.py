@@ -220,6 +220,10 @@ class TritonRunner(Runner):
             raise UserError(f"Triton at {self.where} returned no {self.output_name!r} from {self.model!r}")
         return np.asarray(out, dtype=np.float32).reshape(len(batch), -1)
 
+    def served_endpoint(self) -> dict[str, str]:
+        self._require_open()
+        return {"address": self.address, "protocol": self.protocol, "model": self.model, "version": self.model_version}
+
     # ------------------------------------------------------------------ facts
     def facts(self) -> dict[str, str]:
         """The served model's ``resnet_deploy.*`` parameters (prefix removed), as an ONNX's metadata reads."""

@@ -344,6 +344,52 @@ def test_a_loadgen_server_run_through_the_server_is_valid(server, tmp_path):
     assert row.loadgen_queries >= 500 and row.loadgen_p99_ms <= 1000
 
 
+@pytest.mark.parametrize("protocol", ["grpc", "http"])
+def test_perf_analyzer_sweeps_the_served_model_beside_the_rows_own_figures(server, tmp_path, protocol):
+    """`bench --engine triton --perf-analyzer`: after the row's parity check and timing loop, NVIDIA perf_analyzer
+    (tritonclient 2.51's, which `.ci/run` installs into the server's environment) sweeps the same served model; its
+    figures go into the row and report.md's own section."""
+    from resnet_deploy.bench import BenchConfig, PerfAnalyzerSettings, find_perf_analyzer, run_bench
+
+    try:
+        find_perf_analyzer(SERVER_ENV)
+    except BackendUnavailable as e:
+        pytest.skip(f"no perf_analyzer to test with: {e.reason}")
+    url = f"{server.endpoints[protocol]}/v2/models/resnet20_seeded"
+    # windows up to 50 % apart still count as stable: the server, perf_analyzer and the other tests share 2 cores here
+    pa = PerfAnalyzerSettings(concurrency=(1, 2), window_ms=500, stability_pct=50, path=str(SERVER_ENV))
+    cfg = BenchConfig(engines=["triton"], depths=["resnet20"], precisions=["fp32"], batches=[2], min_time=0.1, min_iters=5,
+                      bare=False, artifacts=str(tmp_path / "a"), served_url=url, perf_analyzer=pa)
+    result = run_bench(cfg, out=tmp_path / "runs", run_id="pa")
+    (row,) = result.rows
+    assert row.status == "ok" and row.parity_passed and row.latency_p50_ms > 0, (row.status, row.reason)
+    assert row.perf_analyzer_version == "perf_analyzer 2.51.0" and row.perf_analyzer_concurrency in (1, 2)
+    steps = row.perf_analyzer_sweep.split("; ")
+    assert [s.split(":")[0] for s in steps] == ["c1", "c2"]
+    assert row.perf_analyzer_ips > 0 and 0 < row.perf_analyzer_p50_ms <= row.perf_analyzer_p99_ms
+    assert row.perf_analyzer_compute_ms > 0 and row.perf_analyzer_queue_ms >= 0
+    report = Path(result.files["report"]).read_text()
+    assert "## perf_analyzer (through the server)" in report and f"resnet20 fp32 triton b2: {row.perf_analyzer_sweep}" in report
+
+
+def test_a_perf_analyzer_that_fails_leaves_the_rows_own_figures_and_says_why(server, tmp_path):
+    from resnet_deploy.bench import BenchConfig, PerfAnalyzerSettings, run_bench
+
+    fake = tmp_path / "perf_analyzer"
+    fake.write_text("#!/bin/sh\ncase \"$1\" in --version) echo 'Perf Analyzer Version 2.51.0';; *) "
+                    "echo 'Failed to obtain stable measurement within 10 measurement windows' >&2; exit 2;; esac\n")
+    fake.chmod(0o755)
+    cfg = BenchConfig(engines=["triton"], depths=["resnet20"], precisions=["fp32"], batches=[1], min_time=0.1, min_iters=5,
+                      bare=False, artifacts=str(tmp_path / "a"), served_url=f"{server.endpoints['grpc']}/v2/models/resnet20_seeded",
+                      perf_analyzer=PerfAnalyzerSettings(path=str(fake)))
+    result = run_bench(cfg, out=tmp_path / "runs", run_id="pa-fails")
+    (row,) = result.rows
+    assert row.status == "ok" and row.latency_p50_ms > 0 and row.perf_analyzer_ips is None
+    assert "perf_analyzer: perf_analyzer against 'resnet20_seeded'" in row.notes and "exit 2" in row.notes
+    assert "stable measurement" in row.perf_analyzer_sweep
+    assert row.perf_analyzer_sweep.startswith("not measured") and row.perf_analyzer_sweep in Path(result.files["report"]).read_text()
+
+
 @pytest.mark.parametrize("protocol", ["http", "grpc"])
 def test_the_runner_contract_through_the_server(server, protocol):
     """tests/runners' contract (describe before open, refusals, float32 logits, close twice) on the live server."""
