@@ -1,7 +1,7 @@
 """The toolkit's best CPU rows against the peers, in one interleaved run on one machine, parity beside every figure.
 
     pip install -e '.[cpu,openvino,cpu-peers]'          # cpu-peers: NNCF (benchmarks only)
-    python benchmarks/cpu-peers/run.py --depths 18,50,152 --batches 1,8,32 --seconds 10 --rounds 2
+    python benchmarks/cpu-peers/run.py --depths 18,50,152 --batches 1,8,32 --seconds 3 --rounds 2 --compile-depths 18,50
 
 Rows (each at every depth x batch; the seeded ImageNet ResNets at 224x224; 2 threads where a row takes a count):
 
@@ -217,7 +217,7 @@ def measure_depth(depth: int, a: dict, args, log) -> list[dict]:
     with open_runner("torch", a["model"], precision="fp32", copy_model=True) as r:
         ref = np.concatenate([r.infer(x_par[i:i + 16]) for i in range(0, len(x_par), 16)])
     out = []
-    makers = rows_for(a, args.threads, args.compile)
+    makers = rows_for(a, args.threads, depth in args.compile_depths)
     parity = {}
     for batch in args.batches:
         x = np.random.default_rng(batch).standard_normal((batch, 3, 224, 224)).astype(np.float32)
@@ -268,6 +268,7 @@ def write_report(res: dict, out: Path) -> None:
           + ", ".join(f"{k} {v}" for k, v in res["versions"].items()) + f". {res['started']} UTC, {res['seconds']:.0f} s.",
           "", f"**Shared machine**: {res['load']}. Read ratios within this run, not absolute figures.", "",
           f"Not measurable here (no AMX): {AMX_TARGETS}.", "",
+          f"torch.compile rows at ResNet-{', '.join(map(str, res['compile_depths'])) or '(none)'}.", "",
           "## Key ratio: the toolkit's openvino runner vs bare benchmark_app on the same INT8 ONNX (img/s)", "",
           "| network | batch | toolkit (runner defaults) | toolkit best (rest bf16, or throughput hint) | benchmark_app best hint | "
           "ratio (defaults) | ratio (best) |", "|---|---|---|---|---|---|---|", *key_ratio(rows), "",
@@ -317,7 +318,8 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10.0)
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--no-compile", dest="compile", action="store_false", help="skip the torch.compile rows")
+    ap.add_argument("--compile-depths", default="18,50,152",
+                    help="depths that get the torch.compile rows ('' for none: each compiles once per batch size)")
     ap.add_argument("--out", type=Path, default=HERE)
     args = ap.parse_args()
     revision = git_revision(HERE)  # before this run writes its own results
@@ -325,6 +327,7 @@ def main() -> None:
         plot(json.loads(args.replot.read_text())["rows"], args.replot.with_name("throughput.png"))
         return
     args.batches = [int(b) for b in args.batches.split(",")]
+    args.compile_depths = {int(d) for d in args.compile_depths.split(",") if d.strip()}
     torch.set_num_threads(args.threads)
     started = time.strftime("%Y-%m-%d %H:%M", time.gmtime())
     t0 = time.time()
@@ -343,7 +346,7 @@ def main() -> None:
 
     res = {"command": "python benchmarks/cpu-peers/run.py " + " ".join(sys.argv[1:]), "git": revision, "started": started,
            "seconds": time.time() - t0, "cpu": cpu_features(), "cores": os.cpu_count(), "machine": platform.machine(),
-           "versions": versions(), "threads": args.threads,
+           "versions": versions(), "threads": args.threads, "compile_depths": sorted(args.compile_depths),
            "load": f"load average {' / '.join(load0)} at the start, {' / '.join(load1)} at the end (1/5/15 min) "
                    "from other jobs on the same 2 cores",
            "amx_targets_not_measurable": AMX_TARGETS if not res_has_amx() else None, "rows": rows}
