@@ -25,6 +25,10 @@ from resnet_deploy.engine.config import _apply_dla
 from resnet_deploy.errors import BackendUnavailable, UserError
 from resnet_deploy.onnx_meta import artifact_facts, load_onnx, read_metadata
 
+# The tests that read the session's real ResNet-18/50 precision ONNX and TensorRT-RTX engines (conftest's real_onnx,
+# real_engine) run on one xdist worker, so each artifact is made once (ResNet-50 INT8 is a minute), not once per worker.
+REAL_ENGINES = pytest.mark.xdist_group("real-engines")
+
 
 def test_manifest_fields(built, rtx, model_onnx):
     path, m, _ = built
@@ -230,6 +234,7 @@ def test_inspector_notes_when_a_gpu_is_reported(rtx, model_onnx, tmp_path, monke
 REAL = [(a, p) for a in ("resnet18", "resnet50") for p in ("fp32", "fp16", "int8")]
 
 
+@REAL_ENGINES
 @pytest.mark.parametrize("arch, precision", REAL)
 def test_real_engine_manifest(real_engine, real_onnx, rtx, arch, precision):
     path, m = real_engine(arch, precision)
@@ -254,6 +259,7 @@ def test_real_engine_manifest(real_engine, real_onnx, rtx, arch, precision):
     assert m["input"]["dtype"] == "float32" and m["outputs"][0]["shape"] == [-1, 1000]
 
 
+@REAL_ENGINES
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_int8_engine_stores_8_bit_weights(real_engine, arch):
     """The engine file itself: INT8 weights take 1 byte instead of FP16's 2, so an INT8 plan is well
@@ -265,6 +271,7 @@ def test_int8_engine_stores_8_bit_weights(real_engine, arch):
     assert m16["engine_bytes"] < 0.6 * m32["engine_bytes"], (m16["engine_bytes"], m32["engine_bytes"])
 
 
+@REAL_ENGINES
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_int8_network_handed_to_the_builder_is_typed_int8(real_engine, arch):
     """What the strongly typed builder must honour: the parsed network's Q/DQ layers and INT8-typed
@@ -277,6 +284,7 @@ def test_int8_network_handed_to_the_builder_is_typed_int8(real_engine, arch):
     assert net16["output_dtypes"].get("INT8", 0) == 0 and net16["output_dtypes"].get("HALF", 0) >= 20
 
 
+@REAL_ENGINES
 @pytest.mark.parametrize("arch", ["resnet18", "resnet50"])
 def test_int8_engine_runs_int8_layers_per_the_engine_inspector(real_engine, arch):
     """The built engine's own layers (IEngineInspector needs a deserialized engine, so a GPU it targets)."""
@@ -286,6 +294,7 @@ def test_int8_engine_runs_int8_layers_per_the_engine_inspector(real_engine, arch
     assert m8["layer_precision"]["output_dtypes"].get("INT8", 0) >= 20
 
 
+@REAL_ENGINES
 def test_precision_mismatch_with_real_onnx(rtx, real_onnx, tmp_path):
     out = tmp_path / "x.engine"
     with pytest.raises(UserError, match=r"resnet18\.fp16\.onnx records precision fp16 .* but int8 was requested") as ei:
@@ -296,6 +305,7 @@ def test_precision_mismatch_with_real_onnx(rtx, real_onnx, tmp_path):
     assert not out.exists() and not manifest_path(out).exists()
 
 
+@REAL_ENGINES
 def test_truncated_onnx_is_clear(rtx, real_onnx, tmp_path):
     bad = tmp_path / "cut.onnx"
     data = real_onnx("resnet18", "fp32").read_bytes()
@@ -339,6 +349,7 @@ def test_cancel_from_progress_callback(rtx, model_onnx, tmp_path):
     assert list(tmp_path.iterdir()) == []
 
 
+@REAL_ENGINES
 def test_build_function_makes_onnx_and_reuses(rtx, exported, real_onnx, tmp_path):
     """engine.build: default ONNX path, engine name by flavour and precision, reuse and rebuild with reasons."""
     real_onnx("resnet18", "fp16")  # made once for the session under exported.root

@@ -25,7 +25,10 @@ from resnet_deploy.preprocess import Preprocess, augmented_photos
 
 SMALL = Preprocess(image_size=64, resize=64)
 
-pytestmark = pytest.mark.skipif(not modelopt_available()[0], reason=f"ModelOpt is needed: {modelopt_available()[1]}")
+# One xdist worker runs the module: small_int8's networks (seeded at 224, a minute for the three relatives) are
+# made once, not once per worker.
+pytestmark = [pytest.mark.skipif(not modelopt_available()[0], reason=f"ModelOpt is needed: {modelopt_available()[1]}"),
+              pytest.mark.xdist_group("placement")]
 
 
 @pytest.fixture(scope="module")
