@@ -26,8 +26,9 @@ from resnet_deploy.errors import BackendUnavailable, UserError
 from resnet_deploy.onnx_meta import artifact_facts, load_onnx, read_metadata
 
 # The tests that read the session's real ResNet-18/50 precision ONNX and TensorRT-RTX engines (conftest's real_onnx,
-# real_engine) run on one xdist worker, so each artifact is made once (ResNet-50 INT8 is a minute), not once per worker.
-REAL_ENGINES = pytest.mark.xdist_group("real-engines")
+# real_engine) run on one xdist worker, with every other test of the session's ResNet-50 export (xdist group
+# "resnet50"), so each artifact is made once (ResNet-50 INT8 is a minute), not once per worker.
+REAL_ENGINES = pytest.mark.xdist_group("resnet50")
 
 
 def test_manifest_fields(built, rtx, model_onnx):

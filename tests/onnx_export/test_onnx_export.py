@@ -17,8 +17,10 @@ from resnet_deploy.onnx_meta import read_metadata
 # deepest (152, whose seeded activations once overflowed FP16; tests/precision/test_random_fp16.py) cover
 # the block kinds and the depth. The FP32 parity of 34 and 101 is measured in benchmarks/model-facts.
 # ResNet-152's export is made once and shared by the worker that runs the xdist group "resnet152"
-DEPTHS = [18, 50, pytest.param(152, marks=pytest.mark.xdist_group("resnet152"))]
-PARITY_DEPTHS = [18, 50]  # 152's numerics are checked at the stricter FP16 bars (test_random_fp16)
+# (and ResNet-50's by the worker of the group "resnet50", with the real engines of tests/engine/test_build.py)
+R50 = pytest.param(50, marks=pytest.mark.xdist_group("resnet50"))
+DEPTHS = [18, R50, pytest.param(152, marks=pytest.mark.xdist_group("resnet152"))]
+PARITY_DEPTHS = [18, R50]  # 152's numerics are checked at the stricter FP16 bars (test_random_fp16)
 META_KEYS = {"arch", "depth", "num_classes", "image_size", "mean", "std", "weights_source", "weights_sha256",
              "toolkit_version", "precision", "opset"}
 

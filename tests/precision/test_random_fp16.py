@@ -13,7 +13,8 @@ from resnet_deploy.api import quantize as ensure_precision
 pytest.importorskip("modelopt.onnx.autocast", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
 
 
-@pytest.mark.parametrize("depth", [18, 50, pytest.param(152, marks=pytest.mark.xdist_group("resnet152"))])
+@pytest.mark.parametrize("depth", [18, pytest.param(50, marks=pytest.mark.xdist_group("resnet50")),
+                                   pytest.param(152, marks=pytest.mark.xdist_group("resnet152"))])
 def test_seeded_default_passes_the_fp16_bars(exported, depth):
     exported(f"resnet{depth}")  # the session's FP32 export
     ensure_precision(depth, "fp16", out_dir=exported.root)
