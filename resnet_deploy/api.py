@@ -326,11 +326,13 @@ def package(depth: int | str | ModelRef = 50, *, precision: str | None = None, t
             force: bool = False, artifacts_dir: PathLike = DEFAULT_ROOT, min_batch: int | None = None,
             opt_batch: int | None = None, max_batch: int | None = None, instances: int = 1,
             instance_kind: str = "auto", ensemble: bool = True, top: int = 5, preact: bool = False,
+            triton_backend: str = "onnxruntime",
             progress: Progress = quiet) -> dict[str, Any]:
     """A Jetson / edge bundle or a Triton model (``resnet-deploy package``); see :func:`resnet_deploy.deploy.package`."""
     model = ModelRef.of(depth, weights=weights, preact=preact)
     options = ServingOptions(name=name, labels=labels, min_batch=min_batch, opt_batch=opt_batch, max_batch=max_batch,
-                             instances=instances, instance_kind=instance_kind, force=force, ensemble=ensemble, top=top)
+                             instances=instances, instance_kind=instance_kind, force=force, ensemble=ensemble, top=top,
+                             triton_backend=triton_backend)
     return deployment.package(model, target, out, precision=Precision.parse(precision) if precision is not None else None,
                               onnx=onnx, engine=engine, artifacts_dir=artifacts_dir, options=options, progress=progress)
 

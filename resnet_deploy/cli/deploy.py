@@ -38,6 +38,9 @@ def package(depth: str = DepthOpt,
             ensemble: bool = typer.Option(True, "--ensemble/--no-ensemble", help="Triton: also write the image-bytes "
                                           "ensemble <name>_images (preprocess -> model -> top-k)."),
             top: int = typer.Option(5, "--top", "-k", help="Triton ensemble: how many classes it returns."),
+            triton_backend: str = typer.Option("onnxruntime", "--triton-backend", help="Triton: what serves the ONNX, "
+                                               "onnxruntime or openvino (Triton's OpenVINO backend on the same model.onnx: "
+                                               "the fast INT8 path on CPUs; CPU instances)."),
             artifacts_dir: Path = typer.Option(DEFAULT_ROOT, "--artifacts", help="Where the precision ONNX lives / is made."),
             force: bool = typer.Option(False, "--force", help="Replace an existing, non-empty output folder."),
             preact: bool = PreactOpt, as_json: bool = JsonOpt) -> None:
@@ -46,7 +49,7 @@ def package(depth: str = DepthOpt,
         m = api.package(depth, precision=precision, target=target, out=out_dir, onnx=onnx, engine=engine_file, weights=weights,
                 labels=labels, name=name, force=force, artifacts_dir=artifacts_dir, min_batch=min_batch, opt_batch=opt_batch,
                 max_batch=max_batch, instances=instances, instance_kind=instance_kind, ensemble=ensemble, top=top, preact=preact,
-                progress=progress)
+                triton_backend=triton_backend, progress=progress)
 
     def render() -> None:
         if m["kind"] == "jetson-bundle":

@@ -14,7 +14,9 @@ class ServingOptions:
     ``instance_kind``: Triton's instance group (``auto``: KIND_AUTO, GPU instances on a server with a GPU and
     CPU ones elsewhere; ``gpu``, ``cpu``; a TensorRT plan is always ``gpu``); ``ensemble``: also write the
     image-bytes ensemble (preprocess -> classifier -> top-``top``); ``force``: replace an existing,
-    non-empty output folder."""
+    non-empty output folder; ``triton_backend``: what serves an ONNX model on Triton, ``onnxruntime``
+    (platform ``onnxruntime_onnx``) or ``openvino`` (Triton's OpenVINO backend reading the same ONNX: the fast
+    INT8 path on CPUs, docs/cpu.md; CPU instances)."""
 
     name: str | None = None
     labels: str | os.PathLike[str] | None = None
@@ -26,6 +28,7 @@ class ServingOptions:
     force: bool = False
     ensemble: bool = True
     top: int = 5
+    triton_backend: str = "onnxruntime"
 
 
 __all__ = ["ServingOptions"]

@@ -2,7 +2,7 @@
 
     <repository>/<name>/config.pbtxt
     <repository>/<name>/labels.txt          (Triton's classification extension names the classes)
-    <repository>/<name>/1/model.onnx        platform onnxruntime_onnx
+    <repository>/<name>/1/model.onnx        platform onnxruntime_onnx, or backend openvino (--triton-backend openvino)
     <repository>/<name>/1/model.plan        platform tensorrt_plan (an engine built with TensorRT, not -RTX)
     <repository>/<name>_preprocess/         python backend: encoded image bytes -> the input tensor
     <repository>/<name>_topk/               python backend: logits -> top-k labels, indices, probabilities
@@ -15,6 +15,10 @@ batching (preferred batch sizes inside the engine's profile) and an instance gro
 ``resnet_deploy.*`` metadata travels in ``parameters``. Instance kind: ``auto`` (KIND_AUTO) for an
 ONNX by default, so one repository loads on a CPU-only server (CPU instances) and on a GPU server
 (GPU instances); a plan is KIND_GPU with optimization profile 0, the one the engine was built with.
+``--triton-backend openvino`` serves the same ``model.onnx`` through Triton's OpenVINO backend
+(``backend: "openvino"``, ``default_model_filename: "model.onnx"``, CPU instances, one stream with the
+latency hint: with dynamic batching one instance gets whole batches, measured as fast as OpenVINO's
+streams for batch 8 in docs/cpu.md); the toolkit's INT8 Q/DQ ONNX runs in integer kernels there.
 A fixed-batch export (``max_batch_size: 0``, dims with the batch) is served as it is; for a batch
 above 1 the classifier's output carries no ``label_filename`` (Triton's classification extension
 would rank all N x classes values as one vector), and per-image top-k comes from the ensemble. Each
@@ -43,6 +47,8 @@ from .triton_config import (
     ENSEMBLE_OUTPUTS,
     IMAGE_INPUT,
     INSTANCE_KINDS,
+    ONNX_BACKENDS,
+    OPENVINO_PARAMETERS,
     TRITON_TYPES,
     Classifier,
     Tensor,
@@ -130,6 +136,11 @@ def _check_request(name: str, repository: Path, model: Path, options: ServingOpt
         raise UserError(f"--instances must be at least 1 (got {options.instances})")
     if options.instance_kind not in INSTANCE_KINDS:
         raise UserError(f"instance kind must be one of {', '.join(INSTANCE_KINDS)} (got {options.instance_kind!r})")
+    if options.triton_backend not in ONNX_BACKENDS:
+        raise UserError(f"--triton-backend must be one of {', '.join(ONNX_BACKENDS)} (got {options.triton_backend!r})")
+    if options.triton_backend == "openvino" and options.instance_kind == "gpu":
+        raise UserError("--triton-backend openvino serves on CPU instances (Triton's OpenVINO backend); use --instance-kind "
+                        "cpu or auto, or the onnxruntime backend for GPU instances")
     if options.top < 1:
         raise UserError(f"--top must be at least 1 (got {options.top})")
     if version < 1:
@@ -150,15 +161,25 @@ def _classifier(snap: Snapshot, name: str, options: ServingOptions, queue_delay_
     if model.suffix in (".engine", ".plan"):
         if options.instance_kind == "cpu":
             raise UserError(f"{model} is a TensorRT engine: it runs on a GPU only (--instance-kind gpu or auto)")
+        if options.triton_backend != "onnxruntime":
+            raise UserError(f"{model} is a TensorRT engine: Triton serves it as tensorrt_plan, not through "
+                            f"--triton-backend {options.triton_backend}")
         inp, out, mbs, facts, notes = _plan_io(snap, options.max_batch)
         eng = facts["engine"]
         preferred, platform, kind, profile = preferred_sizes(mbs, eng["min_batch"], eng["opt_batch"]), "tensorrt_plan", "KIND_GPU", "0"
+        backend, extra = "", ()
     else:
         inp, out, mbs, facts, notes = _onnx_io(snap, options.max_batch)
-        preferred, platform, kind, profile = (preferred_sizes(mbs) if mbs else []), "onnxruntime_onnx", INSTANCE_KINDS[options.instance_kind], None
-        notes.append({"KIND_AUTO": "instances KIND_AUTO: GPU instances where the server has a GPU, CPU instances elsewhere",
-                      "KIND_CPU": "CPU instances: the ONNX Runtime backend runs on the CPU",
-                      "KIND_GPU": "GPU instances: a server without a GPU refuses this model"}[kind])
+        preferred, profile = (preferred_sizes(mbs) if mbs else []), None
+        if options.triton_backend == "openvino":
+            platform, backend, kind, extra = "", "openvino", "KIND_CPU", OPENVINO_PARAMETERS
+            notes.append("Triton's OpenVINO backend on model.onnx: CPU instances, " +
+                         ", ".join(f"{k} {v}" for k, v in OPENVINO_PARAMETERS))
+        else:
+            platform, backend, kind, extra = "onnxruntime_onnx", "", INSTANCE_KINDS[options.instance_kind], ()
+            notes.append({"KIND_AUTO": "instances KIND_AUTO: GPU instances where the server has a GPU, CPU instances elsewhere",
+                          "KIND_CPU": "CPU instances: the ONNX Runtime backend runs on the CPU",
+                          "KIND_GPU": "GPU instances: a server without a GPU refuses this model"}[kind])
     fixed = facts.get("fixed_batch")
     label_file = "labels.txt"
     if fixed is not None and fixed > 1:
@@ -170,7 +191,8 @@ def _classifier(snap: Snapshot, name: str, options: ServingOptions, queue_delay_
     clf = Classifier(name=name, platform=platform, max_batch_size=mbs, input=_tensor(inp, "input"),
                         output=_tensor(out, "output"), preferred=tuple(preferred), queue_delay_us=queue_delay_us,
                         instances=options.instances, kind=kind, profile=profile, label_file=label_file,
-                        parameters=tuple(dict(params).items()))
+                        parameters=tuple({**dict(params), **dict(extra)}.items()), backend=backend,
+                        model_filename="model.onnx" if backend == "openvino" else "")
     return clf, {**facts, "inp": inp, "out": out}, notes
 
 
@@ -196,7 +218,7 @@ def write_triton_model(model: str | os.PathLike[str] | Snapshot, repository: str
     final = repository / name
     for other in ensemble:
         check_output_folder(repository / other, options.force)
-    progress(f"writing Triton model {name} ({clf.platform}) into {repository}")
+    progress(f"writing Triton model {name} ({clf.serves_with}) into {repository}")
     labels_text = "\n".join(names) + "\n"
     with contextlib.ExitStack() as stack:
         tmp = stack.enter_context(staged_folder(final, options.force))
@@ -210,7 +232,7 @@ def write_triton_model(model: str | os.PathLike[str] | Snapshot, repository: str
         manifest = {
             "kind": "triton-model", "toolkit_version": __version__,
             "created_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-            "name": name, "platform": clf.platform, "version": version, "source": str(model),
+            "name": name, "platform": clf.serves_with, "version": version, "source": str(model),
             "model_file": f"{version}/{filename}", "sha256": snap.sha256,
             "arch": arch, "precision": facts["precision"], "num_classes": facts["num_classes"],
             "max_batch_size": clf.max_batch_size, "preferred_batch_size": list(clf.preferred), "instances": clf.instances,

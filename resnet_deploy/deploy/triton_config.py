@@ -6,7 +6,8 @@ or a metadata value with quotes or newlines cannot change the configuration's st
 
 What a repository holds for one classifier ``NAME`` (see :mod:`resnet_deploy.deploy.triton`):
 
-* ``NAME``: the classifier (``onnxruntime_onnx`` or ``tensorrt_plan``), the model's
+* ``NAME``: the classifier (``onnxruntime_onnx``, OpenVINO's backend on the same ``model.onnx``, or
+  ``tensorrt_plan``), the model's
   ``resnet_deploy.*`` metadata in ``parameters`` (so a client reads arch, precision, weights and the
   preprocessing recipe from the live server);
 * ``NAME_preprocess`` (python backend): encoded image bytes -> the classifier's input tensor;
@@ -27,6 +28,10 @@ TRITON_TYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "bfloat16": "TYP
 # Triton's instance kinds by --instance-kind: "auto" is KIND_AUTO (GPU instances where the server has a
 # GPU, else CPU ones), so one ONNX repository loads on a CPU-only server and uses the GPU on a GPU server.
 INSTANCE_KINDS = {"auto": "KIND_AUTO", "gpu": "KIND_GPU", "cpu": "KIND_CPU"}
+# What serves an ONNX classifier: Triton's ONNX Runtime backend (a platform), or its OpenVINO backend, which reads
+# model.onnx when told so (default_model_filename) and takes OpenVINO's settings as parameters.
+ONNX_BACKENDS = ("onnxruntime", "openvino")
+OPENVINO_PARAMETERS = (("PERFORMANCE_HINT", "LATENCY"), ("NUM_STREAMS", "1"))
 ROLE_KEY = "resnet_deploy.role"
 CLASSIFIER_KEY = "resnet_deploy.classifier"
 IMAGE_INPUT = "image"
@@ -74,7 +79,7 @@ class Classifier:
     """What the configs of one classifier and its ensemble are made from."""
 
     name: str
-    platform: str                      # onnxruntime_onnx or tensorrt_plan
+    platform: str                      # onnxruntime_onnx or tensorrt_plan; "" where ``backend`` names it
     max_batch_size: int                # 0: a fixed-batch model, dims carry the batch
     input: Tensor
     output: Tensor
@@ -85,6 +90,12 @@ class Classifier:
     profile: str | None = None         # a plan's optimization profile
     label_file: str | None = "labels.txt"
     parameters: tuple[tuple[str, str], ...] = ()
+    backend: str = ""                  # a backend named instead of a platform (openvino)
+    model_filename: str = ""           # default_model_filename, where the backend's own default is another
+
+    @property
+    def serves_with(self) -> str:
+        return self.platform or self.backend
 
     @property
     def fixed_batch(self) -> int | None:
@@ -109,7 +120,8 @@ def _batching(config: Any, preferred: tuple[int, ...], delay_us: int) -> None:
 
 def classifier_config(c: Classifier) -> Any:
     mc = model_config_pb2()
-    config = mc.ModelConfig(name=c.name, platform=c.platform, max_batch_size=c.max_batch_size)
+    config = mc.ModelConfig(name=c.name, platform=c.platform, backend=c.backend, max_batch_size=c.max_batch_size,
+                            default_model_filename=c.model_filename)
     _add_tensor(config.input, c.input)
     _add_tensor(config.output, c.output, **({"label_filename": c.label_file} if c.label_file else {}))
     _batching(config, c.preferred, c.queue_delay_us)
@@ -174,6 +186,7 @@ def ensemble_config(c: Classifier, top: int) -> Any:
     return config
 
 
-__all__ = ["CLASSIFIER_KEY", "Classifier", "ENSEMBLE_OUTPUTS", "IMAGE_INPUT", "INSTANCE_KINDS", "ROLE_KEY", "TRITON_TYPES",
+__all__ = ["CLASSIFIER_KEY", "Classifier", "ENSEMBLE_OUTPUTS", "IMAGE_INPUT", "INSTANCE_KINDS", "ONNX_BACKENDS", "OPENVINO_PARAMETERS",
+           "ROLE_KEY", "TRITON_TYPES",
            "Tensor", "classifier_config", "ensemble_config", "config_text", "model_config_pb2", "parse", "preprocess_config",
            "topk_config", "triton_type"]

@@ -19,6 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from cli_checks import invoke, one_line
 
 import resnet_deploy as rd
 from resnet_deploy.errors import UserError
@@ -716,6 +717,29 @@ def test_triton_plan_repository_follows_the_engine_profile(bundle, work, tmp_pat
     assert 6 in pref and 24 in pref and max(pref) <= 24
     with pytest.raises(UserError, match="max_batch_size must match the engine profile"):
         package(18, target="triton", out=repo, engine=engine, max_batch=32, name="other")
+
+
+def test_triton_openvino_backend_serves_the_same_onnx_on_cpu_instances(work, onnx18, tmp_path):
+    """`package --triton-backend openvino`: Triton's OpenVINO backend reads model.onnx when told so, takes OpenVINO's
+    settings as parameters and runs CPU instances; another backend or a GPU instance kind is one line."""
+    from resnet_deploy.api import package
+
+    repo = work / "repo-ov"
+    m = package(18, target="triton", out=repo, onnx=onnx18, name="r18_ov", max_batch=8, triton_backend="openvino")
+    mc, cfg = _parse_config(repo / "r18_ov" / "config.pbtxt")
+    assert (cfg.backend, cfg.platform, cfg.default_model_filename) == ("openvino", "", "model.onnx")
+    assert (repo / "r18_ov" / "1" / "model.onnx").read_bytes() == onnx18.read_bytes()
+    assert [g.kind for g in cfg.instance_group] == [mc.ModelInstanceGroup.Kind.Value("KIND_CPU")]
+    params = {k: v.string_value for k, v in cfg.parameters.items()}
+    assert params["PERFORMANCE_HINT"] == "LATENCY" and params["NUM_STREAMS"] == "1" and params["resnet_deploy.role"] == "classifier"
+    assert m["platform"] == "openvino" and m["instance_kind"] == "KIND_CPU" and "OpenVINO backend" in m["notes"][-1]
+    with pytest.raises(UserError, match="--triton-backend must be one of onnxruntime, openvino"):
+        package(18, target="triton", out=tmp_path / "a", onnx=onnx18, triton_backend="tensorrt")
+    with pytest.raises(UserError, match="serves on CPU instances"):
+        package(18, target="triton", out=tmp_path / "b", onnx=onnx18, triton_backend="openvino", instance_kind="gpu")
+    one_line(invoke("package", "-d", "18", "-t", "triton", "--onnx", onnx18, "-o", tmp_path / "c", "--triton-backend", "tvm"),
+             2, "--triton-backend must be one of")
+    assert not any((tmp_path / d).exists() for d in "abc")
 
 
 def test_triton_refuses_a_tensorrt_rtx_engine(onnx18, tmp_path):

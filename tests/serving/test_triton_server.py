@@ -39,6 +39,8 @@ from resnet_deploy.runners import make_runner, open_runner
 REPO = Path(__file__).resolve().parents[2]
 WEIGHTS = REPO / "tests" / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
 STANDIN = Path(__file__).resolve().parent / "standin" / "onnxruntime"
+STANDIN_OV = Path(__file__).resolve().parent / "standin" / "openvino"
+OV_MODEL = "resnet20_int8_openvino"  # the INT8 ONNX through `package --triton-backend openvino`
 SERVER_ENV = Path(os.environ.get("RESNET_DEPLOY_TRITONSERVER", REPO / ".venv-triton"))
 MODELS = {  # served name -> (precision, fixed batch)
     "resnet20_fp32": ("fp32", None),
@@ -75,6 +77,14 @@ def install():
     return found
 
 
+def server_has_openvino(found) -> str | None:
+    """Why the server's Python cannot run the OpenVINO stand-in, or None."""
+    if found.python_bin is None:
+        return "the server has no Python environment of its own"
+    probe = subprocess.run([str(found.python_bin / "python"), "-c", "import openvino"], capture_output=True, text=True, timeout=60)
+    return None if probe.returncode == 0 else f"the server's Python lacks openvino (`.ci/run` installs it): {probe.stderr[-200:]}"
+
+
 @pytest.fixture(scope="module")
 def artifacts(tmp_path_factory):
     """{served name: ONNX path} made by the toolkit, and the photographs as files."""
@@ -108,8 +118,13 @@ def server(install, artifacts):
         api.package(20 if name.startswith("resnet20") else 18, target="triton", out=repo, onnx=artifacts[name], name=name,
                     max_batch=8 if MODELS[name][1] is None else None, instance_kind="cpu" if name.endswith("int8") else "auto")
     api.package(20, target="triton", out=repo, onnx=artifacts["seeded"], name="resnet20_seeded", ensemble=False, max_batch=8)
+    backends = {"onnxruntime": STANDIN}
+    if server_has_openvino(install) is None:
+        api.package(20, target="triton", out=repo, onnx=artifacts["resnet20_int8"], name=OV_MODEL, max_batch=8,
+                    triton_backend="openvino")
+        backends["openvino"] = STANDIN_OV
     http, grpc = free_ports(2)
-    srv = TritonServer(repo, install=install, ports=Ports(http=http, grpc=grpc), extra_backends={"onnxruntime": STANDIN},
+    srv = TritonServer(repo, install=install, ports=Ports(http=http, grpc=grpc), extra_backends=backends,
                        ready_timeout_s=120)
     srv.start()
     try:
@@ -140,6 +155,28 @@ def test_served_logits_equal_the_in_process_runner(server, artifacts, name, prot
     assert result.rel_l2 <= THRESHOLDS[precision].rel_l2
     assert (got.argmax(1) == want.argmax(1)).all()  # the label of every image, not only most of them
     assert served.describe()["server"]["version"] and served.describe()["platform"] == "onnxruntime_onnx"
+
+
+@pytest.mark.parametrize("protocol", ["http", "grpc"])
+def test_the_int8_onnx_served_by_the_openvino_backend_equals_openvino_in_process(server, artifacts, install, protocol):
+    """`package --triton-backend openvino`: Triton's OpenVINO backend config (backend "openvino", model.onnx, CPU
+    instances, OpenVINO's settings as parameters) loads under strict config and serves the toolkit's INT8 Q/DQ ONNX
+    with the numerics of the in-process openvino runner (TEST FIXTURE stand-in around OpenVINO: see its docstring)."""
+    why = server_has_openvino(install)
+    if why is not None:
+        pytest.skip(why)
+    import openvino as ov
+
+    # the backend leaves OpenVINO's default precision for the rest of the graph (bf16 on a CPU with AVX512-BF16 or AMX)
+    rest = ov.Core().get_property("CPU", "INFERENCE_PRECISION_HINT").get_type_name()
+    with open_runner("triton", server.endpoints[protocol], model=OV_MODEL) as served, \
+            open_runner("openvino", artifacts["resnet20_int8"], inference_precision=rest) as local:
+        assert served.describe()["platform"] == "openvino" and served.describe()["instance_kinds"] == ["KIND_CPU"]
+        assert served.facts()["precision"] == "int8"
+        batch = _photos_batch(Preprocess(image_size=32, resize=32), 6)
+        got, want = served.infer(batch), local.infer(batch)
+    assert compare(want, got, "int8").passed and (got.argmax(1) == want.argmax(1)).all()
+    assert np.abs(got - want).max() < 1e-3, np.abs(got - want).max()  # the same OpenVINO CPU kernels on the same artifact
 
 
 def test_classification_extension_ranks_each_image(server, artifacts):
