@@ -1,4 +1,4 @@
-"""The in-process CLI and its one-line error check, shared by the reliability tests."""
+"""The in-process CLI, a run that must exit with a given code, and the one-line error check, shared by the tests."""
 
 from __future__ import annotations
 
@@ -11,6 +11,13 @@ runner = CliRunner()
 
 def invoke(*args):
     return runner.invoke(app, [str(a) for a in args])
+
+
+def run(*args, code: int = 0):
+    """The command, which must exit ``code``."""
+    r = invoke(*args)
+    assert r.exit_code == code, r.output
+    return r
 
 
 def one_line(r, code: int, *words: str) -> str:

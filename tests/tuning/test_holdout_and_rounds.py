@@ -9,13 +9,12 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
+from cli_checks import run
 from onnx import numpy_helper
-from typer.testing import CliRunner
 
 import resnet_deploy as rd
 from resnet_deploy import pipeline as pipeline_module
 from resnet_deploy.artifacts import read_manifest, sha256_file
-from resnet_deploy.cli import app
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
 from resnet_deploy.preprocess import recipe_from_metadata
@@ -27,13 +26,6 @@ ROOT = Path(__file__).resolve().parents[2]
 WEIGHTS = ROOT / "tests" / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
 CALIB = 32
 TARGET = 0.95      # 48 photo crops, half held out: plain INT8 misses it on the 24 search images, one block meets it
-cli = CliRunner()
-
-
-def run(*args, code: int = 0):
-    r = cli.invoke(app, [str(a) for a in args])
-    assert r.exit_code == code, r.output
-    return r
 
 
 @pytest.fixture(scope="module")

@@ -13,13 +13,12 @@ import numpy as np
 import onnx
 import pytest
 import skimage.data
+from cli_checks import run
 from onnx import numpy_helper
 from PIL import Image
-from typer.testing import CliRunner
 
 import resnet_deploy as rd
 from resnet_deploy.artifacts import Precision, read_manifest, sha256_file
-from resnet_deploy.cli import app
 from resnet_deploy.engine import BuildOptions
 from resnet_deploy.errors import UserError
 from resnet_deploy.onnx_meta import read_metadata
@@ -33,13 +32,6 @@ pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision ex
 WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
 BLOCKS = [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
 CALIB = 32
-cli = CliRunner()
-
-
-def run(*args, code: int = 0):
-    r = cli.invoke(app, [str(a) for a in args])
-    assert r.exit_code == code, r.output
-    return r
 
 
 @pytest.fixture(scope="module")
