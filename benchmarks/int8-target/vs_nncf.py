@@ -3,6 +3,7 @@
     pip install nncf                                            # benchmarks only
     python benchmarks/int8-target/vs_nncf.py --depths 20 --targets 0.97,0.99     # the reduced grid (committed)
     python benchmarks/int8-target/vs_nncf.py --depths 20,56 --targets 0.97,0.98,0.99  # the full grid
+    python benchmarks/int8-target/vs_nncf.py --replot benchmarks/int8-target/vs_nncf.json  # the trade-off plot again
 
 Both start from the same FP32 ONNX (the toolkit's export of the trained CIFAR-10 ResNet-20/56 in
 tests/data/cifar10-resnet), calibrate on the same 64 bundled photo views (the toolkit's default
@@ -12,7 +13,8 @@ and target T is an absolute drop of 1 - T). Both score candidates on OpenVINO CP
 default ``--score-engine``; NNCF's ``validation_fn`` compiles each model it is given with
 OpenVINO), and every final model is scored here the same way. Reported: met or not (on the
 search images), the share of convolutions whose data input is INT8, search and held-out scores,
-wall time. Writes vs_nncf.md and vs_nncf.json beside this file.
+wall time. Writes <name>.md, <name>.json and <name>.png (the trade-off: INT8 share vs held-out score per
+tool, one point per target met) beside this file.
 """
 
 from __future__ import annotations
@@ -138,6 +140,40 @@ def markdown(r: dict, command: str) -> str:
     return "\n".join(lines)
 
 
+def plot_tradeoff(r: dict, path: Path) -> None:
+    """The trade-off each tool made: share of convolutions left INT8 (x) against the held-out score (y), one point per
+    target it met (labelled with T), plain INT8 as the starting point; one panel per network."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    depths = sorted({row["depth"] for row in r["rows"]})
+    fig, axes = plt.subplots(1, len(depths), figsize=(6.5 * len(depths), 5), squeeze=False)
+    for ax, depth in zip(axes[0], depths):
+        rows = [row for row in r["rows"] if row["depth"] == depth]
+        for key, label, style in (("toolkit", "toolkit --accuracy-target", "o-"), ("nncf", "NNCF accuracy control", "s--")):
+            pts = sorted((x["int8_convs"] / x["convs"], x["heldout"], row["target"]) for row in rows
+                         for x in [row[key]] if x and "error" not in x and x.get("met"))
+            if pts:
+                ax.plot([p[0] for p in pts], [100 * p[1] for p in pts], style, label=label)
+                for share, held, target in pts:
+                    ax.annotate(f"{target:g}", (share, 100 * held), textcoords="offset points", xytext=(4, 4), fontsize=8)
+            missed = [row["target"] for row in rows if row[key] and ("error" in row[key] or not row[key].get("met"))]
+            if missed:
+                ax.plot([], [], " ", label=f"{label.split()[0]}: not met at {', '.join(f'{t:g}' for t in missed)}")
+        plain = next((row["plain"] for row in rows if row["plain"]), None)
+        if plain:
+            ax.plot([plain["int8_convs"] / plain["convs"]], [100 * plain["heldout"]], "k*", markersize=12, label="plain INT8")
+        ax.set_title(f"ResNet-{depth}: INT8 share vs held-out agreement with FP32")
+        ax.set_xlabel("convolutions with INT8 input (share)")
+        ax.set_ylabel("held-out top-1 agreement with FP32 (%)")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--depths", default="20")
@@ -146,7 +182,11 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--work", type=Path, default=Path("/tmp/resnet-deploy-vs-nncf"))
     ap.add_argument("--name", default="vs_nncf", help="results file stem (<name>.md, <name>.json beside this file)")
     ap.add_argument("--no-results", action="store_true")
+    ap.add_argument("--replot", type=Path, help="draw <name>.png from this results JSON, and stop")
     args = ap.parse_args(argv)
+    if args.replot:
+        plot_tradeoff(json.loads(args.replot.read_text()), args.replot.with_suffix(".png"))
+        return 0
     import nncf
 
     bench = bench_module()
@@ -183,6 +223,7 @@ def main(argv: list[str] | None = None) -> int:
         cmd = "python benchmarks/int8-target/vs_nncf.py" + "".join(f" {a}" for a in (argv if argv is not None else sys.argv[1:]))
         (HERE / f"{args.name}.json").write_text(json.dumps(r, indent=1, default=str) + "\n")
         (HERE / f"{args.name}.md").write_text(markdown(r, cmd))
+        plot_tradeoff(r, HERE / f"{args.name}.png")
         log(f"wrote {HERE / (args.name + '.md')}")
     return 0
 
