@@ -140,6 +140,20 @@ def test_one_compiled_model_serves_every_batch_and_the_throughput_split_keeps_th
         np.testing.assert_allclose(tp.infer(x[:1]), want[:1], rtol=1e-4, atol=1e-4)
 
 
+def test_results_are_the_callers_own_though_inputs_and_outputs_are_shared_with_openvino(cifar20):
+    """The runner hands OpenVINO the caller's batch without a copy and reads the output tensor in place: the
+    logits returned must survive the next call, and the batch must come back unchanged."""
+    x = np.random.default_rng(2).standard_normal((2, 3, 32, 32)).astype(np.float32)
+    keep = x.copy()
+    with open_runner("openvino", fp32_onnx(cifar20, 20)) as r:
+        first = r.infer(x[:1])
+        saved = first.copy()
+        second = r.infer(x[1:])
+        assert not np.shares_memory(first, second) and np.array_equal(first, saved)
+        assert not np.allclose(first, second)
+    assert np.array_equal(x, keep)
+
+
 def test_a_wrong_shape_batch_is_refused_in_one_line(cifar20):
     with open_runner("openvino", fp32_onnx(cifar20, 20)) as r:
         with pytest.raises(UserError) as e:
