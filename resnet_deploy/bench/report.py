@@ -372,23 +372,19 @@ PERF_ANALYZER_COLUMNS: tuple[Column, ...] = (
 )
 """The perf_analyzer section's table, read from the row's ``perf_analyzer_`` fields."""
 _PERF_ANALYZER_TEXT = (
-    "NVIDIA perf_analyzer (`--perf-analyzer`) against the same served model after each row's parity check and timing "
-    "loop: for each concurrency (requests in flight, each of the row's batch, perf_analyzer's random data of the served "
-    "input's shape) it measures until throughput and the chosen latency percentile are stable over its windows. "
-    "img/s is its Inferences/Second (images); p50/p99 are client-side request latencies; queue and compute are the "
-    "server's averages. The row shows the concurrency with the highest throughput; every step follows.")
+    "NVIDIA perf_analyzer (`--perf-analyzer`) on the same served model after each row's own figures: per concurrency "
+    "(requests in flight of the row's batch, random data) until throughput and the latency percentile are stable. img/s "
+    "is its Inferences/Second (images), p50/p99 client latencies, queue/compute the server's averages; the row shows the "
+    "concurrency with the highest throughput, every step follows.")
 
 
 def _perf_analyzer_section(rows: list[BenchRow]) -> list[str]:
     swept = [r for r in rows if r.perf_analyzer_sweep is not None]
-    if not swept:
-        return []
-    pa = [r for r in swept if r.perf_analyzer_ips is not None]
-    lines = ["", "## perf_analyzer (through the server)", "", _PERF_ANALYZER_TEXT, "",
-             "| " + " | ".join(c.header for c in PERF_ANALYZER_COLUMNS) + " |", "|" + "---|" * len(PERF_ANALYZER_COLUMNS)]
-    lines += ["| " + " | ".join(c.cell(r) for c in PERF_ANALYZER_COLUMNS) + " |" for r in pa]
-    lines += [""] + [f"- {r.arch} {r.precision} {r.backend} b{r.batch}: {r.perf_analyzer_sweep}" for r in swept]
-    return lines
+    cols = PERF_ANALYZER_COLUMNS
+    return ["", "## perf_analyzer (through the server)", "", _PERF_ANALYZER_TEXT, "", "| " + " | ".join(c.header for c in cols)
+            + " |", "|" + "---|" * len(cols), *("| " + " | ".join(c.cell(r) for c in cols) + " |" for r in swept
+                                                if r.perf_analyzer_ips is not None), "",
+            *(f"- {r.arch} {r.precision} {r.backend} b{r.batch}: {r.perf_analyzer_sweep}" for r in swept)] if swept else []
 
 
 _NOT_RUN_CELLS = {"depth", "precision", "backend", "batch", "load / CPU wait", "verdict"}
