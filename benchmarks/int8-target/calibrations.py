@@ -36,7 +36,7 @@ def main(work: Path = Path("/tmp/resnet-deploy-calibrations")) -> None:
         out = work / f"resnet{depth}"
         fp32 = rd.export(depth, weights=weights, out_dir=out)["path"]
         recipe = recipe_from_metadata(read_metadata(onnx.load(fp32, load_external_data=False)))
-        measures = {k: Measure(fp32, load_eval_set(f, recipe), out, engine="openvino") for k, f in folders.items()}
+        measures = {k: Measure(fp32, load_eval_set(f, recipe), out, backend="openvino") for k, f in folders.items()}
         for method in ("entropy", "minmax", "percentile"):
             int8 = rd.quantize(depth, "int8", weights=weights, out_dir=out / method, source=fp32, method=method,
                                calib_samples=64, force=True)["path"]

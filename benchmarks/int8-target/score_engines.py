@@ -37,7 +37,7 @@ def main(work: Path = Path("/tmp/resnet-deploy-score-engines")) -> None:
         int8 = onnx.load(rd.quantize(depth, "int8", weights=weights, out_dir=out, calib_samples=64)["path"])
         images = load_eval_set(views, recipe_from_metadata(read_metadata(onnx.load(fp32, load_external_data=False))))
         candidates = [keep_high_precision(int8, [u]) for u in units_of(fp32)[1:5]]
-        measures = {e: Measure(fp32, images, out, engine=e) for e in ("ort", "openvino")}
+        measures = {e: Measure(fp32, images, out, backend=e) for e in ("ort", "openvino")}
         seconds = dict.fromkeys(measures, 0.0)
         for c in candidates:
             for e, m in measures.items():

@@ -201,7 +201,7 @@ def main(argv: list[str] | None = None) -> int:
         fp32 = Path(rd.export(depth, weights=weights, out_dir=work)["path"])
         recipe = recipe_from_metadata(read_metadata(onnx.load(str(fp32), load_external_data=False)))
         sets = {k: load_eval_set(f, recipe) for k, f in folders.items()}
-        measures = {k: Measure(fp32, s, work, engine="openvino") for k, s in sets.items()}
+        measures = {k: Measure(fp32, s, work, backend="openvino") for k, s in sets.items()}
         calib = load_calibration(None, recipe, samples=CALIB).batch
         t0 = time.perf_counter()
         plain = rd.quantize(depth, "int8", weights=weights, out_dir=work / "plain", calib_samples=CALIB, force=True)
