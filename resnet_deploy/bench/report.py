@@ -345,14 +345,16 @@ _LOADGEN_TEXT = (
     "no accuracy-mode run and no MLPerf submission checker, and far shorter runs than MLPerf's 600 s minimum.")
 
 
+def _table(cols: tuple[Column, ...], rows: list[BenchRow]) -> list[str]:
+    return ["| " + " | ".join(c.header for c in cols) + " |", "|" + "---|" * len(cols), *("| " + " | ".join(c.cell(r) for c in cols) + " |" for r in rows)]
+
+
 def _loadgen_section(rows: list[BenchRow], cfg: dict[str, Any]) -> list[str]:
     lg = [r for r in rows if r.loadgen_scenario is not None]
     if not lg:
         return []
     n = (cfg.get("loadgen") or {}).get("sample_count") or LoadgenSettings.sample_count  # a merged report: the default
-    lines = ["", "## MLPerf LoadGen", "", _LOADGEN_TEXT.format(n=n), "",
-             "| " + " | ".join(c.header for c in LOADGEN_COLUMNS) + " |", "|" + "---|" * len(LOADGEN_COLUMNS)]
-    lines += ["| " + " | ".join(c.cell(r) for c in LOADGEN_COLUMNS) + " |" for r in lg]
+    lines = ["", "## MLPerf LoadGen", "", _LOADGEN_TEXT.format(n=n), "", *_table(LOADGEN_COLUMNS, lg)]
     probes = [r for r in lg if r.loadgen_probes]
     if probes:
         lines += ["", "Server find-peak (bisection on the target QPS; the row shows the highest QPS whose p99 stayed "
@@ -379,12 +381,10 @@ _PERF_ANALYZER_TEXT = (
 
 
 def _perf_analyzer_section(rows: list[BenchRow]) -> list[str]:
-    swept = [r for r in rows if r.perf_analyzer_sweep is not None]
-    cols = PERF_ANALYZER_COLUMNS
-    return ["", "## perf_analyzer (through the server)", "", _PERF_ANALYZER_TEXT, "", "| " + " | ".join(c.header for c in cols)
-            + " |", "|" + "---|" * len(cols), *("| " + " | ".join(c.cell(r) for c in cols) + " |" for r in swept
-                                                if r.perf_analyzer_ips is not None), "",
-            *(f"- {r.arch} {r.precision} {r.backend} b{r.batch}: {r.perf_analyzer_sweep}" for r in swept)] if swept else []
+    swept = [r for r in rows if r.perf_analyzer_sweep is not None]  # measured, or failed saying why (no table row)
+    measured = [r for r in swept if r.perf_analyzer_ips is not None]
+    return ["", "## perf_analyzer (through the server)", "", _PERF_ANALYZER_TEXT, "", *_table(PERF_ANALYZER_COLUMNS, measured),
+            "", *(f"- {r.arch} {r.precision} {r.backend} b{r.batch}: {r.perf_analyzer_sweep}" for r in swept)] if swept else []
 
 
 _NOT_RUN_CELLS = {"depth", "precision", "backend", "batch", "load / CPU wait", "verdict"}
