@@ -46,7 +46,8 @@ def quantize(
     limit: Optional[int] = typer.Option(None, "--limit", help="With --accuracy-target: measure an evenly spaced "
                                         "subset of this many images."),
     max_excluded: Optional[int] = typer.Option(None, "--max-excluded", help="With --accuracy-target: the most "
-                                               "blocks it may keep in high precision (default: a quarter of them)."),
+                                               "blocks and layers it may keep in high precision, residual Adds not "
+                                               "counted (default: half the convolutions)."),
     holdout: Optional[str] = typer.Option(None, "--holdout", help="With --accuracy-target: a fraction in (0, 1) of "
                                           "the images kept from the search (e.g. 0.25), or a folder of other images; "
                                           "plain and tuned INT8 are scored on them too."),

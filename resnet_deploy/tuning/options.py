@@ -16,7 +16,8 @@ class TuningOptions:
     """``accuracy_target``: the fraction of FP32's top-1 the INT8 ONNX must keep (``None``: no search);
     ``data``: the images it is measured on (``None``: the calibration images); ``labels``: class
     names mapping ``data``'s folders; ``limit``: an evenly spaced subset of this many images;
-    ``max_excluded``: the most blocks the search may keep in high precision (``None``: a quarter);
+    ``max_excluded``: the most blocks and layers the search may keep in high precision, residual Adds
+    not counted (``None``: half the convolutions);
     ``holdout``: images the search never sees, to check the tuned model on: a fraction in (0, 1) of
     ``data``'s images (split off deterministically) or a second folder (``None``: no check);
     ``score_engine``: the runner the search scores candidates on (``None``: the fastest available)."""

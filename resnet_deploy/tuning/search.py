@@ -5,11 +5,14 @@ Start from plain INT8 (with the user's own ``--exclude``); if its score is below
 precision in rank order, re-measuring after each (the first is the ranking's own measurement): a
 unit whose addition does not improve the score (higher, or equal with a lower output error), or
 that would leave fewer than half the convolutions with INT8 input (no longer an INT8 model), is
-left in INT8 and the next one is tried. At the first set that meets the target, a final pass
-splits the kept units into layers and residual Adds (:func:`.blocks.layer_units`) and puts each
-back into INT8, last kept first, when the target still holds without it. It fails, saying how far
-it got, when the target needs more than ``max_excluded`` units, or when the ranking runs out
-first. :func:`resume` goes on from a real model (ModelOpt's re-quantization) that scored below the
+left in INT8 and the next one is tried. When the ranking runs out below the target, the layer pass
+goes on one layer or residual Add at a time (:func:`.blocks.layer_units`): each step tries every one
+not kept yet and keeps the best (one evaluation per layer left), as long as it improves the score.
+At the first set that meets the target, a final pass splits the kept units into layers and residual
+Adds and puts each back into INT8, last kept first, when the target still holds without it. It
+fails, saying how far it got, when the target needs more than ``max_excluded`` blocks and layers
+(residual Adds do not count: they cost no convolution its INT8 input), or when no layer improves
+the score any more. :func:`resume` goes on from a real model (ModelOpt's re-quantization) that scored below the
 goal. Greedy: the set it finds is small, not proven the smallest.
 """
 
@@ -27,9 +30,10 @@ from .keep import int8_conv_share, keep_high_precision
 from .measure import Measure
 
 
-def default_max_excluded(n_candidates: int) -> int:
-    """A quarter of the units that can be kept out of INT8 (at least one)."""
-    return max(1, n_candidates // 4)
+def default_max_excluded(convs: int) -> int:
+    """Half the convolutions (at least one): the most blocks and layers a search could keep out of INT8 while the
+    model stays INT8 (fewer than half the convolutions with INT8 input is refused anyway)."""
+    return max(1, convs // 2)
 
 
 def _pct(x: float) -> str:
@@ -46,7 +50,7 @@ def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: f
     progress("scoring plain INT8")
     plain = measure.score(int8, "plain INT8")
     found = candidates(int8, units)
-    limit = default_max_excluded(len(found)) if max_excluded is None else max_excluded
+    limit = default_max_excluded(int8_conv_share(int8)[1]) if max_excluded is None else max_excluded
     if limit < 0:
         raise UserError(f"--max-excluded must be at least 0, got {max_excluded}")
     result: dict[str, Any] = {"target": target, "goal": goal, "metric": metric, "fp32": measure.reference,
@@ -73,7 +77,7 @@ def resume(measure: Measure, real: onnx.ModelProto, units: list[Unit], result: d
     left = result["max_excluded"] - len(kept)
     ranking = rank(measure, real, rest, score, progress=progress) if left > 0 else []
     result = {**result, "met": False, "final": score, "steps": list(result["steps"]),
-              "resumed": [*result.get("resumed", []), {"kept": [u.name for u in kept], "search": result["final"],
+              "layer_steps": list(result.get("layer_steps", [])), "resumed": [*result.get("resumed", []), {"kept": [u.name for u in kept], "search": result["final"],
                                                          "real": score, "ranking": ranking}]}
     return _greedy(measure, real, units, ranking, kept, score, result, progress)
 
@@ -102,45 +106,113 @@ def _put_back(measure: Measure, base: onnx.ModelProto, kept: list[Unit], start: 
     return {**result, "met": True, "kept": names, "final": last, "put_back": [*result.get("put_back", []), *steps]}
 
 
+def _counted(kept: list[Unit]) -> int:
+    """How many of ``kept`` count against ``--max-excluded``: residual Adds do not (no convolution loses INT8 input)."""
+    return sum(u.kind not in ("add", "adds") for u in kept)
+
+
+def _try(measure: Measure, base: onnx.ModelProto, trial: list[Unit], desc: str) -> dict[str, Any] | str:
+    """The score of ``base`` with ``trial`` kept, or why it may not be tried (fewer than half the convolutions INT8)."""
+    model = keep_high_precision(base, trial)
+    int8_convs, convs = int8_conv_share(model)
+    if 2 * int8_convs < convs:
+        return f"keeping {trial[-1].name} would leave {int8_convs} of {convs} convolutions with INT8 input"
+    return {**measure.score(model, desc), "int8_convs": int8_convs, "convs": convs}
+
+
+def _better(now: dict[str, Any], last: dict[str, Any]) -> bool:
+    """A higher score, or the same score with a lower logits error."""
+    return (now["score"], -now["rel_l2"]) > (last["score"], -last["rel_l2"])
+
+
 def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking: list[dict[str, Any]], kept: list[Unit],
             last: dict[str, Any], result: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """Keep ``ranking``'s units (each measured alone on top of ``base`` and ``kept``) while they improve the score."""
+    """Keep ``ranking``'s units (each measured alone on top of ``base`` and ``kept``) while they improve the score;
+    when the ranking runs out below the goal, go on layer by layer (:func:`_layer_pass`)."""
     by_name = {u.name: u for u in units}
-    limit, goal, metric = result["max_excluded"], result["goal"], result["metric"]
+    limit, goal = result["max_excluded"], result["goal"]
     resumed = bool(result.get("resumed"))
     start = len(kept)
     if last["score"] >= goal:
         return {**result, "met": True, "kept": [u.name for u in kept], "final": last}
     for row in ranking:
-        if len(kept) >= limit:
+        if _counted(kept) >= limit:
             break
-        trial = kept + [by_name[row["unit"]]]
-        model = keep_high_precision(base, trial)
-        int8_convs, convs = int8_conv_share(model)
-        if 2 * int8_convs < convs:
-            result["stopped"] = f"keeping {row['unit']} would leave {int8_convs} of {convs} convolutions with INT8 input"
+        unit = by_name[row["unit"]]
+        trial = kept + [unit]
+        if _counted(trial) > limit:
             continue
         if len(kept) > start:
             progress(f"trying {', '.join(u.name for u in trial)} in high precision")
-            now = measure.score(model, f"{len(trial)} kept")
+            now = _try(measure, base, trial, f"{len(trial)} kept")
         else:  # nothing accepted since the ranking, which measured this very model (base with this unit kept)
-            now = {k: row[k] for k in ("score", "agreement", "rel_l2", "cosine", "finite")}
-        better = (now["score"], -now["rel_l2"]) > (last["score"], -last["rel_l2"])
-        result["steps"].append({"kept": [u.name for u in trial], **now, "int8_convs": int8_convs, "convs": convs,
-                                "accepted": better, **({"resumed": True} if resumed else {})})
+            now = _ranked(row, base, trial)
+        if isinstance(now, str):
+            result["stopped"] = now
+            continue
+        better = _better(now, last)
+        result["steps"].append({"kept": [u.name for u in trial], **now, "accepted": better,
+                                **({"resumed": True} if resumed else {})})
         if not better:
             continue
         kept, last = trial, now
         if last["score"] >= goal:
             return _put_back(measure, base, kept, start, last, result, progress)
+    kept, last = _layer_pass(measure, base, units, kept, last, result, progress)
+    if last["score"] >= goal:
+        return _put_back(measure, base, kept, start, last, result, progress)
+    _fail(measure, kept, last, result)
+
+
+def _ranked(row: dict[str, Any], base: onnx.ModelProto, trial: list[Unit]) -> dict[str, Any] | str:
+    """The ranking's own measurement of ``base`` with ``trial`` (one unit) kept, with its INT8 share."""
+    int8_convs, convs = int8_conv_share(keep_high_precision(base, trial))
+    if 2 * int8_convs < convs:
+        return f"keeping {trial[-1].name} would leave {int8_convs} of {convs} convolutions with INT8 input"
+    return {**{k: row[k] for k in ("score", "agreement", "rel_l2", "cosine", "finite")}, "int8_convs": int8_convs,
+            "convs": convs}
+
+
+def _layer_pass(measure: Measure, base: onnx.ModelProto, units: list[Unit], kept: list[Unit], last: dict[str, Any],
+                result: dict[str, Any], progress: Progress) -> tuple[list[Unit], dict[str, Any]]:
+    """Where whole blocks run out below the goal: every layer and residual Add not kept yet (:func:`.blocks.layer_units`)
+    is tried on top of ``kept``, and the best (:func:`_better`) is kept, step after step, until the goal holds, no
+    layer improves the score, or ``--max-excluded`` is reached. Each step costs one evaluation per layer left."""
+    limit, goal = result["max_excluded"], result["goal"]
+    if limit == 0:
+        return kept, last
+    taken = {x.name for u in kept for x in [u, *layer_units(u, base)]}
+    pool = [sub for u in units if u.name not in taken for sub in layer_units(u, base) if sub.name not in taken]
+    pool = candidates(base, pool)
+    while last["score"] < goal and pool:
+        best: tuple[Unit, dict[str, Any]] | None = None
+        for i, sub in enumerate(pool, 1):
+            if _counted(kept + [sub]) > limit:
+                continue
+            progress(f"layer pass {len(result.get('layer_steps', [])) + 1}: {sub.name} in high precision ({i}/{len(pool)})")
+            now = _try(measure, base, kept + [sub], f"{sub.name} kept")
+            if isinstance(now, str):
+                result["stopped"] = now
+            elif best is None or _better(now, best[1]):
+                best = (sub, now)
+        if best is None or not _better(best[1], last):
+            break
+        kept, last = kept + [best[0]], best[1]
+        pool = [x for x in pool if x is not best[0]]
+        result.setdefault("layer_steps", []).append({"kept": [u.name for u in kept], **last, "tried": len(pool) + 1})
+    return kept, last
+
+
+def _fail(measure: Measure, kept: list[Unit], last: dict[str, Any], result: dict[str, Any]) -> None:
+    limit, goal, metric = result["max_excluded"], result["goal"], result["metric"]
     names = ", ".join(u.name for u in kept) or "none"
-    if len(kept) >= limit:
+    if _counted(kept) >= limit:
         why = f"--max-excluded {limit} reached: raise --max-excluded or lower the target"
     elif result.get("stopped"):
         why = f"{result['stopped']}: lower the target"
     else:
-        why = "no further block improved it: lower the target or check the images"
-    if resumed:
+        why = "no further block or layer improved it: lower the target or check the images"
+    if result.get("resumed"):
         why = ("ModelOpt's re-quantization scored below the search's own model and the search went on from it; "
                + why)
     target, plain = result["target"], result["plain"]

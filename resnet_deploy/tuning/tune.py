@@ -145,7 +145,7 @@ def acceptor(measure: Measure, result: dict[str, Any],
             "steps": result["steps"], "ranking": result["ranking"], "evaluations": measure.evaluations,
             "search_seconds": result["search_seconds"], "score_engine": measure.engine_name,
             "rounds": result.get("rounds", []), "resumed": result.get("resumed", []),
-            "put_back": result.get("put_back", []),
+            "put_back": result.get("put_back", []), "layer_steps": result.get("layer_steps", []),
         }
         if holdout is not None:
             facts["holdout"] = holdout

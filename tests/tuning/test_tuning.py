@@ -4,6 +4,7 @@ the keep-in-high-precision surgery, the sensitivity ranking, the greedy search, 
 
 from __future__ import annotations
 
+import importlib
 import json
 import sys
 from dataclasses import replace
@@ -26,8 +27,9 @@ from resnet_deploy.precision import QuantizeOptions, TunedInt8
 from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners.ort import OrtRunner
-from resnet_deploy.tuning import Measure, int8_conv_share, keep_adds, keep_high_precision, load_eval_set, rank, search, units_of
+from resnet_deploy.tuning import Measure, int8_conv_share, keep_adds, keep_high_precision, load_eval_set, rank, search, search_units, units_of
 
+search_module = importlib.import_module("resnet_deploy.tuning.search")   # the package exports the function
 pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
 WEIGHTS = Path(__file__).resolve().parents[1] / "data" / "cifar10-resnet" / "resnet20-12fca82f.th"
 BLOCKS = [f"layer{s}.{b}" for s in (1, 2, 3) for b in range(3)]
@@ -150,6 +152,27 @@ def test_the_final_pass_puts_back_into_int8_the_layers_the_goal_does_not_need(pl
     assert [(s["back_to_int8"], s["accepted"]) for s in result["put_back"]] == [("layer2.2.conv1", True),
                                                                                ("layer2.2.conv2", False)]
     assert result["final"]["score"] >= 0.9 * measure.reference
+
+
+def test_where_whole_blocks_run_out_the_layer_pass_keeps_single_layers(plain, measure, monkeypatch):
+    """Only ``layer2.2.conv2``'s input broken, and no block in the ranking (as when every block was tried and none
+    improved the score): the layer pass tries each layer and Add, keeps the broken layer, and meets the goal."""
+    int8 = onnx.load(str(plain["int8"]))
+    units = units_of(plain["fp32"])
+    block = next(u for u in units if u.name == "layer2.2")
+    conv2 = next(n for n, p in block.layers.items() if p.endswith("conv2"))
+    broken = break_block(int8, [replace(block, name="only-conv2", layers={conv2: block.layers[conv2]})], "only-conv2")
+    monkeypatch.setattr(search_module, "rank", lambda *a, **k: [])
+    n0 = measure.evaluations
+    result = search(measure, broken, units, 0.9, max_excluded=5)
+    assert result["met"] and result["ranking"] == [] and result["steps"] == []
+    assert [s["kept"] for s in result["layer_steps"]] == [["layer2.2.conv2"]]
+    assert result["kept"] == ["layer2.2.conv2"] and result["final"]["score"] >= 0.9 * measure.reference
+    # plain, one evaluation per layer of the network (19 convolutions; the classifier is not quantized), the final pass
+    assert result["layer_steps"][0]["tried"] == 19 and measure.evaluations - n0 == 1 + 19 + 1
+    # none may be kept: the layer pass does not run, not even for the residual Adds (which do not count against it)
+    with pytest.raises(UserError, match=r"0 unit\(s\) kept .*--max-excluded 0 reached"):
+        search(measure, broken, search_units(plain["fp32"]), 0.9, max_excluded=0)
 
 
 def test_kept_residual_adds_read_fp32_while_every_convolution_stays_int8(plain, tmp_path):
