@@ -254,7 +254,7 @@ def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     parts = {u: [k for k in t["kept"] if k == u or k.startswith(u + ".") or (u == "residual-adds" and k.endswith(".add"))]
              for u in units}
     assert sorted(sum(parts.values(), [])) == sorted(t["kept"]) and all(parts.values())
-    assert len(t["put_back"]) >= len(units)
+    assert len(t["put_back"]) >= len(units) and t["layer_steps"] == []   # whole blocks sufficed: no layer pass
     modules = [k for k in t["kept"] if not k.endswith(".add") and k != "residual-adds"]
     assert sorted(m["conversion"].get("excluded", {})) == sorted(modules) and m["request"]["tuning"]["accuracy_target"] == 0.99
     meta = read_metadata(onnx.load(m["path"]))
