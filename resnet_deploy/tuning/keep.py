@@ -3,8 +3,9 @@
 ModelOpt's entropy/minmax calibration is deterministic, and excluding nodes does not change
 the scales of the tensors that stay quantized; so the model ``quantize --exclude layer2.1``
 writes is the plain INT8 graph with the block's Q/DQ pairs taken out: its layers and its
-residual ``Add`` read their inputs (activations and weights) in high precision, and Q/DQ
-pairs nothing reads any more are dropped. That is what :func:`keep_high_precision` does, in
+residual ``Add`` read their inputs (activations and weights) in high precision, Q/DQ pairs
+ModelOpt would no longer place go too (:func:`_unshare`), and Q/DQ pairs nothing reads any
+more are dropped. That is what :func:`keep_high_precision` does, in
 milliseconds, so the search can score dozens of candidates; the tuned artifact itself is
 made by ModelOpt with the found exclusions (tests check the two agree).
 """
@@ -72,6 +73,7 @@ def keep_high_precision(model: onnx.ModelProto, units: list[Unit]) -> onnx.Model
     if missing:
         raise ValueError(f"the INT8 graph has no node {missing[0]!r}: it was not quantized from this FP32 export")
     added: dict[str, str] = {}
+    detached: dict[str, str] = {}       # activation DQ output -> the float tensor its Q reads
     for node in graph.node:
         if node.name not in targets:
             continue
@@ -82,14 +84,49 @@ def keep_high_precision(model: onnx.ModelProto, units: list[Unit]) -> onnx.Model
             q = producer.get(dq.input[0])
             if q is not None and q.op_type == "QuantizeLinear":
                 node.input[k] = q.input[0]
+                detached[name] = q.input[0]
             elif dq.input[0] in inits:   # INT8 weights stored as constants
                 if name not in added:
                     t = _dequantized(dq, inits)
                     graph.initializer.append(t)
                     added[name] = t.name
                 node.input[k] = added[name]
+    _unshare(graph, detached, targets)
     _prune(graph)
     return out
+
+
+MOVES = ("Slice", "Pad", "Reshape", "Transpose", "Flatten", "Squeeze", "Unsqueeze", "Split", "Identity")
+
+
+def _unshare(graph: onnx.GraphProto, detached: dict[str, str], targets: set[str]) -> None:
+    """Take out the Q/DQ pairs ModelOpt does not place once the kept layers are excluded (``--exclude``):
+
+    - a pair the kept nodes no longer read, left only for data movement (the CIFAR shortcut's ``Slice -> Pad``,
+      re-quantized after its ``Pad``): its other readers read the float tensor (else it is rounded twice, at two
+      scales);
+    - a pair in front of a residual ``Add`` that a kept layer's output feeds, when the Add is its only reader
+      (ModelOpt quantizes an Add's other input only to fuse it with an INT8 convolution).
+    """
+    readers: dict[str, list[onnx.NodeProto]] = {}
+    for node in graph.node:
+        for name in node.input:
+            readers.setdefault(name, []).append(node)
+    for name, source in detached.items():
+        rest = readers.get(name, [])
+        if rest and all(n.op_type in MOVES for n in rest):
+            for node in rest:
+                node.input[:] = [source if i == name else i for i in node.input]
+    producer = {o: n for n in graph.node for o in n.output}
+    kept = {o for n in graph.node if n.name in targets and n.op_type in ("Conv", "Gemm") for o in n.output}
+    for node in graph.node:
+        if node.op_type != "Add" or not kept & set(node.input):
+            continue
+        for k, name in enumerate(node.input):
+            dq = producer.get(name)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear" and len(readers.get(name, [])) == 1:
+                node.input[k] = q.input[0]
 
 
 def quantized_inputs(model: onnx.ModelProto, nodes: set[str] | list[str]) -> int:

@@ -28,6 +28,7 @@ from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners.ort import OrtRunner
 from resnet_deploy.tuning import Measure, int8_conv_share, keep_adds, keep_high_precision, load_eval_set, rank, search, search_units, units_of
+from resnet_deploy.tuning.blocks import layer_units
 
 search_module = importlib.import_module("resnet_deploy.tuning.search")   # the package exports the function
 pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
@@ -88,6 +89,21 @@ def test_keeping_blocks_in_high_precision_matches_modelopt_exclude(plain, measur
         assert np.abs(a.infer(x) - b.infer(x)).max() < 1e-5
     plain_int8, convs = int8_conv_share(onnx.load(str(plain["int8"])))
     assert int8_conv_share(surgery) == (plain_int8 - 3, convs)  # the stem conv and the block's two convs
+
+
+@pytest.mark.parametrize("layer", ["layer3.0.conv1", "layer3.0.conv2"])
+def test_surgery_matches_modelopt_exclude_on_one_layer_of_a_block_with_a_padded_shortcut(plain, measure, tmp_path, layer):
+    """``layer3.0``'s shortcut is ``Slice -> Pad``, re-quantized after its Pad at another scale than the block's input:
+    with conv1 kept, ModelOpt leaves the block's input unquantized for the shortcut too; with conv2 kept, it leaves the
+    Add's shortcut input unquantized (it quantizes it only to fuse the Add with an INT8 convolution)."""
+    int8 = onnx.load(str(plain["int8"]))
+    unit = next(sub for u in units_of(plain["fp32"]) for sub in layer_units(u, int8) if sub.name == layer)
+    onnx.save(keep_high_precision(int8, [unit]), str(tmp_path / "surgery.onnx"))
+    excluded = rd.quantize(20, "int8", weights=WEIGHTS, out_dir=tmp_path / "x", source=plain["fp32"],
+                           calib_samples=CALIB, exclude=layer)
+    x = measure.images.batch[:16]
+    with OrtRunner(tmp_path / "surgery.onnx") as a, OrtRunner(excluded["path"]) as b:
+        assert np.abs(a.infer(x) - b.infer(x)).max() < 1e-5
 
 
 def test_surgery_matches_modelopt_exclude_on_a_block_with_a_downsample_conv(tmp_path):
