@@ -65,7 +65,7 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
              progress_bar: bool = False, accuracy_target: float | None = None, data: PathLike | None = None,
              labels: PathLike | None = None, limit: int | None = None,
              max_excluded: int | None = None, holdout: float | PathLike | None = None,
-             score_engine: str | None = None, int8_flavour: str = "trt") -> dict[str, Any]:
+             score_engine: str | None = None, search: str = "auto", int8_flavour: str = "trt") -> dict[str, Any]:
     """The precision ONNX (``resnet-deploy quantize``), made or reused; returns its manifest with ``"path"``.
 
     The keywords are the command's options (:class:`~resnet_deploy.precision.QuantizeOptions`,
@@ -77,7 +77,7 @@ def quantize(depth: int | str | ModelRef, precision: str, *, out_dir: PathLike =
                               high_precision=high_precision, exclude=exclude, min_calib_images=min_calib_images,
                               int8_flavour=int8_flavour)
     tuning = TuningOptions(accuracy_target=accuracy_target, data=data, labels=labels, limit=limit,
-                           max_excluded=max_excluded, holdout=holdout, score_engine=score_engine)
+                           max_excluded=max_excluded, holdout=holdout, score_engine=score_engine, search=search)
     return pipeline.ensure_precision(model, parsed, out_dir=out_dir, options=options, tuning=tuning, source=source,
                                      force=force, progress=progress, progress_bar=progress_bar)
 

@@ -194,6 +194,8 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
         record["holdout_digest"] = held.digest
     if tuning.score_engine is not None:
         record["score_engine"] = tuning.score_engine
+    if tuning.search != "auto":
+        record["search"] = tuning.search
     dst = artifact_path(src_meta.get("arch") or model.arch, Precision.INT8, "onnx", out_dir)
     plain = None
     if not force:  # one request (the source and calibration data hashed once): plain, and tuned = plain + tuning
@@ -216,7 +218,7 @@ def ensure_tuned_int8(model: ModelRef, tuning: TuningOptions, *, out_dir: str | 
             progress(f"starting from {dst}: plain INT8 of the same source, calibration data and settings")
             shutil.copyfile(dst, start)
         measure, found = search_plain(fp32_copy, start, images, tuning.accuracy_target, work,
-                                      max_excluded=tuning.max_excluded, engine=tuning.score_engine,
+                                      max_excluded=tuning.max_excluded, engine=tuning.score_engine, strategy=tuning.search,
                                       progress=progress, progress_bar_enabled=progress_bar)
 
         def requantize(kept: list[str], round_: int) -> tuple[Path, dict[str, Any]]:

@@ -53,6 +53,10 @@ def quantize(
                                           "plain and tuned INT8 are scored on them too."),
     score_engine: Optional[str] = typer.Option(None, "--score-engine", help="With --accuracy-target: the runner that "
                                                "scores candidates: openvino or ort (default: the fastest installed)."),
+    search: str = typer.Option("auto", "--search", help="With --accuracy-target: error (layers ranked by the "
+                               "logits' error they leave, kept in that order, then put back into INT8 where the "
+                               "target holds), greedy (blocks, then layers, kept while they raise the score), or "
+                               "auto (error, then greedy where it fails)."),
     int8_flavour: str = typer.Option("trt", "--int8-flavour", help="INT8: trt (ModelOpt PTQ, Q/DQ placed for "
                                      "TensorRT; also the openvino runner's fast path) or ort-cpu (ONNX Runtime's "
                                      "quantize_static QDQ for its CPU provider, written as <arch>.int8.ort-cpu.onnx)."),
@@ -71,7 +75,7 @@ def quantize(
                                   method=calib_method, fp16_io=fp16_io, high_precision=high_precision, source=source,
                                   exclude=exclude, accuracy_target=accuracy_target, data=data, labels=labels,
                                   limit=limit, max_excluded=max_excluded, holdout=holdout, score_engine=score_engine,
-                                  int8_flavour=int8_flavour,
+                                  search=search, int8_flavour=int8_flavour,
                                   force=force, progress=progress, progress_bar=not as_json)
 
     def render() -> None:
@@ -99,8 +103,9 @@ def quantize(
                              (t["metric"], f"FP32 {t['fp32']:.2%}, plain INT8 {t['plain_int8']['score']:.2%}, "
                                            f"tuned INT8 {t['int8']['score']:.2%} (goal {t['goal']:.2%})"),
                              ("kept in high precision", ", ".join(t["kept"]) or "nothing (plain INT8 meets it)"),
-                             ("search", f"{t['evaluations']} candidate evaluations, {t['search_seconds']:.1f} s on "
-                                        f"{t.get('score_engine', 'ONNX Runtime CPU')}")]
+                             ("search", f"{t.get('search') or 'greedy'}: {t['evaluations']} candidate evaluations, "
+                                        f"{t['search_seconds']:.1f} s on {t.get('score_engine', 'ONNX Runtime CPU')}"
+                                        + (" (the error-ranked search failed first)" if t.get("fallback") else ""))]
                     h = t.get("holdout")
                     if h:
                         rows += [(f"held-out {t['metric']}", f"FP32 {h['fp32']:.2%}, plain INT8 {h['plain_int8']['score']:.2%}, "

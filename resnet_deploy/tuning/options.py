@@ -9,6 +9,7 @@ from pathlib import Path
 from ..errors import UserError
 
 SCORE_ENGINES = ("openvino", "ort")   # ONNX runners that run an INT8 Q/DQ ONNX on the CPU, fastest first
+SEARCHES = ("auto", "error", "greedy")  # --search: error-ranked, greedy, or error-ranked then greedy
 
 
 @dataclass(frozen=True)
@@ -20,7 +21,10 @@ class TuningOptions:
     not counted (``None``: half the convolutions);
     ``holdout``: images the search never sees, to check the tuned model on: a fraction in (0, 1) of
     ``data``'s images (split off deterministically) or a second folder (``None``: no check);
-    ``score_engine``: the runner the search scores candidates on (``None``: the fastest available)."""
+    ``score_engine``: the runner the search scores candidates on (``None``: the fastest available);
+    ``search``: ``error`` (layers ranked by the logits' error they leave, kept in that order, then put back),
+    ``greedy`` (blocks, then layers, kept while they raise the score), or ``auto`` (error, then greedy where it
+    fails)."""
 
     accuracy_target: float | None = None
     data: str | os.PathLike[str] | None = None
@@ -29,6 +33,7 @@ class TuningOptions:
     max_excluded: int | None = None
     holdout: float | str | os.PathLike[str] | None = None
     score_engine: str | None = None
+    search: str = "auto"
 
     @property
     def holdout_fraction(self) -> float | None:
@@ -39,7 +44,9 @@ class TuningOptions:
         """The options set although they only mean something with ``--accuracy-target`` (CLI spellings)."""
         return [flag for flag, value in (("--data", self.data), ("--labels", self.labels), ("--limit", self.limit),
                                          ("--max-excluded", self.max_excluded), ("--holdout", self.holdout),
-                                         ("--score-engine", self.score_engine)) if value is not None]
+                                         ("--score-engine", self.score_engine),
+                                         ("--search", None if self.search == "auto" else self.search))
+                if value is not None]
 
     def check(self) -> None:
         """Refuse a target or a bound that cannot be met, before any slow work."""
@@ -61,6 +68,8 @@ class TuningOptions:
                                 f"or a folder of other images; got {self.holdout}")
             if fraction is None and not Path(self.holdout).expanduser().is_dir():
                 raise UserError(f"--holdout is a fraction in (0, 1) or a folder of images; {self.holdout} is neither")
+        if self.search not in SEARCHES:
+            raise UserError(f"--search is one of {', '.join(SEARCHES)}, got {self.search!r}")
         if self.score_engine is not None and self.score_engine not in SCORE_ENGINES:
             raise UserError(f"--score-engine runs the search's candidates: one of {', '.join(SCORE_ENGINES)}, "
                             f"got {self.score_engine!r}")
@@ -75,4 +84,4 @@ def _fraction(value: float | str | os.PathLike[str] | None) -> float | None:
         return None
 
 
-__all__ = ["SCORE_ENGINES", "TuningOptions"]
+__all__ = ["SCORE_ENGINES", "SEARCHES", "TuningOptions"]

@@ -18,7 +18,7 @@ goal. Greedy: the set it finds is small, not proven the smallest.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NoReturn
 
 import onnx
 
@@ -40,9 +40,10 @@ def _pct(x: float) -> str:
     return f"{x:.2%}"
 
 
-def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: float, *,
-           max_excluded: int | None = None, progress: Progress = quiet) -> dict[str, Any]:
-    """Ranked units to keep in high precision, greedily, until the score reaches ``target x FP32``."""
+def start(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: float, max_excluded: int | None,
+          progress: Progress) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(the result so far, plain INT8's score): checks the target and the bound, scores plain INT8; the result is
+    already ``met`` when plain INT8 meets the goal."""
     if not 0 < target <= 1:
         raise UserError(f"--accuracy-target is a fraction of FP32's score in (0, 1], got {target}")
     goal = target * measure.reference
@@ -58,8 +59,18 @@ def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: f
                               "ranking": [], "kept": []}
     if plain["score"] >= goal:
         progress(f"plain INT8 meets the target: {metric} {_pct(plain['score'])} >= {_pct(goal)}")
-        return {**result, "met": True, "final": plain}
-    ranking = rank(measure, int8, units, plain, progress=progress) if limit else []
+        result.update(met=True, final=plain)
+    return result, plain
+
+
+def search(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: float, *,
+           max_excluded: int | None = None, progress: Progress = quiet) -> dict[str, Any]:
+    """Ranked units to keep in high precision, greedily, until the score reaches ``target x FP32``."""
+    result, plain = start(measure, int8, units, target, max_excluded, progress)
+    result["search"] = "greedy"
+    if result.get("met"):
+        return result
+    ranking = rank(measure, int8, units, plain, progress=progress) if result["max_excluded"] else []
     result["ranking"] = ranking
     return _greedy(measure, int8, units, ranking, [], plain, result, progress)
 
@@ -82,11 +93,11 @@ def resume(measure: Measure, real: onnx.ModelProto, units: list[Unit], result: d
     return _greedy(measure, real, units, ranking, kept, score, result, progress)
 
 
-def _put_back(measure: Measure, base: onnx.ModelProto, kept: list[Unit], start: int, last: dict[str, Any],
+def put_back(measure: Measure, base: onnx.ModelProto, kept: list[Unit], first: int, last: dict[str, Any],
               result: dict[str, Any], progress: Progress) -> dict[str, Any]:
-    """The last pass: every layer of the units this search kept (``kept[start:]``), the last kept first, goes back
+    """The last pass: every layer of the units this search kept (``kept[first:]``), the last kept first, goes back
     into INT8 when the goal still holds without it. A unit keeps its name when all its layers stay out of INT8."""
-    fixed, added = kept[:start], kept[start:]
+    fixed, added = kept[:first], kept[first:]
     pieces = {u.name: layer_units(u, base) for u in added}
     current = [sub for u in added for sub in pieces[u.name]]
     steps = []
@@ -106,7 +117,7 @@ def _put_back(measure: Measure, base: onnx.ModelProto, kept: list[Unit], start: 
     return {**result, "met": True, "kept": names, "final": last, "put_back": [*result.get("put_back", []), *steps]}
 
 
-def _counted(kept: list[Unit]) -> int:
+def counted(kept: list[Unit]) -> int:
     """How many of ``kept`` count against ``--max-excluded``: residual Adds do not (no convolution loses INT8 input)."""
     return sum(u.kind not in ("add", "adds") for u in kept)
 
@@ -136,11 +147,11 @@ def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking:
     if last["score"] >= goal:
         return {**result, "met": True, "kept": [u.name for u in kept], "final": last}
     for row in ranking:
-        if _counted(kept) >= limit:
+        if counted(kept) >= limit:
             break
         unit = by_name[row["unit"]]
         trial = kept + [unit]
-        if _counted(trial) > limit:
+        if counted(trial) > limit:
             continue
         if len(kept) > start:
             progress(f"trying {', '.join(u.name for u in trial)} in high precision")
@@ -157,11 +168,11 @@ def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking:
             continue
         kept, last = trial, now
         if last["score"] >= goal:
-            return _put_back(measure, base, kept, start, last, result, progress)
+            return put_back(measure, base, kept, start, last, result, progress)
     kept, last = _layer_pass(measure, base, units, kept, last, result, progress)
     if last["score"] >= goal:
-        return _put_back(measure, base, kept, start, last, result, progress)
-    _fail(measure, kept, last, result)
+        return put_back(measure, base, kept, start, last, result, progress)
+    fail(measure, kept, last, result)
 
 
 def _ranked(row: dict[str, Any], base: onnx.ModelProto, trial: list[Unit]) -> dict[str, Any] | str:
@@ -187,7 +198,7 @@ def _layer_pass(measure: Measure, base: onnx.ModelProto, units: list[Unit], kept
     while last["score"] < goal and pool:
         best: tuple[Unit, dict[str, Any]] | None = None
         for i, sub in enumerate(pool, 1):
-            if _counted(kept + [sub]) > limit:
+            if counted(kept + [sub]) > limit:
                 continue
             progress(f"layer pass {len(result.get('layer_steps', [])) + 1}: {sub.name} in high precision ({i}/{len(pool)})")
             now = _try(measure, base, kept + [sub], f"{sub.name} kept")
@@ -203,10 +214,11 @@ def _layer_pass(measure: Measure, base: onnx.ModelProto, units: list[Unit], kept
     return kept, last
 
 
-def _fail(measure: Measure, kept: list[Unit], last: dict[str, Any], result: dict[str, Any]) -> None:
+def fail(measure: Measure, kept: list[Unit], last: dict[str, Any], result: dict[str, Any]) -> NoReturn:
+    """Raise the one line that says how far the search got, and why it stopped."""
     limit, goal, metric = result["max_excluded"], result["goal"], result["metric"]
     names = ", ".join(u.name for u in kept) or "none"
-    if _counted(kept) >= limit:
+    if counted(kept) >= limit:
         why = f"--max-excluded {limit} reached: raise --max-excluded or lower the target"
     elif result.get("stopped"):
         why = f"{result['stopped']}: lower the target"
@@ -221,4 +233,4 @@ def _fail(measure: Measure, kept: list[Unit], last: dict[str, Any], result: dict
                     f"plain INT8 {_pct(plain['score'])}); {why}")
 
 
-__all__ = ["default_max_excluded", "resume", "search"]
+__all__ = ["counted", "default_max_excluded", "fail", "put_back", "resume", "search", "start"]

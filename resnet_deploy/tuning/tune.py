@@ -22,6 +22,7 @@ import onnx
 from ..errors import UserError
 from ..progress import Progress, quiet
 from .blocks import ADDS, Unit, residual_adds, units_of
+from .error_ranked import search_by_error
 from .images import EvalSet
 from .keep import check_nodes, keep_high_precision
 from .measure import Measure, pick_engine
@@ -66,15 +67,38 @@ def keep_adds(path: Path, fp32_path: str | os.PathLike[str], kept: list[str]) ->
 
 def search_plain(fp32_path: str | os.PathLike[str], plain_path: str | os.PathLike[str], images: EvalSet,
                  target: float, work: Path, *, max_excluded: int | None = None, engine: str | None = None,
-                 progress: Progress = quiet, progress_bar_enabled: bool = False) -> tuple[Measure, dict[str, Any]]:
-    """(the measure, the search result) for the plain INT8 ONNX ``plain_path`` of ``fp32_path``, scored on ``engine``."""
+                 strategy: str = "auto", progress: Progress = quiet,
+                 progress_bar_enabled: bool = False) -> tuple[Measure, dict[str, Any]]:
+    """(the measure, the search result) for the plain INT8 ONNX ``plain_path`` of ``fp32_path``, scored on ``engine``.
+
+    ``strategy`` (``--search``): ``error`` (:func:`.error_ranked.search_by_error`), ``greedy``
+    (:func:`.search.search`), or ``auto``: error-ranked, and the greedy search where it fails
+    (``result["fallback"]`` says why)."""
     t0 = time.perf_counter()
     units = search_units(fp32_path)
     measure = Measure(fp32_path, images, work, backend=pick_engine(engine), progress_bar_enabled=progress_bar_enabled)
     progress(f"measured FP32 on {len(images.batch)} images ({images.metric}) on {measure.engine_name}")
     plain = onnx.load(str(plain_path))
     check_nodes(plain, units, Path(plain_path).name)
-    result = search(measure, plain, units, target, max_excluded=max_excluded, progress=progress)
+    fallback = None
+    if strategy in ("auto", "error"):
+        try:
+            result = search_by_error(measure, plain, units, target, max_excluded=max_excluded, progress=progress)
+        except UserError as e:
+            if strategy == "error":
+                raise
+            fallback = str(e)
+            progress(f"the error-ranked search did not meet it ({e}); trying the greedy search")
+    if strategy == "greedy" or fallback is not None:
+        try:
+            result = search(measure, plain, units, target, max_excluded=max_excluded, progress=progress)
+        except UserError as e:
+            if fallback is None:
+                raise
+            first = fallback.split(" not met: ", 1)[-1]
+            raise UserError(f"{e} (the error-ranked search did not meet it either: {first})") from None
+        if fallback is not None:
+            result["fallback"] = fallback
     result["search_seconds"] = round(time.perf_counter() - t0, 3)
     result["evaluations"] = measure.evaluations
     return measure, result
@@ -146,6 +170,7 @@ def acceptor(measure: Measure, result: dict[str, Any],
             "search_seconds": result["search_seconds"], "score_engine": measure.engine_name,
             "rounds": result.get("rounds", []), "resumed": result.get("resumed", []),
             "put_back": result.get("put_back", []), "layer_steps": result.get("layer_steps", []),
+            "search": result["search"], "fallback": result.get("fallback"),
         }
         if holdout is not None:
             facts["holdout"] = holdout

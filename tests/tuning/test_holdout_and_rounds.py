@@ -104,12 +104,14 @@ def test_a_folder_too_small_to_split_or_a_holdout_that_cannot_compare_is_one_lin
         (labelled / f.name).write_bytes(f.read_bytes())
     cases = [(["--data", small, "--holdout", 0.5], "--holdout 0.5 of 12 images leaves 6 to search and 6 held out"),
              (["--data", setup["views"], "--holdout", setup["views"]], "is the --data folder itself"),
-             (["--data", setup["views"], "--holdout", labelled.parent], "their scores would not compare")]
+             (["--data", setup["views"], "--holdout", labelled.parent], "their scores would not compare"),
+             (["--search", "best"], "--search is one of auto, error, greedy, got 'best'")]
     for extra, message in cases:
         r = run(*quantize_args(setup, "--accuracy-target", 0.9, *extra), code=2)
         assert message in r.output.strip().splitlines()[-1] and "Traceback" not in r.output
-    r = run(*quantize_args(setup, "--holdout", 0.25), code=2)   # without a target
-    assert "--accuracy-target" in r.output.strip().splitlines()[-1]
+    for extra in (["--holdout", 0.25], ["--search", "error"]):   # without a target
+        r = run(*quantize_args(setup, *extra), code=2)
+        assert "--accuracy-target" in r.output.strip().splitlines()[-1] and extra[0] in r.output
 
 
 def test_the_scoring_runner_is_chosen_and_recorded(setup):

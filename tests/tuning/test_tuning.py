@@ -29,6 +29,7 @@ from resnet_deploy.preprocess import recipe_from_metadata
 from resnet_deploy.runners.ort import OrtRunner
 from resnet_deploy.tuning import Measure, int8_conv_share, keep_adds, keep_high_precision, load_eval_set, rank, search, search_units, units_of
 from resnet_deploy.tuning.blocks import layer_units
+from resnet_deploy.tuning.error_ranked import search_by_error
 
 search_module = importlib.import_module("resnet_deploy.tuning.search")   # the package exports the function
 pytest.importorskip("modelopt.onnx.quantization", reason="needs the precision extra: pip install -e '.[precision,cpu]'")
@@ -191,6 +192,34 @@ def test_where_whole_blocks_run_out_the_layer_pass_keeps_single_layers(plain, me
         search(measure, broken, search_units(plain["fp32"]), 0.9, max_excluded=0)
 
 
+def test_the_error_ranked_search_keeps_the_layer_that_carries_the_error(plain, measure):
+    """Only ``layer2.2.conv2``'s input broken: ranked by the logits' error each layer leaves, it comes first, is kept
+    first, and meets the goal alone; the final pass tries it back in INT8 and keeps it out."""
+    int8 = onnx.load(str(plain["int8"]))
+    units = units_of(plain["fp32"])
+    block = next(u for u in units if u.name == "layer2.2")
+    conv2 = next(n for n, p in block.layers.items() if p.endswith("conv2"))
+    broken = break_block(int8, [replace(block, name="only-conv2", layers={conv2: block.layers[conv2]})], "only-conv2")
+    n0 = measure.evaluations
+    result = search_by_error(measure, broken, units, 0.9)
+    assert result["search"] == "error-ranked" and result["ranking"][0]["unit"] == "layer2.2.conv2"
+    assert [r["rel_l2"] for r in result["ranking"]] == sorted(r["rel_l2"] for r in result["ranking"])
+    assert result["met"] and result["kept"] == ["layer2.2.conv2"] and [s["kept"] for s in result["steps"]] == [["layer2.2.conv2"]]
+    assert [(s["back_to_int8"], s["accepted"]) for s in result["put_back"]] == [("layer2.2.conv2", False)]
+    # plain, one per layer (19 convolutions), none more to keep (the ranking measured it), the final pass
+    assert len(result["ranking"]) == 19 and measure.evaluations - n0 == 1 + 19 + 1
+
+
+def test_the_error_ranked_search_refuses_a_result_with_under_half_the_convolutions_int8(plain, measure):
+    int8 = onnx.load(str(plain["int8"]))
+    units = units_of(plain["fp32"])
+    broken = int8
+    for b in BLOCKS:
+        broken = break_block(broken, units, b)
+    with pytest.raises(UserError, match=r"error-ranked search meets it only with \d+ of 19 convolutions left INT8 .*under half"):
+        search_by_error(measure, broken, units, 0.9, max_excluded=99)
+
+
 def test_kept_residual_adds_read_fp32_while_every_convolution_stays_int8(plain, tmp_path):
     path = tmp_path / "adds.int8.onnx"
     path.write_bytes(plain["int8"].read_bytes())
@@ -260,7 +289,8 @@ def test_diagnose_reports_every_block_by_module_path_with_a_plot(plain, photos, 
 
 def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
     args = ["quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
-            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort", "--json"]
+            "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort", "--search", "greedy",
+            "--json"]
     m = json.loads(run(*args).stdout)
     t = m["tuning"]
     assert t["plain_int8"]["score"] < t["goal"] <= t["int8"]["score"], t  # plain INT8 misses, the tuned one meets
@@ -271,6 +301,7 @@ def test_quantize_to_a_target_records_it_and_reuses_the_result(plain, tmp_path):
              for u in units}
     assert sorted(sum(parts.values(), [])) == sorted(t["kept"]) and all(parts.values())
     assert len(t["put_back"]) >= len(units) and t["layer_steps"] == []   # whole blocks sufficed: no layer pass
+    assert t["search"] == "greedy" and t["fallback"] is None and m["request"]["tuning"]["search"] == "greedy"
     modules = [k for k in t["kept"] if not k.endswith(".add") and k != "residual-adds"]
     assert sorted(m["conversion"].get("excluded", {})) == sorted(modules) and m["request"]["tuning"]["accuracy_target"] == 0.99
     meta = read_metadata(onnx.load(m["path"]))
