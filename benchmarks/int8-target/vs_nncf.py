@@ -78,7 +78,7 @@ def toolkit(model, target: float, folders: dict, work: Path, measures: dict, max
         return {"tool": "toolkit", "met": False, "error": str(e), "seconds": round(time.perf_counter() - t0, 1)}
     seconds = time.perf_counter() - t0
     t = m["tuning"]
-    return {"tool": "toolkit", "met": True, "kept": t["kept"], "evaluations": t["evaluations"], "search": t.get("search"),
+    return {"tool": "toolkit", "met": True, "kept": t["kept"], "evaluations": t["evaluations"], "strategy": t.get("search"),
             "fallback": t.get("fallback"),
             "seconds": round(seconds, 1), **scores(measures, Path(m["path"]))}
 
@@ -148,8 +148,8 @@ def markdown(r: dict, command: str) -> str:
                 continue
             met = "-" if tool == "plain INT8" else ("yes" if x["met"] else "no")
             notes = ", ".join(f"`{k}`" for k in x.get("kept", [])) if tool == "toolkit" else ""
-            if tool == "toolkit" and x.get("search"):
-                notes = f"{x['search']}{' (after error-ranked failed)' if x.get('fallback') else ''}: {notes or 'nothing kept'}"
+            if tool == "toolkit" and x.get("strategy"):
+                notes = f"{x['strategy']}{' (after error-ranked failed)' if x.get('fallback') else ''}: {notes or 'nothing kept'}"
             if x.get("reused"):
                 tool += " (reused)"
             lines.append(f"| {network(row)} | {row['target']:g} | {tool} | {met} | {x['int8_convs']}/{x['convs']} "
