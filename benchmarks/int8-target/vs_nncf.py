@@ -1,10 +1,13 @@
 """The toolkit's ``quantize --accuracy-target`` vs NNCF's ``quantize_with_accuracy_control``, side by side.
 
     pip install nncf                                            # benchmarks only
-    python benchmarks/int8-target/vs_nncf.py --depths 20 --targets 0.97,0.99     # the reduced grid (committed)
-    python benchmarks/int8-target/vs_nncf.py --depths 20,56,digits --targets 0.97,0.98,0.99  # the full grid
+    python benchmarks/int8-target/vs_nncf.py --depths 20 --targets 0.97,0.99 --no-results   # a quick look
+    python benchmarks/int8-target/vs_nncf.py --depths 20,56,digits --targets 0.97,0.98,0.99 --name grid  # the grid
     python benchmarks/int8-target/vs_nncf.py ... --nncf-from benchmarks/int8-target/tradeoff.json  # NNCF rows reused
-    python benchmarks/int8-target/vs_nncf.py --replot benchmarks/int8-target/vs_nncf.json  # the trade-off plot again
+    python benchmarks/int8-target/vs_nncf.py --replot benchmarks/int8-target/grid.json  # the trade-off plot again
+
+grid.md/json/png is the committed grid (the toolkit's default search; NNCF's CIFAR rows reused from
+tradeoff.json); tradeoff.md/json/png is the previous round's run, the greedy search alone, at 0.96-0.99.
 
 Both start from the same FP32 ONNX (the toolkit's export of the trained CIFAR-10 ResNet-20/56 in
 tests/data/cifar10-resnet), calibrate on the same 64 bundled photo views (the toolkit's default
