@@ -379,11 +379,16 @@ def test_a_target_out_of_reach_exits_2_with_one_line(plain, tmp_path):
     assert "int8" in r.output.strip().splitlines()[-1]
 
 
-def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plain, tmp_path):
+@pytest.mark.parametrize("target, search, found", [(0.99, "auto", "greedy"), (0.95, "error", "error-ranked")])
+def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plain, tmp_path, target, search, found):
+    """Both searches' results build; at 0.99 on these 32 images the error-ranked search runs out of --max-excluded
+    and auto goes on with the greedy search, saying so."""
     pytest.importorskip("tensorrt_rtx", reason="tensorrt_rtx not installed (pip install tensorrt-rtx)")
     m = json.loads(run("quantize", "--depth", 20, "--weights", WEIGHTS, "-p", "int8", "--calib-samples", CALIB,
-                       "--out", tmp_path, "--accuracy-target", 0.99, "--max-excluded", 4, "--score-engine", "ort",
-                       "--json").stdout)
+                       "--out", tmp_path, "--accuracy-target", target, "--max-excluded", 4, "--score-engine", "ort",
+                       "--search", search, "--json").stdout)
+    t = m["tuning"]
+    assert t["search"] == found and t["kept"] and bool(t["fallback"]) == (search == "auto"), t.get("fallback")
     e = json.loads(run("build", "--depth", 20, "-p", "int8", "--engine", "trt-rtx", "--out", tmp_path,
                        "--weights", WEIGHTS, "--json").stdout)
     assert e["source_metadata"]["tuned_modules"] == ",".join(m["tuning"]["kept"])
