@@ -85,11 +85,11 @@ def resume(measure: Measure, real: onnx.ModelProto, units: list[Unit], result: d
     by_name = {sub.name: sub for u in units for sub in [u, *layer_units(u, real)]}
     kept = [by_name[n] for n in result["kept"]]
     rest = [u for u in units if u.name not in set(result["kept"])]
-    left = result["max_excluded"] - len(kept)
+    left = result["max_excluded"] - counted(kept)
     ranking = rank(measure, real, rest, score, progress=progress) if left > 0 else []
+    resumed = {"kept": [u.name for u in kept], "search": result["final"], "real": score, "ranking": ranking}
     result = {**result, "met": False, "final": score, "steps": list(result["steps"]),
-              "layer_steps": list(result.get("layer_steps", [])), "resumed": [*result.get("resumed", []), {"kept": [u.name for u in kept], "search": result["final"],
-                                                         "real": score, "ranking": ranking}]}
+              "layer_steps": list(result.get("layer_steps", [])), "resumed": [*result.get("resumed", []), resumed]}
     return _greedy(measure, real, units, ranking, kept, score, result, progress)
 
 
