@@ -52,7 +52,8 @@ def quantize(
                                           "the images kept from the search (e.g. 0.25), or a folder of other images; "
                                           "plain and tuned INT8 are scored on them too."),
     score_engine: Optional[str] = typer.Option(None, "--score-engine", help="With --accuracy-target: the runner that "
-                                               "scores candidates: openvino or ort (default: the fastest installed)."),
+                                               "scores candidates: openvino or ort (default: the fastest installed), or trt / trt-rtx "
+                                               "(an engine built from each candidate, on the GPU)."),
     search: str = typer.Option("auto", "--search", help="With --accuracy-target: error (layers ranked by the "
                                "logits' error they leave, kept in that order, then put back into INT8 where the "
                                "target holds), greedy (blocks, then layers, kept while they raise the score), or "

@@ -1,5 +1,7 @@
-"""Measuring an INT8 candidate against FP32 on one ONNX runner: ONNX Runtime CPU (the toolkit's reference for
-ONNX numerics) unless another ONNX backend of the registry is named (``openvino``: INT8 as a CPU deploys it).
+"""Measuring an INT8 candidate against FP32 on one runner: ONNX Runtime CPU (the toolkit's reference for
+ONNX numerics) unless another backend of the registry is named (``openvino``: INT8 as a CPU deploys it;
+``trt`` / ``trt-rtx``: each model built into a TensorRT engine in the work folder and run on the GPU, INT8 as
+TensorRT deploys it).
 
 :class:`Measure` runs the FP32 model once on the :class:`~.images.EvalSet`, then scores each
 candidate (a file or an in-memory graph, written to the work folder): top-1 accuracy on a
@@ -20,11 +22,12 @@ import onnx
 
 from ..classify import infer_all
 from ..compare import compare
+from ..engine import BuildOptions, build_engine
 from ..errors import UserError
 from ..progress import progress_bar
-from ..runners import make_runner, unavailable
+from ..runners import ENGINE_BACKENDS, make_runner, unavailable
 from .images import EvalSet
-from .options import SCORE_ENGINES
+from .options import DEFAULT_SCORE_ENGINES, SCORE_ENGINES
 
 TENSOR_BATCH = 8       # images per run when intermediate tensors come back (they are large)
 
@@ -40,12 +43,14 @@ def with_outputs(model: onnx.ModelProto, tensors: list[str]) -> onnx.ModelProto:
     return out
 
 
-ENGINE_NAMES = {"openvino": "OpenVINO CPU", "ort": "ONNX Runtime CPU"}
+ENGINE_NAMES = {"openvino": "OpenVINO CPU", "ort": "ONNX Runtime CPU", "trt": "TensorRT", "trt-rtx": "TensorRT-RTX"}
 
 
 def pick_engine(engine: str | None = None) -> str:
     """The runner the search scores on: ``engine`` when it can run here, else (``None``) the first of
-    :data:`~.options.SCORE_ENGINES` that can (OpenVINO runs the INT8 Q/DQ ONNX several times faster than ORT CPU)."""
+    :data:`~.options.DEFAULT_SCORE_ENGINES` that can (OpenVINO runs the INT8 Q/DQ ONNX several times faster than ORT
+    CPU). TensorRT is only used when named: each candidate is an engine build, seconds to minutes, where OpenVINO
+    compiles in under a second, so on a few hundred images the CPU runners score a candidate sooner."""
     if engine is not None:
         if engine not in SCORE_ENGINES:
             raise UserError(f"--score-engine runs the search's candidates: one of {', '.join(SCORE_ENGINES)}, got {engine!r}")
@@ -53,10 +58,10 @@ def pick_engine(engine: str | None = None) -> str:
         if why:
             raise UserError(f"--score-engine {engine}: {why}")
         return engine
-    for name in SCORE_ENGINES:
+    for name in DEFAULT_SCORE_ENGINES:
         if unavailable(name, "int8") is None:
             return name
-    raise UserError(f"no runner here can score INT8 candidates: install one of {', '.join(SCORE_ENGINES)}")
+    raise UserError(f"no runner here can score INT8 candidates: install one of {', '.join(DEFAULT_SCORE_ENGINES)}")
 
 
 class Measure:
@@ -77,7 +82,7 @@ class Measure:
         self.bar = progress_bar_enabled
         self.evaluations = 0            # candidate scorings (the search's cost)
         self.seconds = 0.0
-        self.fp32_logits = self._run(self.fp32_path, "FP32 reference")
+        self.fp32_logits = self._run(self.fp32_path, "FP32 reference", "fp32")
         self.reference = self._score_of(self.fp32_logits)
 
     def _file(self, model: onnx.ModelProto | str | os.PathLike[str], name: str) -> Path:
@@ -87,11 +92,20 @@ class Measure:
             return path
         return Path(model)
 
-    def _run(self, path: Path, desc: str) -> np.ndarray:
+    def _artifact(self, path: Path, precision: str) -> Path:
+        """What the runner loads: the ONNX itself, or (TensorRT) an engine built from it in the work folder."""
+        if self.backend not in ENGINE_BACKENDS:
+            return path
+        engine = self.work / f"{path.stem}.{self.backend}.engine"
+        build_engine(path, engine, BuildOptions(flavour=self.backend), precision=precision)
+        return engine
+
+    def _run(self, path: Path, desc: str, precision: str = "int8") -> np.ndarray:
         t = time.perf_counter()
         chunks = []
         step = 32
-        with make_runner(self.backend, path, threads=self.threads) as runner, \
+        options = {} if self.backend in ENGINE_BACKENDS else {"threads": self.threads}
+        with make_runner(self.backend, self._artifact(path, precision), **options) as runner, \
                 progress_bar(len(self.images.batch), desc, self.bar) as advance:
             for start in range(0, len(self.images.batch), step):
                 chunks.append(infer_all(runner, self.images.batch[start:start + step]))
@@ -120,6 +134,8 @@ class Measure:
 
     def tensor_errors(self, model: onnx.ModelProto | str | os.PathLike[str], tensors: list[str]) -> dict[str, dict[str, float]]:
         """``{tensor: {rel_l2, cosine}}``: global relative L2 and mean per-image cosine of each tensor vs FP32."""
+        if self.backend in ENGINE_BACKENDS:
+            raise UserError(f"per-tensor errors are measured on an ONNX runner (ort, openvino), not {self.backend}")
         fp32 = self._file(with_outputs(onnx.load(str(self.fp32_path)), tensors), "fp32_tensors")
         cand_model = model if isinstance(model, onnx.ModelProto) else onnx.load(str(model))
         cand = self._file(with_outputs(cand_model, tensors), "int8_tensors")

@@ -8,7 +8,8 @@ from pathlib import Path
 
 from ..errors import UserError
 
-SCORE_ENGINES = ("openvino", "ort")   # ONNX runners that run an INT8 Q/DQ ONNX on the CPU, fastest first
+DEFAULT_SCORE_ENGINES = ("openvino", "ort")   # ONNX runners that run an INT8 Q/DQ ONNX on the CPU, fastest first
+SCORE_ENGINES = (*DEFAULT_SCORE_ENGINES, "trt", "trt-rtx")   # TensorRT: an engine built from each candidate, on a GPU
 SEARCHES = ("auto", "error", "greedy")  # --search: error-ranked, greedy, or error-ranked then greedy
 
 
@@ -84,4 +85,4 @@ def _fraction(value: float | str | os.PathLike[str] | None) -> float | None:
         return None
 
 
-__all__ = ["SCORE_ENGINES", "SEARCHES", "TuningOptions"]
+__all__ = ["DEFAULT_SCORE_ENGINES", "SCORE_ENGINES", "SEARCHES", "TuningOptions"]

@@ -118,8 +118,13 @@ def test_the_scoring_runner_is_chosen_and_recorded(setup):
     fastest = "openvino" if unavailable("openvino", "int8") is None else "ort"
     assert pick_engine(None) == fastest and pick_engine("ort") == "ort"
     assert setup["tuned"]["tuning"]["score_engine"] == {"openvino": "OpenVINO CPU", "ort": "ONNX Runtime CPU"}[fastest]
-    with pytest.raises(UserError, match="--score-engine runs the search's candidates: one of openvino, ort"):
-        pick_engine("trt")
+    with pytest.raises(UserError, match="--score-engine runs the search's candidates: one of openvino, ort, trt, trt-rtx"):
+        pick_engine("torch")
+    for name in ("trt", "trt-rtx"):   # named only, never the default; where it cannot run, the line says why
+        why = unavailable(name, "int8")
+        if why is not None:
+            with pytest.raises(UserError, match=f"^--score-engine {name}: "):
+                pick_engine(name)
     r = run(*quantize_args(setup, "--accuracy-target", 0.5, "--score-engine", "ort", "--json"))
     assert '"score_engine": "ONNX Runtime CPU"' in r.stdout
 

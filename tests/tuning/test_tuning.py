@@ -26,6 +26,7 @@ from resnet_deploy.onnx_meta import read_metadata
 from resnet_deploy.precision import QuantizeOptions, TunedInt8
 from resnet_deploy.precision import artifact as artifact_module
 from resnet_deploy.preprocess import recipe_from_metadata
+from resnet_deploy.runners import unavailable
 from resnet_deploy.runners.ort import OrtRunner
 from resnet_deploy.tuning import Measure, int8_conv_share, keep_adds, keep_high_precision, load_eval_set, rank, search, search_units, units_of
 from resnet_deploy.tuning.blocks import layer_units
@@ -394,6 +395,18 @@ def test_the_tuned_int8_onnx_builds_with_tensorrt_rtx_and_keeps_int8_layers(plai
     assert e["source_metadata"]["tuned_modules"] == ",".join(m["tuning"]["kept"])
     net = e["layer_precision"].get("network", e["layer_precision"])
     assert net["implied_precision"] == "int8" and net["output_dtypes"].get("INT8", 0) >= 15 and net["qdq_layers"] >= 30
+
+
+@pytest.mark.parametrize("flavour", ["trt", "trt-rtx"])
+def test_candidates_score_on_tensorrt_engines_built_from_them(plain, measure, tmp_path, flavour):
+    why = unavailable(flavour, "int8")
+    if why is not None:
+        pytest.skip(f"{flavour} cannot run here: {why}")
+    trt = Measure(plain["fp32"], measure.images, tmp_path, backend=flavour)
+    s = trt.score(plain["int8"], "plain INT8")
+    assert trt.engine["backend"] == flavour and trt.reference == 1.0 and s["finite"]
+    assert abs(s["score"] - measure.score(plain["int8"])["score"]) <= 0.1   # another runtime: a few images may flip
+    assert sorted(p.suffix for p in tmp_path.glob(f"*.{flavour}.engine")) == [".engine", ".engine"]   # FP32 and the candidate
 
 
 def test_diagnose_scores_on_the_engine_named_and_says_which(plain, photos):
