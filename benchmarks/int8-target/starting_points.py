@@ -48,8 +48,7 @@ from resnet_deploy.bench import git_revision  # noqa: E402
 from resnet_deploy.onnx_meta import read_metadata  # noqa: E402
 from resnet_deploy.precision import load_calibration  # noqa: E402
 from resnet_deploy.preprocess import recipe_from_metadata  # noqa: E402
-from resnet_deploy.tuning import Measure, load_eval_set  # noqa: E402
-from resnet_deploy.tuning.measure import with_outputs  # noqa: E402
+from resnet_deploy.tuning import Measure, load_eval_set, with_outputs  # noqa: E402
 
 VIEWS, CALIB, CHUNK = 240, 64, 64
 FACTORS = (0.5, 0.6, 0.7, 0.8, 0.9, 1.0, 1.15, 1.3, 1.5)

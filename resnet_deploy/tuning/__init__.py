@@ -10,7 +10,7 @@ from .blocks import Unit, find_units, units_of
 from .diagnose import candidates, diagnose_int8, plot_diagnosis, rank, unit_errors
 from .images import AGREEMENT, TOP1, EvalSet, load_eval_set, split_eval_set
 from .keep import int8_conv_share, keep_high_precision
-from .measure import Measure, pick_engine
+from .measure import Measure, pick_engine, with_outputs
 from .options import SCORE_ENGINES, TuningOptions
 from .search import default_max_excluded, resume, search
 from .tune import acceptor, confirm, holdout_scores, keep_adds, modules_to_exclude, search_plain, search_units
@@ -19,4 +19,4 @@ __all__ = ["AGREEMENT", "EvalSet", "Measure", "SCORE_ENGINES", "TOP1", "TuningOp
            "candidates", "confirm", "default_max_excluded", "diagnose_int8", "find_units", "holdout_scores",
            "int8_conv_share", "keep_adds", "keep_high_precision", "load_eval_set", "modules_to_exclude", "pick_engine",
            "plot_diagnosis", "rank", "resume", "search", "search_plain", "search_units", "split_eval_set",
-           "unit_errors", "units_of"]
+           "unit_errors", "units_of", "with_outputs"]
