@@ -394,8 +394,9 @@ def test_perf_analyzer_sweeps_the_served_model_beside_the_rows_own_figures(serve
     except BackendUnavailable as e:
         pytest.skip(f"no perf_analyzer to test with: {e.reason}")
     url = f"{server.endpoints[protocol]}/v2/models/resnet20_seeded"
-    # windows up to 50 % apart still count as stable: the server, perf_analyzer and the other tests share 2 cores here
-    pa = PerfAnalyzerSettings(concurrency=(1, 2), window_ms=500, stability_pct=50, path=str(SERVER_ENV))
+    # windows up to 100 % apart still count as stable: the server, perf_analyzer and the other tests share 2 cores here,
+    # and at 50 % perf_analyzer found no stable window at concurrency 1 in one fresh-clone CI run (the row said so)
+    pa = PerfAnalyzerSettings(concurrency=(1, 2), window_ms=500, stability_pct=100, path=str(SERVER_ENV))
     cfg = BenchConfig(engines=["triton"], depths=["resnet20"], precisions=["fp32"], batches=[2], min_time=0.1, min_iters=5,
                       bare=False, artifacts=str(tmp_path / "a"), served_url=url, perf_analyzer=pa)
     result = run_bench(cfg, out=tmp_path / "runs", run_id="pa")
@@ -403,8 +404,7 @@ def test_perf_analyzer_sweeps_the_served_model_beside_the_rows_own_figures(serve
     assert row.status == "ok" and row.parity_passed and row.latency_p50_ms > 0, (row.status, row.reason)
     assert row.perf_analyzer_version == "perf_analyzer 2.51.0" and row.perf_analyzer_concurrency in (1, 2)
     steps = row.perf_analyzer_sweep.split("; ")
-    # perf_analyzer has ended its sweep after c1 under this machine's load (seen once in CI: exit 0, one CSV row)
-    assert [s.split(":")[0] for s in steps] in (["c1"], ["c1", "c2"])
+    assert [s.split(":")[0] for s in steps] == ["c1", "c2"]
     assert row.perf_analyzer_ips > 0 and 0 < row.perf_analyzer_p50_ms <= row.perf_analyzer_p99_ms
     assert row.perf_analyzer_compute_ms > 0 and row.perf_analyzer_queue_ms >= 0
     report = Path(result.files["report"]).read_text()
