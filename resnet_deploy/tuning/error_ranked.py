@@ -27,7 +27,7 @@ from .blocks import Unit, layer_units
 from .diagnose import candidates
 from .keep import int8_conv_share, keep_high_precision
 from .measure import Measure
-from .search import counted, fail, put_back, start
+from .search import SCORE_KEYS, counted, fail, put_back, start
 
 
 def search_by_error(measure: Measure, int8: onnx.ModelProto, units: list[Unit], target: float, *,
@@ -52,7 +52,7 @@ def search_by_error(measure: Measure, int8: onnx.ModelProto, units: list[Unit], 
             continue
         progress(f"keeping {row['unit']} too ({len(trial)} kept)")
         now = row if not kept else measure.score(keep_high_precision(int8, trial), f"{len(trial)} kept")
-        now = {k: now[k] for k in ("score", "agreement", "rel_l2", "cosine", "finite")}
+        now = {k: now[k] for k in SCORE_KEYS}
         kept, last = trial, now
         result["steps"].append({"kept": [u.name for u in kept], **now, "accepted": True})
         if last["score"] >= result["goal"]:

@@ -122,13 +122,19 @@ def counted(kept: list[Unit]) -> int:
     return sum(u.kind not in ("add", "adds") for u in kept)
 
 
-def _try(measure: Measure, base: onnx.ModelProto, trial: list[Unit], desc: str) -> dict[str, Any] | str:
-    """The score of ``base`` with ``trial`` kept, or why it may not be tried (fewer than half the convolutions INT8)."""
+SCORE_KEYS = ("score", "agreement", "rel_l2", "cosine", "finite")   # what Measure.score returns
+
+
+def _try(measure: Measure, base: onnx.ModelProto, trial: list[Unit], desc: str,
+         known: dict[str, Any] | None = None) -> dict[str, Any] | str:
+    """The score of ``base`` with ``trial`` kept (``known``: already measured, the ranking's row), or why it may not be
+    tried (fewer than half the convolutions INT8)."""
     model = keep_high_precision(base, trial)
     int8_convs, convs = int8_conv_share(model)
     if 2 * int8_convs < convs:
         return f"keeping {trial[-1].name} would leave {int8_convs} of {convs} convolutions with INT8 input"
-    return {**measure.score(model, desc), "int8_convs": int8_convs, "convs": convs}
+    now = measure.score(model, desc) if known is None else {k: known[k] for k in SCORE_KEYS}
+    return {**now, "int8_convs": int8_convs, "convs": convs}
 
 
 def _better(now: dict[str, Any], last: dict[str, Any]) -> bool:
@@ -155,9 +161,8 @@ def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking:
             continue
         if len(kept) > start:
             progress(f"trying {', '.join(u.name for u in trial)} in high precision")
-            now = _try(measure, base, trial, f"{len(trial)} kept")
-        else:  # nothing accepted since the ranking, which measured this very model (base with this unit kept)
-            now = _ranked(row, base, trial)
+        # nothing accepted since the ranking: it measured this very model (base with this unit kept)
+        now = _try(measure, base, trial, f"{len(trial)} kept", known=None if len(kept) > start else row)
         if isinstance(now, str):
             result["stopped"] = now
             continue
@@ -173,15 +178,6 @@ def _greedy(measure: Measure, base: onnx.ModelProto, units: list[Unit], ranking:
     if last["score"] >= goal:
         return put_back(measure, base, kept, start, last, result, progress)
     fail(measure, kept, last, result)
-
-
-def _ranked(row: dict[str, Any], base: onnx.ModelProto, trial: list[Unit]) -> dict[str, Any] | str:
-    """The ranking's own measurement of ``base`` with ``trial`` (one unit) kept, with its INT8 share."""
-    int8_convs, convs = int8_conv_share(keep_high_precision(base, trial))
-    if 2 * int8_convs < convs:
-        return f"keeping {trial[-1].name} would leave {int8_convs} of {convs} convolutions with INT8 input"
-    return {**{k: row[k] for k in ("score", "agreement", "rel_l2", "cosine", "finite")}, "int8_convs": int8_convs,
-            "convs": convs}
 
 
 def _layer_pass(measure: Measure, base: onnx.ModelProto, units: list[Unit], kept: list[Unit], last: dict[str, Any],
@@ -233,4 +229,4 @@ def fail(measure: Measure, kept: list[Unit], last: dict[str, Any], result: dict[
                     f"plain INT8 {_pct(plain['score'])}); {why}")
 
 
-__all__ = ["counted", "default_max_excluded", "fail", "put_back", "resume", "search", "start"]
+__all__ = ["SCORE_KEYS", "counted", "default_max_excluded", "fail", "put_back", "resume", "search", "start"]
