@@ -135,7 +135,7 @@ def activation_scales(model: onnx.ModelProto, fp32: onnx.ModelProto, x: np.ndarr
     def loss(scales: dict) -> float:
         return float(((run(sess, x, feeds=scales)[0] - ref) ** 2).sum() / (ref ** 2).sum())
 
-    current, best = dict(start), None
+    current = dict(start)
     best = loss(current)
     for name in names:
         for f in FACTORS:
